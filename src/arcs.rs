@@ -1,0 +1,1 @@
+//! The `arcs` component (to be built: see its issue).

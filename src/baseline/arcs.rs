@@ -1,0 +1,1 @@
+//! Mutex baseline of the `arcs` component (to be built: see its issue).

@@ -1,0 +1,1 @@
+//! Mutex baseline of the `bus` component (to be built: see its issue).

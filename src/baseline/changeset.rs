@@ -1,0 +1,1 @@
+//! Mutex baseline of the `changeset` component (to be built: see its issue).

@@ -1,0 +1,1 @@
+//! Mutex baseline of the `stream` component (to be built: see its issue).

@@ -1,0 +1,1 @@
+//! The `breaker` component (to be built: see its issue).

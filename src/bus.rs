@@ -1,0 +1,1 @@
+//! The `bus` component (to be built: see its issue).

@@ -1,0 +1,1 @@
+//! The `changeset` component (to be built: see its issue).

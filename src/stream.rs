@@ -1,0 +1,1 @@
+//! The `stream` component (to be built: see its issue).

@@ -1,0 +1,518 @@
+//! The synchronization primitives our protocols are built on, switchable to
+//! [loom] for model checking.
+//!
+//! Every lock-free protocol in this crate imports its atomics, `Arc`, sharded
+//! map and RCU cell from here, never from `std`, `dashmap` or `arc-swap`
+//! directly. Under `--cfg raceless_loom` the same names resolve to loom's
+//! atomics and `Arc`, and to small stand-ins for the two third-party
+//! structures:
+//!
+//! | name here        | normal build                      | `cfg(raceless_loom)`                  |
+//! |------------------|-----------------------------------|---------------------------------------|
+//! | atomics, `Arc`   | `std::sync`                       | `loom::sync`                          |
+//! | [`ShardedMap`]   | `dashmap::DashMap`                | a loom `RwLock<HashMap>`              |
+//! | [`ArcSwap`]      | `arc_swap::ArcSwap`               | a loom `RwLock<Arc<T>>`               |
+//! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
+//!
+//! The stand-ins implement exactly the documented contract of the real
+//! structures (each map operation and each cell operation is atomic and
+//! linearizable; `compare_and_swap` compares pointers), so loom explores
+//! *our* protocol on top of that contract instead of re-checking the crates'
+//! internals.
+//!
+//! The map is only reachable through closures (`entry`, `read`), so no
+//! `DashMap` guard can escape and be held across another call on the same
+//! map — DashMap's documented deadlocks (its issues #74, #151, #369) are
+//! ruled out by construction. Closures passed to it must not touch the map
+//! again and must not run user code.
+//!
+//! [loom]: https://docs.rs/loom
+
+#![allow(dead_code, unused_imports)] // not every component uses every primitive
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+#[cfg(not(raceless_loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc,
+};
+
+#[cfg(raceless_loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc,
+};
+
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// The hasher of every [`ShardedMap`]: foldhash is several times faster than
+/// SipHash on short keys and still seeded per map, so keys chosen by an
+/// outside client cannot be aimed at one shard.
+pub(crate) type MapHasher = foldhash::fast::RandomState;
+
+/// A view of one map slot, valid while the shard lock is held (inside the
+/// closure passed to [`ShardedMap::entry`]).
+pub(crate) enum Entry<'a, K, V> {
+    /// The key is present.
+    Occupied(OccupiedEntry<'a, K, V>),
+    /// The key is absent.
+    Vacant(VacantEntry<'a, K, V>),
+}
+
+#[cfg(not(raceless_loom))]
+mod imp {
+    use super::*;
+
+    pub(crate) struct OccupiedEntry<'a, K, V>(dashmap::mapref::entry::OccupiedEntry<'a, K, V>);
+    pub(crate) struct VacantEntry<'a, K, V>(dashmap::mapref::entry::VacantEntry<'a, K, V>);
+
+    impl<K: Eq + Hash, V> OccupiedEntry<'_, K, V> {
+        pub(crate) fn key(&self) -> &K {
+            self.0.key()
+        }
+        pub(crate) fn get(&self) -> &V {
+            self.0.get()
+        }
+        pub(crate) fn get_mut(&mut self) -> &mut V {
+            self.0.get_mut()
+        }
+        pub(crate) fn insert(&mut self, value: V) -> V {
+            self.0.insert(value)
+        }
+        pub(crate) fn remove(self) -> V {
+            self.0.remove()
+        }
+    }
+
+    impl<K: Eq + Hash, V> VacantEntry<'_, K, V> {
+        pub(crate) fn key(&self) -> &K {
+            self.0.key()
+        }
+        pub(crate) fn insert(self, value: V) {
+            self.0.insert(value);
+        }
+    }
+
+    /// A concurrent hash map sharded by key (`dashmap::DashMap`).
+    pub(crate) struct ShardedMap<K, V> {
+        inner: dashmap::DashMap<K, V, MapHasher>,
+    }
+
+    impl<K: Eq + Hash, V> ShardedMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self {
+                inner: dashmap::DashMap::with_hasher(MapHasher::default()),
+            }
+        }
+
+        /// Runs `f` on the slot of `key` with its shard write-locked.
+        pub(crate) fn entry<R>(&self, key: K, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R {
+            match self.inner.entry(key) {
+                dashmap::mapref::entry::Entry::Occupied(e) => f(Entry::Occupied(OccupiedEntry(e))),
+                dashmap::mapref::entry::Entry::Vacant(e) => f(Entry::Vacant(VacantEntry(e))),
+            }
+        }
+
+        /// Runs `f` on the value of `key` with its shard read-locked.
+        pub(crate) fn read<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.inner.get(key).map(|r| f(r.value()))
+        }
+
+        /// Removes `key` if `pred` holds for its value, atomically.
+        pub(crate) fn remove_if<Q>(
+            &self,
+            key: &Q,
+            pred: impl FnOnce(&K, &V) -> bool,
+        ) -> Option<(K, V)>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.inner.remove_if(key, pred)
+        }
+
+        pub(crate) fn remove<Q>(&self, key: &Q) -> Option<(K, V)>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.inner.remove(key)
+        }
+
+        pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+            self.inner.insert(key, value)
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.inner.len()
+        }
+
+        /// Calls `f` on every entry, one shard read-locked at a time. Not a
+        /// consistent snapshot across shards; `f` must not touch the map.
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+            for r in self.inner.iter() {
+                f(r.key(), r.value());
+            }
+        }
+
+        /// Keeps only the entries for which `f` returns true, one shard
+        /// write-locked at a time; `f` must not touch the map.
+        pub(crate) fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
+            self.inner.retain(f)
+        }
+    }
+
+    /// An RCU cell holding an `Arc<T>` (`arc_swap::ArcSwap`).
+    pub(crate) struct ArcSwap<T>(arc_swap::ArcSwap<T>);
+
+    /// A read guard of an [`ArcSwap`]: derefs to the `Arc<T>` it loaded.
+    pub(crate) type Guard<T> = arc_swap::Guard<Arc<T>>;
+
+    impl<T> ArcSwap<T> {
+        pub(crate) fn new(value: Arc<T>) -> Self {
+            Self(arc_swap::ArcSwap::new(value))
+        }
+        pub(crate) fn from_value(value: T) -> Self {
+            Self::new(Arc::new(value))
+        }
+        /// A cheap, short-lived read (no reference-count traffic on the fast path).
+        pub(crate) fn load(&self) -> Guard<T> {
+            self.0.load()
+        }
+        pub(crate) fn load_full(&self) -> Arc<T> {
+            self.0.load_full()
+        }
+        pub(crate) fn store(&self, value: Arc<T>) {
+            self.0.store(value)
+        }
+        pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
+            self.0.swap(value)
+        }
+        /// Installs `new` if the cell still holds `current` (pointer
+        /// equality); returns the value it held, so success is
+        /// `Arc::ptr_eq(&returned, current)`.
+        pub(crate) fn compare_and_swap(&self, current: &Arc<T>, new: Arc<T>) -> Arc<T> {
+            arc_swap::Guard::into_inner(self.0.compare_and_swap(current, new))
+        }
+        /// Read-copy-update: retries `f` on the latest value until its result
+        /// is installed; returns the value `f` was last applied to.
+        pub(crate) fn rcu(&self, f: impl FnMut(&Arc<T>) -> Arc<T>) -> Arc<T> {
+            self.0.rcu(f)
+        }
+    }
+
+    /// An RCU cell holding an `Option<Arc<T>>` (`arc_swap::ArcSwapOption`).
+    pub(crate) struct ArcSwapOption<T>(arc_swap::ArcSwapOption<T>);
+
+    impl<T> ArcSwapOption<T> {
+        pub(crate) fn new(value: Option<Arc<T>>) -> Self {
+            Self(arc_swap::ArcSwapOption::new(value))
+        }
+        pub(crate) fn empty() -> Self {
+            Self(arc_swap::ArcSwapOption::empty())
+        }
+        pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+            self.0.load_full()
+        }
+        pub(crate) fn store(&self, value: Option<Arc<T>>) {
+            self.0.store(value)
+        }
+        pub(crate) fn swap(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+            self.0.swap(value)
+        }
+        /// Installs `new` if the cell still holds `current` (pointer
+        /// equality, `None` equal to `None`); returns the value it held.
+        pub(crate) fn compare_and_swap(
+            &self,
+            current: &Option<Arc<T>>,
+            new: Option<Arc<T>>,
+        ) -> Option<Arc<T>> {
+            arc_swap::Guard::into_inner(self.0.compare_and_swap(current, new))
+        }
+        pub(crate) fn rcu(
+            &self,
+            f: impl FnMut(&Option<Arc<T>>) -> Option<Arc<T>>,
+        ) -> Option<Arc<T>> {
+            self.0.rcu(f)
+        }
+    }
+}
+
+#[cfg(raceless_loom)]
+mod imp {
+    use super::*;
+    use loom::sync::RwLock;
+    use std::collections::hash_map;
+    use std::collections::HashMap;
+
+    pub(crate) struct OccupiedEntry<'a, K, V>(hash_map::OccupiedEntry<'a, K, V>);
+    pub(crate) struct VacantEntry<'a, K, V>(hash_map::VacantEntry<'a, K, V>);
+
+    impl<K: Eq + Hash, V> OccupiedEntry<'_, K, V> {
+        pub(crate) fn key(&self) -> &K {
+            self.0.key()
+        }
+        pub(crate) fn get(&self) -> &V {
+            self.0.get()
+        }
+        pub(crate) fn get_mut(&mut self) -> &mut V {
+            self.0.get_mut()
+        }
+        pub(crate) fn insert(&mut self, value: V) -> V {
+            self.0.insert(value)
+        }
+        pub(crate) fn remove(self) -> V {
+            self.0.remove()
+        }
+    }
+
+    impl<K: Eq + Hash, V> VacantEntry<'_, K, V> {
+        pub(crate) fn key(&self) -> &K {
+            self.0.key()
+        }
+        pub(crate) fn insert(self, value: V) {
+            self.0.insert(value);
+        }
+    }
+
+    /// Stand-in for `DashMap`: one loom `RwLock` over a `HashMap`, which
+    /// gives every operation the atomicity DashMap documents per key.
+    pub(crate) struct ShardedMap<K, V> {
+        inner: RwLock<HashMap<K, V>>,
+    }
+
+    impl<K: Eq + Hash, V> ShardedMap<K, V> {
+        pub(crate) fn new() -> Self {
+            Self {
+                inner: RwLock::new(HashMap::new()),
+            }
+        }
+
+        pub(crate) fn entry<R>(&self, key: K, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R {
+            let mut map = self.inner.write().unwrap();
+            match map.entry(key) {
+                hash_map::Entry::Occupied(e) => f(Entry::Occupied(OccupiedEntry(e))),
+                hash_map::Entry::Vacant(e) => f(Entry::Vacant(VacantEntry(e))),
+            }
+        }
+
+        pub(crate) fn read<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.inner.read().unwrap().get(key).map(f)
+        }
+
+        pub(crate) fn remove_if<Q>(
+            &self,
+            key: &Q,
+            pred: impl FnOnce(&K, &V) -> bool,
+        ) -> Option<(K, V)>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            let mut map = self.inner.write().unwrap();
+            let keep = match map.get_key_value(key) {
+                Some((k, v)) => !pred(k, v),
+                None => true,
+            };
+            if keep {
+                None
+            } else {
+                map.remove_entry(key)
+            }
+        }
+
+        pub(crate) fn remove<Q>(&self, key: &Q) -> Option<(K, V)>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
+            self.inner.write().unwrap().remove_entry(key)
+        }
+
+        pub(crate) fn insert(&self, key: K, value: V) -> Option<V> {
+            self.inner.write().unwrap().insert(key, value)
+        }
+
+        pub(crate) fn len(&self) -> usize {
+            self.inner.read().unwrap().len()
+        }
+
+        pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+            for (k, v) in self.inner.read().unwrap().iter() {
+                f(k, v);
+            }
+        }
+
+        pub(crate) fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
+            self.inner.write().unwrap().retain(|k, v| f(k, v))
+        }
+    }
+
+    /// Stand-in for `ArcSwap`: a loom `RwLock<Arc<T>>`; each operation is
+    /// atomic, as arc-swap documents, and `compare_and_swap` compares pointers.
+    pub(crate) struct ArcSwap<T>(RwLock<Arc<T>>);
+
+    /// A read guard of an [`ArcSwap`]: derefs to the `Arc<T>` it loaded.
+    pub(crate) struct Guard<T>(Arc<T>);
+
+    impl<T> std::ops::Deref for Guard<T> {
+        type Target = Arc<T>;
+        fn deref(&self) -> &Arc<T> {
+            &self.0
+        }
+    }
+
+    impl<T> ArcSwap<T> {
+        pub(crate) fn new(value: Arc<T>) -> Self {
+            Self(RwLock::new(value))
+        }
+        pub(crate) fn from_value(value: T) -> Self {
+            Self::new(Arc::new(value))
+        }
+        pub(crate) fn load(&self) -> Guard<T> {
+            Guard(self.load_full())
+        }
+        pub(crate) fn load_full(&self) -> Arc<T> {
+            self.0.read().unwrap().clone()
+        }
+        pub(crate) fn store(&self, value: Arc<T>) {
+            *self.0.write().unwrap() = value;
+        }
+        pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
+            std::mem::replace(&mut *self.0.write().unwrap(), value)
+        }
+        pub(crate) fn compare_and_swap(&self, current: &Arc<T>, new: Arc<T>) -> Arc<T> {
+            let mut slot = self.0.write().unwrap();
+            let previous = slot.clone();
+            if Arc::ptr_eq(&previous, current) {
+                *slot = new;
+            }
+            previous
+        }
+        pub(crate) fn rcu(&self, mut f: impl FnMut(&Arc<T>) -> Arc<T>) -> Arc<T> {
+            // Same shape as arc-swap's rcu: load, compute outside the cell,
+            // compare-and-swap, retry on interference.
+            let mut current = self.load_full();
+            loop {
+                let new = f(&current);
+                let previous = self.compare_and_swap(&current, new);
+                if Arc::ptr_eq(&previous, &current) {
+                    return current;
+                }
+                current = previous;
+            }
+        }
+    }
+
+    /// Stand-in for `ArcSwapOption`: a loom `RwLock<Option<Arc<T>>>`.
+    pub(crate) struct ArcSwapOption<T>(RwLock<Option<Arc<T>>>);
+
+    fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    impl<T> ArcSwapOption<T> {
+        pub(crate) fn new(value: Option<Arc<T>>) -> Self {
+            Self(RwLock::new(value))
+        }
+        pub(crate) fn empty() -> Self {
+            Self::new(None)
+        }
+        pub(crate) fn load_full(&self) -> Option<Arc<T>> {
+            self.0.read().unwrap().clone()
+        }
+        pub(crate) fn store(&self, value: Option<Arc<T>>) {
+            *self.0.write().unwrap() = value;
+        }
+        pub(crate) fn swap(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+            std::mem::replace(&mut *self.0.write().unwrap(), value)
+        }
+        pub(crate) fn compare_and_swap(
+            &self,
+            current: &Option<Arc<T>>,
+            new: Option<Arc<T>>,
+        ) -> Option<Arc<T>> {
+            let mut slot = self.0.write().unwrap();
+            let previous = slot.clone();
+            if same(&previous, current) {
+                *slot = new;
+            }
+            previous
+        }
+        pub(crate) fn rcu(
+            &self,
+            mut f: impl FnMut(&Option<Arc<T>>) -> Option<Arc<T>>,
+        ) -> Option<Arc<T>> {
+            let mut current = self.load_full();
+            loop {
+                let new = f(&current);
+                let previous = self.compare_and_swap(&current, new);
+                if same(&previous, &current) {
+                    return current;
+                }
+                current = previous;
+            }
+        }
+    }
+}
+
+pub(crate) use imp::{ArcSwap, ArcSwapOption, Guard, OccupiedEntry, ShardedMap, VacantEntry};
+
+impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> ShardedMap<K, V> {
+    /// A clone of the value of `key` (for `Arc` values: a reference-count
+    /// bump), taken with the shard read-locked and released at once.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.read(key, V::clone)
+    }
+
+    /// The value of `key`, inserting `make()` first if it is absent.
+    pub(crate) fn get_or_insert_with(&self, key: K, make: impl FnOnce() -> V) -> V {
+        // Fast path: a read lock when the key exists (the common case on hot
+        // names); the entry API decides the race when it does not.
+        if let Some(v) = self.get(&key) {
+            return v;
+        }
+        self.entry(key, |e: Entry<'_, K, V>| match e {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let v = make();
+                e.insert(v.clone());
+                v
+            }
+        })
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> ShardedMap<K, V> {
+    /// A copy of every entry, one shard at a time: consistent per entry,
+    /// never while user code runs. Readers of "all" work on this.
+    pub(crate) fn snapshot(&self) -> Vec<(K, V)> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|k, v| out.push((k.clone(), v.clone())));
+        out
+    }
+}
