@@ -337,7 +337,8 @@ impl<T: StreamSlots<u64>> Driver<T> {
 
 /// Start/finish cycles with a cleanup sweep over many sessions: 1 op in 8
 /// is a write (`start`; if the session is busy, `finish` its stream), the
-/// other 7 are the cleanup the seed runs on every session GET.
+/// other 7 are the cleanup the seed runs on every session GET. The sessions
+/// start stale (restored after a restart).
 struct Cycles<T> {
     slots: T,
     sessions: Vec<Session>,
@@ -349,21 +350,23 @@ const SESSIONS: usize = 1_000;
 impl<T: StreamSlots<u64>> Workload for Cycles<T> {
     fn run(&self, thread: usize, threads: usize, ops: u64) {
         let n = self.sessions.len();
-        let mut at = thread * n / threads.max(1);
+        // Two cursors, each sweeping the sessions from this thread's share:
+        // writes cycle every session between "live stream" and "empty", and
+        // the reads (GETs) see a mix of live, empty and stale slots.
+        let mut read = thread * n / threads.max(1);
+        let mut write = (read + n / 2) % n;
         for i in 0..ops {
-            let session = &self.sessions[at];
             if i % 8 == 0 {
+                let session = &self.sessions[write];
                 // `Pending::default()` allocates nothing: only the
                 // component's own work is measured.
                 if let Err(Busy { active }) = self.slots.start(session, Pending::default(), i) {
                     self.slots.finish(session, active);
                 }
+                write = if write + 1 == n { 0 } else { write + 1 };
             } else {
-                self.slots.clear_stale(session);
-            }
-            at += 1;
-            if at == n {
-                at = 0;
+                self.slots.clear_stale(&self.sessions[read]);
+                read = if read + 1 == n { 0 } else { read + 1 };
             }
         }
     }

@@ -21,6 +21,9 @@ use crate::stream::{
 };
 use crate::sync::MapHasher;
 
+/// One lock per session id (the seed's `_get_session_agent_lock`).
+type SessionLocks<M> = HashMap<String, Arc<<M as MutexKind>::Mutex<()>>, MapHasher>;
+
 /// The `stream` component behind mutexes: a registry lock around the live
 /// streams and a lock per session (the seed's fix).
 ///
@@ -38,7 +41,7 @@ pub struct MutexStreams<S: Send, M: MutexKind = StdMutex> {
     /// `STREAMS` and `STREAMS_LOCK`.
     streams: M::Mutex<HashMap<StreamId, S, MapHasher>>,
     /// `_get_session_agent_lock`: one lock per session id.
-    session_locks: M::Mutex<HashMap<String, Arc<M::Mutex<()>>, MapHasher>>,
+    session_locks: M::Mutex<SessionLocks<M>>,
     ids: IdSource,
     clock: SharedClock,
     saves: Saves,
@@ -76,21 +79,22 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
             let current = session.slot.load_full();
             if let Some(active) = current.active_id() {
                 if self.is_live(active) {
-                    return Err(Busy { active });
+                    // Dropped after unlocking: a destructor is user code.
+                    return Err((Busy { active }, stream));
                 }
             }
             let id = self.ids.next();
             self.streams.with(|streams| streams.insert(id, stream));
-            let next = current.next(Some(std::sync::Arc::new(ActiveStream {
+            let next = current.next(Some(ActiveStream {
                 id,
                 pending_message: Some(pending.message),
                 attachments: pending.attachments,
                 started_at,
-            })));
+            }));
             session.slot.store(next.clone());
             Ok((id, next))
         });
-        let (id, next) = installed?;
+        let (id, next) = installed.map_err(|(busy, _stream)| busy)?;
         self.saves.save(|| session.snapshot_of(&next));
         Ok(id)
     }

@@ -63,7 +63,7 @@ impl IdSource {
 /// // ...and a start on a stale slot would have replaced it as well.
 /// let new = registry.start(&session, Pending::new("second"), "w2").unwrap();
 /// assert_eq!(session.active_id(), Some(new));
-/// assert_eq!(registry.with_stream(new, |s| *s), Some("w2"));
+/// assert_eq!(registry.get(new), Some("w2"));
 /// ```
 pub struct StreamRegistry<S> {
     streams: ShardedMap<StreamId, S>,
@@ -123,25 +123,26 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// # let _ = id;
     /// ```
     pub fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
-        let mut current = session.slot.load_full();
+        let current = session.slot.load();
         if let Some(active) = self.live_in(&current) {
             return Err(Busy { active });
         }
         let id = self.ids.next();
-        let active = std::sync::Arc::new(ActiveStream {
+        let active = ActiveStream {
             id,
             pending_message: Some(pending.message),
             attachments: pending.attachments,
             started_at: self.clock.now(),
-        });
+        };
         // Register first: from the moment the slot can show `id`, it is live.
         self.streams.insert(id, stream);
+        let mut next = current.next(Some(active));
+        let mut installed = session.install(&current, next.clone());
+        drop(current);
         loop {
-            let next = current.next(Some(active.clone()));
-            match session.install(&current, next.clone()) {
+            match installed {
                 Ok(()) => {
                     tracing::debug!(session = session.id(), stream = %id, "stream started");
-                    drop(current);
                     self.saves.save(|| session.snapshot_of(&next));
                     return Ok(id);
                 }
@@ -151,7 +152,11 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
                         self.streams.remove(&id);
                         return Err(Busy { active: winner });
                     }
-                    current = now;
+                    // Empty or stale (a cleanup or a finish came first):
+                    // retry against it. Only a retry copies the pending
+                    // fields; the failed value was never published.
+                    next = now.next(next.active.clone());
+                    installed = session.install(&now, next.clone());
                 }
             }
         }
@@ -269,17 +274,21 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         self.len() == 0
     }
 
-    /// Runs `f` on the stream `id` if it is live, with its shard
-    /// read-locked: `f` must not call back into this registry.
+    /// A clone of the stream `id`, if it is live (cloned with its shard
+    /// read-locked: use a cheap `Clone`, e.g. an `Arc` handle or a channel
+    /// sender, as a stream type).
     ///
     /// ```
     /// use raceless::stream::{Pending, Session, StreamRegistry};
     /// let registry = StreamRegistry::new();
-    /// let id = registry.start(&Session::new("s"), Pending::new("hi"), 41).unwrap();
-    /// assert_eq!(registry.with_stream(id, |n| n + 1), Some(42));
+    /// let id = registry.start(&Session::new("s"), Pending::new("hi"), 42).unwrap();
+    /// assert_eq!(registry.get(id), Some(42));
     /// ```
-    pub fn with_stream<R>(&self, id: StreamId, f: impl FnOnce(&S) -> R) -> Option<R> {
-        self.streams.read(&id, f)
+    pub fn get(&self, id: StreamId) -> Option<S>
+    where
+        S: Clone,
+    {
+        self.streams.get(&id)
     }
 
     /// Adds a save hook (like [`StreamOptions::save_hook`]) to a running

@@ -16,16 +16,14 @@ use crate::sync::{Arc, ArcSwap};
 pub(crate) struct SlotState {
     /// One more than the version of the value this one replaced.
     pub(crate) version: u64,
-    /// The stream and its pending fields. A `std` `Arc` so that a start can
-    /// retry its CAS without copying the pending fields; it is not part of
-    /// the protocol (only the outer pointer is compared).
-    pub(crate) active: Option<std::sync::Arc<ActiveStream>>,
+    /// The stream and its pending fields.
+    pub(crate) active: Option<ActiveStream>,
 }
 
 impl SlotState {
     /// The next value: `active`, one version up (saturating: a restored
     /// snapshot at `u64::MAX` stays there rather than panic).
-    pub(crate) fn next(&self, active: Option<std::sync::Arc<ActiveStream>>) -> Arc<SlotState> {
+    pub(crate) fn next(&self, active: Option<ActiveStream>) -> Arc<SlotState> {
         Arc::new(SlotState {
             version: self.version.saturating_add(1),
             active,
@@ -123,7 +121,7 @@ impl Session {
             id: snapshot.session_id,
             slot: ArcSwap::from_value(SlotState {
                 version: snapshot.version,
-                active: snapshot.active.map(std::sync::Arc::new),
+                active: snapshot.active,
             }),
         }
     }
@@ -143,7 +141,7 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active().is_none());
     /// ```
     pub fn active(&self) -> Option<ActiveStream> {
-        self.slot.load().active.as_deref().cloned()
+        self.slot.load().active.clone()
     }
 
     /// The active stream's id, without copying the pending fields.
@@ -179,7 +177,7 @@ impl Session {
         SessionSnapshot {
             session_id: self.id.clone(),
             version: slot.version,
-            active: slot.active.as_deref().cloned(),
+            active: slot.active.clone(),
         }
     }
 
@@ -200,7 +198,7 @@ impl Session {
     /// ```
     pub fn force_clear(&self) -> Option<ActiveStream> {
         let previous = self.slot.rcu(|cur| cur.next(None));
-        previous.active.as_deref().cloned()
+        previous.active.clone()
     }
 
     /// Installs `next` if the slot still holds `current` (pointer identity).
