@@ -38,11 +38,12 @@
 //! its pending fields. `docs/stream.md` has the full argument.
 //!
 //! Memory orderings: the slot is an [`arc-swap`](https://docs.rs/arc-swap)
-//! cell and the registry a sharded map (locks per shard); both are
-//! linearizable and give the happens-before we need (a registration, made
-//! before the publishing CAS, is visible to whoever loads the published
-//! value). Our only own atomic is the id counter, `Relaxed`: ids only need
-//! to be unique, which any read-modify-write guarantees.
+//! cell, every operation of which contains a `SeqCst` read-modify-write (its
+//! documented "Atomic orderings"), and the registry a sharded map (a lock per
+//! shard); both are linearizable and give the happens-before we need: a
+//! registration, made before the publishing CAS, is visible to whoever loads
+//! the published value. Our only own atomic is the id counter, `Relaxed`:
+//! ids only need to be unique, which any read-modify-write guarantees.
 //!
 //! Saving: every slot value carries a version, one more than the value it
 //! replaced. [`Session::snapshot`] gives it as a serde [`SessionSnapshot`];

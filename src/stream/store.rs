@@ -190,6 +190,12 @@ impl SessionStore {
         }
         if let Some(version) = *stored {
             if version >= snapshot.version {
+                tracing::debug!(
+                    session = %snapshot.session_id,
+                    version = snapshot.version,
+                    stored = version,
+                    "late save dropped: a newer state is stored"
+                );
                 return Ok(Saved::Superseded { stored: version });
             }
         }
