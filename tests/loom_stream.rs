@@ -104,6 +104,36 @@ fn finish_vs_start() {
     });
 }
 
+/// The seed's day-to-day sequence: a stream ends (its worker calls
+/// `finish`) and the user at once starts a new one, while a session GET runs
+/// the cleanup. The cleanup may judge the finished stream stale after the
+/// finish unregistered it, but its CAS is against the value holding the
+/// old stream, so the new stream always survives.
+#[test]
+fn clear_stale_vs_finish_then_start() {
+    loom::model(|| {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let old = registry.start(&session, Pending::new("old"), 0).unwrap();
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.clear_stale(&session))
+        };
+        assert!(registry.finish(&session, old));
+        let new = registry.start(&session, Pending::new("new"), 1).unwrap();
+        assert!(
+            !cleanup.join().unwrap(),
+            "nothing stale was ever in the slot long enough to clear"
+        );
+        let active = session.active().expect("the new stream was clobbered");
+        assert_eq!(
+            (active.id, active.pending_message.as_deref()),
+            (new, Some("new"))
+        );
+        assert_eq!(registry.len(), 1);
+    });
+}
+
 /// The model can fail: the seed's cleanup (check liveness, then write
 /// "no stream" unconditionally) is caught clobbering the new stream.
 #[test]
