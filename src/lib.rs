@@ -58,3 +58,4 @@ pub mod bus;
 pub mod changeset;
 // stream
 pub mod stream;
+pub use stream::StreamRegistry;

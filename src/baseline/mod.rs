@@ -102,3 +102,4 @@ mod bus;
 mod changeset;
 // stream
 mod stream;
+pub use stream::MutexStreams;

@@ -1,1 +1,165 @@
-//! Mutex baseline of the `stream` component (to be built: see its issue).
+//! Mutex baseline of the `stream` component: the seed's fix (hermes-webui
+//! #1533), translated faithfully.
+//!
+//! The seed keeps `STREAMS` behind `STREAMS_LOCK` and a lock per session
+//! (`_get_session_agent_lock(session_id)`, a dict of locks behind its own
+//! lock). Its fixed cleanup checks liveness under `STREAMS_LOCK`, then takes
+//! the session's lock, **re-reads** `active_stream_id` and clears only if it
+//! is unchanged. Here `start` and `finish` take the session's lock too (so
+//! the baseline is correct, not the upstream start that races), and the
+//! session's fields are the [`Session`]'s slot, read and written plainly
+//! under that lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Lock, MutexKind, StdMutex};
+use crate::clock::SharedClock;
+use crate::stream::registry::IdSource;
+use crate::stream::{
+    ActiveStream, Busy, Pending, Saves, Session, StreamId, StreamOptions, StreamSlots,
+};
+use crate::sync::MapHasher;
+
+/// One lock per session id (the seed's `_get_session_agent_lock`).
+type SessionLocks<M> = HashMap<String, Arc<<M as MutexKind>::Mutex<()>>, MapHasher>;
+
+/// The `stream` component behind mutexes: a registry lock around the live
+/// streams and a lock per session (the seed's fix).
+///
+/// ```
+/// use raceless::baseline::MutexStreams;
+/// use raceless::stream::{Pending, Session, StreamOptions, StreamSlots};
+///
+/// let streams: MutexStreams<()> = MutexStreams::with_options(StreamOptions::new());
+/// let session = Session::new("s");
+/// let id = streams.start(&session, Pending::new("hi"), ()).unwrap();
+/// assert!(!streams.clear_stale(&session));
+/// assert!(streams.finish(&session, id));
+/// ```
+pub struct MutexStreams<S: Send, M: MutexKind = StdMutex> {
+    /// `STREAMS` and `STREAMS_LOCK`.
+    streams: M::Mutex<HashMap<StreamId, S, MapHasher>>,
+    /// `_get_session_agent_lock`: one lock per session id.
+    session_locks: M::Mutex<SessionLocks<M>>,
+    ids: IdSource,
+    clock: SharedClock,
+    saves: Saves,
+}
+
+impl<S: Send + Sync + 'static, M: MutexKind> MutexStreams<S, M> {
+    fn session_lock(&self, session: &Session) -> Arc<M::Mutex<()>> {
+        self.session_locks.with(|locks| {
+            if let Some(lock) = locks.get(session.id()) {
+                return lock.clone();
+            }
+            locks
+                .entry(session.id().to_owned())
+                .or_insert_with(|| Arc::new(<M::Mutex<()> as Lock<()>>::new(())))
+                .clone()
+        })
+    }
+}
+
+impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, M> {
+    fn with_options(options: StreamOptions) -> Self {
+        let (clock, saves) = options.into_parts();
+        Self {
+            streams: Lock::new(HashMap::default()),
+            session_locks: Lock::new(HashMap::default()),
+            ids: IdSource::new(),
+            clock,
+            saves,
+        }
+    }
+
+    fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
+        let started_at = self.clock.now();
+        let installed = self.session_lock(session).with(|()| {
+            let current = session.slot.load_full();
+            if let Some(active) = current.active_id() {
+                if self.is_live(active) {
+                    // Dropped after unlocking: a destructor is user code.
+                    return Err((Busy { active }, stream));
+                }
+            }
+            let id = self.ids.next();
+            self.streams.with(|streams| streams.insert(id, stream));
+            let next = current.next(Some(ActiveStream {
+                id,
+                pending_message: Some(pending.message),
+                attachments: pending.attachments,
+                started_at,
+            }));
+            session.slot.store(next.clone());
+            Ok((id, next))
+        });
+        let (id, next) = installed.map_err(|(busy, _stream)| busy)?;
+        self.saves.save(|| session.snapshot_of(&next));
+        Ok(id)
+    }
+
+    fn clear_stale(&self, session: &Session) -> bool {
+        let Some(stream_id) = session.active_id() else {
+            return false;
+        };
+        if self.is_live(stream_id) {
+            return false;
+        }
+        // Re-read under the session's lock: a start may have replaced it.
+        let cleared = self.session_lock(session).with(|()| {
+            let current = session.slot.load_full();
+            if current.active_id() != Some(stream_id) {
+                return None;
+            }
+            let next = current.next(None);
+            session.slot.store(next.clone());
+            Some(next)
+        });
+        match cleared {
+            Some(next) => {
+                self.saves.save(|| session.snapshot_of(&next));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn finish(&self, session: &Session, id: StreamId) -> bool {
+        let emptied = self.session_lock(session).with(|()| {
+            let current = session.slot.load_full();
+            if !current.holds(id) {
+                return None;
+            }
+            let next = current.next(None);
+            session.slot.store(next.clone());
+            Some(next)
+        });
+        // Dropped after unlocking: a stream's destructor is user code.
+        let stream = self.streams.with(|streams| streams.remove(&id));
+        drop(stream);
+        match emptied {
+            Some(next) => {
+                self.saves.save(|| session.snapshot_of(&next));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_live(&self, id: StreamId) -> bool {
+        self.streams.with(|streams| streams.contains_key(&id))
+    }
+
+    fn len(&self) -> usize {
+        self.streams.with(|streams| streams.len())
+    }
+}
+
+impl<S: Send, M: MutexKind> std::fmt::Debug for MutexStreams<S, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutexStreams")
+            .field("mutex", &M::NAME)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,1 +1,0 @@
-//! The `stream` component (to be built: see its issue).

@@ -1,0 +1,379 @@
+//! The lock-free registry of live streams and the slot protocol.
+
+use std::hash::BuildHasher;
+
+use super::session::SlotState;
+use super::{
+    save_listener, ActiveStream, Busy, HookError, Pending, Saves, Session, SessionSnapshot,
+    StreamId, StreamOptions, StreamSlots,
+};
+use crate::clock::SharedClock;
+use crate::sync::{AtomicU64, Ordering, ShardedMap};
+use crate::ListenerId;
+
+/// Hands out fresh stream ids: a random epoch per registry (so ids of a
+/// previous process, or of another registry, never collide with ours) and a
+/// counter.
+pub(crate) struct IdSource {
+    epoch: u64,
+    /// `Relaxed`: ids only need to be unique, which the read-modify-write
+    /// guarantees whatever the ordering; the id publishes no data.
+    next: AtomicU64,
+}
+
+impl IdSource {
+    pub(crate) fn new() -> Self {
+        // std's RandomState is seeded randomly per process and varies per
+        // instance; the time and pid make a collision across processes even
+        // less likely.
+        let epoch = std::collections::hash_map::RandomState::new()
+            .hash_one((std::time::SystemTime::now(), std::process::id()));
+        Self {
+            epoch,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn next(&self) -> StreamId {
+        StreamId {
+            epoch: self.epoch,
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The live streams (`StreamId -> S`, the seed's `STREAMS`) and the
+/// lock-free protocol on sessions' slots (see the [module docs](super)).
+///
+/// No operation blocks on another: the registry is a sharded map (each call
+/// locks one shard for a map operation, never across a slot change or a
+/// hook), and a session's slot changes by compare-and-swap.
+///
+/// ```
+/// use raceless::stream::{Pending, Session, StreamRegistry};
+///
+/// let registry = StreamRegistry::new();
+/// let session = Session::new("s");
+/// let old = registry.start(&session, Pending::new("first"), "w1").unwrap();
+/// // The worker of `old` dies without finishing on this session:
+/// registry.finish(&Session::new("other"), old);
+/// assert!(!registry.is_live(old));
+/// // The slot still names `old`: stale. A cleanup clears it...
+/// assert!(registry.clear_stale(&session));
+/// // ...and a start on a stale slot would have replaced it as well.
+/// let new = registry.start(&session, Pending::new("second"), "w2").unwrap();
+/// assert_eq!(session.active_id(), Some(new));
+/// assert_eq!(registry.get(new), Some("w2"));
+/// ```
+pub struct StreamRegistry<S> {
+    streams: ShardedMap<StreamId, S>,
+    ids: IdSource,
+    clock: SharedClock,
+    saves: Saves,
+}
+
+impl<S: Send + Sync + 'static> StreamRegistry<S> {
+    /// An empty registry with the system clock and no save hook.
+    ///
+    /// ```
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// assert!(registry.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::with_options(StreamOptions::new())
+    }
+
+    /// An empty registry with the given clock and save hook.
+    ///
+    /// ```
+    /// use raceless::{clock::ManualClock, stream::{StreamOptions, StreamRegistry}};
+    /// let registry: StreamRegistry<()> =
+    ///     StreamRegistry::with_options(StreamOptions::new().clock(ManualClock::new()));
+    /// assert_eq!(registry.len(), 0);
+    /// ```
+    pub fn with_options(options: StreamOptions) -> Self {
+        let (clock, saves) = options.into_parts();
+        Self {
+            streams: ShardedMap::new(),
+            ids: IdSource::new(),
+            clock,
+            saves,
+        }
+    }
+
+    /// Starts `stream` on `session`: `Err(Busy)` if the session's stream is
+    /// live (and `stream` is dropped); otherwise a stale or empty slot is
+    /// replaced by the new stream and its pending fields in one step.
+    ///
+    /// Protocol: read the slot; if its stream is live, `Busy`. Otherwise
+    /// register the new stream under a fresh id, then publish it with a CAS
+    /// against the value read. On a failed CAS, re-read: a live stream there
+    /// won (unregister ours, `Busy`); a stale or empty value is retried.
+    /// Since ours is registered before it can be seen in the slot, no
+    /// cleanup can judge it stale. Linearization point: the successful CAS;
+    /// for `Busy`, the read that found the winner live.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let session = Session::new("s");
+    /// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+    /// assert!(registry.start(&session, Pending::new("no"), ()).is_err());
+    /// assert_eq!(registry.len(), 1);
+    /// # let _ = id;
+    /// ```
+    pub fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
+        let current = session.slot.load();
+        if let Some(active) = self.live_in(&current) {
+            return Err(Busy { active });
+        }
+        let id = self.ids.next();
+        let active = ActiveStream {
+            id,
+            pending_message: Some(pending.message),
+            attachments: pending.attachments,
+            started_at: self.clock.now(),
+        };
+        // Register first: from the moment the slot can show `id`, it is live.
+        self.streams.insert(id, stream);
+        let mut next = current.next(Some(active));
+        let mut installed = session.install(&current, next.clone());
+        drop(current);
+        loop {
+            match installed {
+                Ok(()) => {
+                    tracing::debug!(session = session.id(), stream = %id, "stream started");
+                    self.saves.save(|| session.snapshot_of(&next));
+                    return Ok(id);
+                }
+                Err(now) => {
+                    if let Some(winner) = self.live_in(&now) {
+                        // Ours was never visible in any slot: unregister it.
+                        self.streams.remove(&id);
+                        return Err(Busy { active: winner });
+                    }
+                    // Empty or stale (a cleanup or a finish came first):
+                    // retry against it. Only a retry copies the pending
+                    // fields; the failed value was never published.
+                    next = now.next(next.active.clone());
+                    installed = session.install(&now, next.clone());
+                }
+            }
+        }
+    }
+
+    /// Empties the session's slot if its stream is no longer live (the
+    /// seed's `_clear_stale_stream_state`); `true` if it did.
+    ///
+    /// Protocol: read the slot; if its stream is not registered, CAS the
+    /// very value read to an empty one. "Not registered" is final for a
+    /// value in a slot (ids are fresh and registered before they are
+    /// published), and the CAS fails if anything replaced the value, so a
+    /// live, starting or newer stream is never cleared. Linearization point:
+    /// the successful CAS, or the read that decided `false`.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let session = Session::new("s");
+    /// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+    /// assert!(!registry.clear_stale(&session)); // live
+    /// registry.finish(&Session::new("elsewhere"), id); // unregistered only
+    /// assert!(registry.clear_stale(&session)); // stale
+    /// assert!(!registry.clear_stale(&session)); // already empty
+    /// ```
+    pub fn clear_stale(&self, session: &Session) -> bool {
+        let current = session.slot.load();
+        match current.active_id() {
+            None => return false,
+            Some(id) if self.is_live(id) => return false,
+            Some(_) => {}
+        }
+        let next = current.next(None);
+        let cleared = session.install(&current, next.clone()).is_ok();
+        drop(current);
+        if cleared {
+            tracing::debug!(session = session.id(), "stale stream cleared");
+            self.saves.save(|| session.snapshot_of(&next));
+        }
+        cleared
+    }
+
+    /// The stream `id` ended (its worker calls this): empties the session's
+    /// slot if it still holds `id`, then unregisters `id`. `true` if it
+    /// emptied the slot. A stream held by another slot stays there, stale.
+    ///
+    /// Linearization point: the successful CAS emptying the slot (or the
+    /// read that found another value); the unregistration follows, so a
+    /// start that finds the slot empty never waits for it.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let session = Session::new("s");
+    /// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+    /// assert!(registry.finish(&session, id));
+    /// assert!(!registry.finish(&session, id)); // no longer in the slot
+    /// assert!(!registry.is_live(id));
+    /// ```
+    pub fn finish(&self, session: &Session, id: StreamId) -> bool {
+        let mut current = session.slot.load_full();
+        let mut emptied = None;
+        while current.holds(id) {
+            let next = current.next(None);
+            match session.install(&current, next.clone()) {
+                Ok(()) => {
+                    emptied = Some(next);
+                    break;
+                }
+                Err(now) => current = now,
+            }
+        }
+        drop(current);
+        self.streams.remove(&id);
+        match emptied {
+            Some(next) => {
+                tracing::debug!(session = session.id(), stream = %id, "stream finished");
+                self.saves.save(|| session.snapshot_of(&next));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `id` is registered.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let id = registry.start(&Session::new("s"), Pending::new("hi"), ()).unwrap();
+    /// assert!(registry.is_live(id));
+    /// ```
+    pub fn is_live(&self, id: StreamId) -> bool {
+        self.streams.read(&id, |_| ()).is_some()
+    }
+
+    /// The number of registered streams (a starting stream that loses its
+    /// race is counted until it unregisters itself).
+    ///
+    /// ```
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// assert_eq!(registry.len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether no stream is registered.
+    ///
+    /// ```
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// assert!(registry.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A clone of the stream `id`, if it is live (cloned with its shard
+    /// read-locked: use a cheap `Clone`, e.g. an `Arc` handle or a channel
+    /// sender, as a stream type).
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let id = registry.start(&Session::new("s"), Pending::new("hi"), 42).unwrap();
+    /// assert_eq!(registry.get(id), Some(42));
+    /// ```
+    pub fn get(&self, id: StreamId) -> Option<S>
+    where
+        S: Clone,
+    {
+        self.streams.get(&id)
+    }
+
+    /// Adds a save hook (like [`StreamOptions::save_hook`]) to a running
+    /// registry; changes that start after this returns call it.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let registry = StreamRegistry::new();
+    /// let last = Arc::new(AtomicU64::new(0));
+    /// let seen = last.clone();
+    /// let hook = registry.add_save_hook(move |snap| {
+    ///     seen.store(snap.version, Ordering::Relaxed);
+    ///     Ok(())
+    /// });
+    /// registry.start(&Session::new("s"), Pending::new("hi"), ()).unwrap();
+    /// assert_eq!(last.load(Ordering::Relaxed), 1);
+    /// assert!(registry.remove_save_hook(hook));
+    /// ```
+    pub fn add_save_hook(
+        &self,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.saves.0.add(save_listener(std::sync::Arc::new(hook)))
+    }
+
+    /// Removes a hook added by [`StreamRegistry::add_save_hook`]; `false`
+    /// if it was not registered. Changes that start after this returns no
+    /// longer call it.
+    ///
+    /// ```
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// let id = registry.add_save_hook(|_| Ok(()));
+    /// assert!(registry.remove_save_hook(id));
+    /// assert!(!registry.remove_save_hook(id));
+    /// ```
+    pub fn remove_save_hook(&self, id: ListenerId) -> bool {
+        self.saves.0.remove(id)
+    }
+
+    /// The id of the slot's stream if it is live.
+    fn live_in(&self, slot: &SlotState) -> Option<StreamId> {
+        slot.active_id().filter(|&id| self.is_live(id))
+    }
+}
+
+impl<S: Send + Sync + 'static> Default for StreamRegistry<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> std::fmt::Debug for StreamRegistry<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRegistry")
+            .field("live", &self.streams.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync + 'static> StreamSlots<S> for StreamRegistry<S> {
+    fn with_options(options: StreamOptions) -> Self {
+        StreamRegistry::with_options(options)
+    }
+    fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
+        StreamRegistry::start(self, session, pending, stream)
+    }
+    fn clear_stale(&self, session: &Session) -> bool {
+        StreamRegistry::clear_stale(self, session)
+    }
+    fn finish(&self, session: &Session, id: StreamId) -> bool {
+        StreamRegistry::finish(self, session, id)
+    }
+    fn is_live(&self, id: StreamId) -> bool {
+        StreamRegistry::is_live(self, id)
+    }
+    fn len(&self) -> usize {
+        StreamRegistry::len(self)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<StreamRegistry<()>>();
+    check::<Session>();
+}

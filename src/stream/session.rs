@@ -1,0 +1,228 @@
+//! A session and its active-stream slot.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ActiveStream, StreamId};
+use crate::sync::{Arc, ArcSwap};
+
+/// One immutable value of a session's slot: the active stream with its
+/// pending fields (or none) and the version of this value.
+///
+/// A value is never mutated; a change installs a new one with a
+/// compare-and-swap against the `Arc` it replaces, so pointer identity says
+/// "nothing changed since I looked". The pointer cannot be reused while the
+/// comparer holds its `Arc`, so there is no ABA.
+#[derive(Debug)]
+pub(crate) struct SlotState {
+    /// One more than the version of the value this one replaced.
+    pub(crate) version: u64,
+    /// The stream and its pending fields.
+    pub(crate) active: Option<ActiveStream>,
+}
+
+impl SlotState {
+    /// The next value: `active`, one version up (saturating: a restored
+    /// snapshot at `u64::MAX` stays there rather than panic).
+    pub(crate) fn next(&self, active: Option<ActiveStream>) -> Arc<SlotState> {
+        Arc::new(SlotState {
+            version: self.version.saturating_add(1),
+            active,
+        })
+    }
+
+    pub(crate) fn active_id(&self) -> Option<StreamId> {
+        self.active.as_ref().map(|a| a.id)
+    }
+
+    pub(crate) fn holds(&self, id: StreamId) -> bool {
+        self.active_id() == Some(id)
+    }
+}
+
+/// A saved state of a session: its active stream with the pending fields,
+/// and the version of that state (every change of the slot adds one).
+///
+/// ```
+/// use raceless::stream::{Pending, Session, SessionSnapshot, StreamRegistry};
+///
+/// let registry = StreamRegistry::new();
+/// let session = Session::new("s");
+/// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+/// let json = serde_json::to_string(&session.snapshot()).unwrap();
+/// let back: SessionSnapshot = serde_json::from_str(&json).unwrap();
+/// assert_eq!((back.version, back.active.unwrap().id), (1, id));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// The session's id.
+    pub session_id: String,
+    /// The version of this state: 0 for a new session, one more per change.
+    pub version: u64,
+    /// The active stream and its pending fields, if any.
+    pub active: Option<ActiveStream>,
+}
+
+/// A chat session's active-stream slot: the stream it shows and that
+/// stream's pending fields, changed together in one atomic step.
+///
+/// A session is changed through a registry ([`super::StreamRegistry`] or the
+/// baseline); it can be read directly, restored from a snapshot, and
+/// cleared unconditionally ([`Session::force_clear`]).
+///
+/// ```
+/// use raceless::stream::{Pending, Session, StreamRegistry};
+/// let registry = StreamRegistry::new();
+/// let session = Session::new("chat-1");
+/// assert_eq!((session.id(), session.version()), ("chat-1", 0));
+/// registry.start(&session, Pending::new("hi"), ()).unwrap();
+/// assert_eq!(session.version(), 1);
+/// ```
+pub struct Session {
+    id: String,
+    pub(crate) slot: ArcSwap<SlotState>,
+}
+
+impl Session {
+    /// A new session with an empty slot at version 0.
+    ///
+    /// ```
+    /// let session = raceless::stream::Session::new("s");
+    /// assert!(session.active().is_none());
+    /// ```
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            slot: ArcSwap::from_value(SlotState {
+                version: 0,
+                active: None,
+            }),
+        }
+    }
+
+    /// A session restored from a snapshot (e.g. saved by a previous
+    /// process). Its stream, if any, is live only if the registry it is used
+    /// with holds it; a stream of a previous process never is, so it is
+    /// stale and the next cleanup or start replaces it. Versions continue
+    /// from the snapshot's.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let before = StreamRegistry::new();
+    /// let old = Session::new("s");
+    /// before.start(&old, Pending::new("hi"), ()).unwrap();
+    ///
+    /// let after: StreamRegistry<()> = StreamRegistry::new(); // a new process
+    /// let session = Session::restore(old.snapshot());
+    /// assert!(after.clear_stale(&session));
+    /// assert_eq!(session.version(), 2);
+    /// ```
+    pub fn restore(snapshot: SessionSnapshot) -> Self {
+        Self {
+            id: snapshot.session_id,
+            slot: ArcSwap::from_value(SlotState {
+                version: snapshot.version,
+                active: snapshot.active,
+            }),
+        }
+    }
+
+    /// The session's id.
+    ///
+    /// ```
+    /// assert_eq!(raceless::stream::Session::new("s").id(), "s");
+    /// ```
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The active stream with its pending fields (one consistent value).
+    ///
+    /// ```
+    /// assert!(raceless::stream::Session::new("s").active().is_none());
+    /// ```
+    pub fn active(&self) -> Option<ActiveStream> {
+        self.slot.load().active.clone()
+    }
+
+    /// The active stream's id, without copying the pending fields.
+    ///
+    /// ```
+    /// assert!(raceless::stream::Session::new("s").active_id().is_none());
+    /// ```
+    pub fn active_id(&self) -> Option<StreamId> {
+        self.slot.load().active_id()
+    }
+
+    /// The version of the slot's current value.
+    ///
+    /// ```
+    /// assert_eq!(raceless::stream::Session::new("s").version(), 0);
+    /// ```
+    pub fn version(&self) -> u64 {
+        self.slot.load().version
+    }
+
+    /// A consistent snapshot of the slot (stream, pending fields, version).
+    ///
+    /// ```
+    /// let snap = raceless::stream::Session::new("s").snapshot();
+    /// assert_eq!((snap.session_id.as_str(), snap.version, snap.active), ("s", 0, None));
+    /// ```
+    pub fn snapshot(&self) -> SessionSnapshot {
+        let slot = self.slot.load_full();
+        self.snapshot_of(&slot)
+    }
+
+    pub(crate) fn snapshot_of(&self, slot: &SlotState) -> SessionSnapshot {
+        SessionSnapshot {
+            session_id: self.id.clone(),
+            version: slot.version,
+            active: slot.active.clone(),
+        }
+    }
+
+    /// Empties the slot **unconditionally**, whatever stream it holds, and
+    /// returns what it held (an administrative reset; calls no save hook).
+    ///
+    /// Not a cleanup: deciding "stale" first and then calling this is
+    /// exactly the seed's bug (a stream started in between is clobbered).
+    /// Use a registry's `clear_stale` for that.
+    ///
+    /// ```
+    /// use raceless::stream::{Pending, Session, StreamRegistry};
+    /// let registry = StreamRegistry::new();
+    /// let session = Session::new("s");
+    /// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+    /// assert_eq!(session.force_clear().unwrap().id, id);
+    /// assert!(session.active().is_none() && registry.is_live(id));
+    /// ```
+    pub fn force_clear(&self) -> Option<ActiveStream> {
+        let previous = self.slot.rcu(|cur| cur.next(None));
+        previous.active.clone()
+    }
+
+    /// Installs `next` if the slot still holds `current` (pointer identity).
+    pub(crate) fn install(
+        &self,
+        current: &Arc<SlotState>,
+        next: Arc<SlotState>,
+    ) -> Result<(), Arc<SlotState>> {
+        let previous = self.slot.compare_and_swap(current, next);
+        if Arc::ptr_eq(&previous, current) {
+            Ok(())
+        } else {
+            Err(previous)
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = self.slot.load();
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("version", &slot.version)
+            .field("active", &slot.active_id())
+            .finish()
+    }
+}

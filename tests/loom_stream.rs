@@ -1,0 +1,161 @@
+//! loom models of the `stream` component's races, on the public API:
+//! cleanup vs start (including the start's window between registering its
+//! stream and publishing it in the slot), start vs start, finish vs start.
+//!
+//! Run with
+//! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_stream`.
+#![cfg(raceless_loom)]
+
+use std::sync::Arc;
+
+use raceless::stream::{Busy, Pending, Session, StreamRegistry};
+
+/// A registry and a session whose slot holds a stale stream (its worker
+/// died without cleaning the session up).
+fn stale() -> (Arc<StreamRegistry<u32>>, Arc<Session>) {
+    let registry = Arc::new(StreamRegistry::new());
+    let session = Arc::new(Session::new("s"));
+    let old = registry.start(&session, Pending::new("old"), 0).unwrap();
+    assert!(!registry.finish(&Session::new("elsewhere"), old));
+    (registry, session)
+}
+
+/// The seed's race: a cleanup judges the old stream stale while a start
+/// registers and publishes a new one. Whatever the interleaving, the new
+/// stream and its pending fields stay in the slot; the cleanup clears only
+/// the old one (then the start came after it: version 3).
+#[test]
+fn clear_stale_vs_start_never_clobbers() {
+    loom::model(|| {
+        let (registry, session) = stale();
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.clear_stale(&session))
+        };
+        let new = registry
+            .start(&session, Pending::new("new"), 1)
+            .expect("the old stream is not live");
+        let cleared = cleanup.join().unwrap();
+        let active = session.active().expect("the new stream was clobbered");
+        assert_eq!(active.id, new);
+        assert_eq!(active.pending_message.as_deref(), Some("new"));
+        assert!(registry.is_live(new));
+        assert_eq!(registry.len(), 1);
+        assert_eq!(session.version(), if cleared { 3 } else { 2 });
+    });
+}
+
+/// Two starts on one session whose stream is stale: exactly one wins, the
+/// loser is refused with the winner's id and leaves nothing registered.
+#[test]
+fn start_vs_start_one_winner() {
+    loom::model(|| {
+        let (registry, session) = stale();
+        let other = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.start(&session, Pending::new("b"), 2))
+        };
+        let mine = registry.start(&session, Pending::new("a"), 1);
+        let theirs = other.join().unwrap();
+        let (winner, busy) = match (mine, theirs) {
+            (Ok(w), Err(b)) | (Err(b), Ok(w)) => (w, b),
+            other => panic!("exactly one start must win: {other:?}"),
+        };
+        assert_eq!(busy, Busy { active: winner });
+        assert_eq!(session.active_id(), Some(winner));
+        assert_eq!(registry.len(), 1, "the loser left its stream registered");
+        assert_eq!(session.version(), 2);
+    });
+}
+
+/// A stream's worker finishes while a new start arrives: the finish always
+/// empties the slot it holds; the start is refused (it came first) or
+/// installs its stream after the finish, never lost and never leaked.
+#[test]
+fn finish_vs_start() {
+    loom::model(|| {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let running = registry.start(&session, Pending::new("a"), 1).unwrap();
+        let finisher = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.finish(&session, running))
+        };
+        let started = registry.start(&session, Pending::new("b"), 2);
+        assert!(
+            finisher.join().unwrap(),
+            "the slot held the finished stream"
+        );
+        assert!(!registry.is_live(running));
+        match started {
+            Ok(new) => {
+                assert_eq!(session.active_id(), Some(new));
+                assert!(registry.is_live(new));
+                assert_eq!(registry.len(), 1);
+                assert_eq!(session.version(), 3);
+            }
+            Err(busy) => {
+                assert_eq!(busy.active, running);
+                assert_eq!(session.active_id(), None);
+                assert_eq!(registry.len(), 0);
+                assert_eq!(session.version(), 2);
+            }
+        }
+    });
+}
+
+/// The seed's day-to-day sequence: a stream ends (its worker calls
+/// `finish`) and the user at once starts a new one, while a session GET runs
+/// the cleanup. The cleanup may judge the finished stream stale after the
+/// finish unregistered it, but its CAS is against the value holding the
+/// old stream, so the new stream always survives.
+#[test]
+fn clear_stale_vs_finish_then_start() {
+    loom::model(|| {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let old = registry.start(&session, Pending::new("old"), 0).unwrap();
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.clear_stale(&session))
+        };
+        assert!(registry.finish(&session, old));
+        let new = registry.start(&session, Pending::new("new"), 1).unwrap();
+        assert!(
+            !cleanup.join().unwrap(),
+            "nothing stale was ever in the slot long enough to clear"
+        );
+        let active = session.active().expect("the new stream was clobbered");
+        assert_eq!(
+            (active.id, active.pending_message.as_deref()),
+            (new, Some("new"))
+        );
+        assert_eq!(registry.len(), 1);
+    });
+}
+
+/// The model can fail: the seed's cleanup (check liveness, then write
+/// "no stream" unconditionally) is caught clobbering the new stream.
+#[test]
+#[should_panic(expected = "clobbered")]
+fn racy_cleanup_is_caught() {
+    loom::model(|| {
+        let (registry, session) = stale();
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || {
+                let id = session.active_id().unwrap();
+                if !registry.is_live(id) {
+                    session.force_clear();
+                }
+            })
+        };
+        let new = registry.start(&session, Pending::new("new"), 1).unwrap();
+        cleanup.join().unwrap();
+        assert_eq!(
+            session.active_id(),
+            Some(new),
+            "the new stream was clobbered"
+        );
+    });
+}
