@@ -21,7 +21,13 @@ fn count_openings(b: &CircuitBreaker) -> std::sync::Arc<AtomicUsize> {
     let n = std::sync::Arc::new(AtomicUsize::new(0));
     let m = n.clone();
     b.on_event(move |e| {
-        if matches!(e, BreakerEvent::StateChanged { to: State::Open, .. }) {
+        if matches!(
+            e,
+            BreakerEvent::StateChanged {
+                to: State::Open,
+                ..
+            }
+        ) {
             m.fetch_add(1, Ordering::Relaxed);
         }
     });
@@ -30,11 +36,30 @@ fn count_openings(b: &CircuitBreaker) -> std::sync::Arc<AtomicUsize> {
 
 /// Two failures race to the threshold of 2: both are counted, the name
 /// opens, the opening is reported exactly once, and an observer never sees
-/// the count at the threshold on a closed name.
+/// the count at the threshold on a closed name. Without a cool-down this is
+/// the `fetch_add` fast path; with one, the CAS loop with its stamp.
 #[test]
 fn failures_reaching_the_threshold_open_once() {
+    loom::model(|| threshold_race(CircuitBreaker::new(2).unwrap()));
+}
+
+/// The same race on the CAS path (a cool-down is configured).
+#[test]
+fn failures_reaching_the_threshold_open_once_cas_path() {
     loom::model(|| {
-        let b = CircuitBreaker::new(2).unwrap();
+        threshold_race(
+            CircuitBreaker::builder()
+                .failure_threshold(2)
+                .cool_down(Duration::from_secs(1))
+                .clock(ManualClock::new())
+                .build()
+                .unwrap(),
+        )
+    });
+}
+
+fn threshold_race(b: CircuitBreaker) {
+    {
         let openings = count_openings(&b);
         let h = b.handle("x");
         let workers: Vec<_> = (0..2)
@@ -44,7 +69,10 @@ fn failures_reaching_the_threshold_open_once() {
             })
             .collect();
         let f = h.failures();
-        assert!(f < 2 || h.is_open(), "count {f} at the threshold while closed");
+        assert!(
+            f < 2 || h.is_open(),
+            "count {f} at the threshold while closed"
+        );
         for w in workers {
             w.join().unwrap();
         }
@@ -52,7 +80,7 @@ fn failures_reaching_the_threshold_open_once() {
         assert!(h.is_open());
         assert_eq!(h.times_opened(), 1);
         assert_eq!(openings.load(Ordering::Relaxed), 1);
-    });
+    }
 }
 
 /// Two first writers of an unknown name race on the map's entry API: one

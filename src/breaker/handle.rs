@@ -73,6 +73,7 @@ impl BreakerHandle {
     /// assert!(h.is_open());
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn record_failure(&self) {
         record_failure(&self.slot, &self.shared);
     }
@@ -87,6 +88,7 @@ impl BreakerHandle {
     /// assert!(!h.is_open());
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn record_success(&self) {
         record_success(&self.slot, &self.shared);
     }
@@ -99,6 +101,7 @@ impl BreakerHandle {
     /// assert!(!CircuitBreaker::new(1)?.handle("db").is_open());
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn is_open(&self) -> bool {
         self.slot.is_open(&self.shared)
     }
@@ -112,6 +115,7 @@ impl BreakerHandle {
     /// assert_eq!(h.failures(), 1);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn failures(&self) -> u32 {
         self.slot.failures(&self.shared)
     }
@@ -123,6 +127,7 @@ impl BreakerHandle {
     /// assert_eq!(CircuitBreaker::new(1)?.handle("db").state(), State::Closed);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn state(&self) -> State {
         self.slot.state(&self.shared)
     }
@@ -170,6 +175,7 @@ impl BreakerHandle {
     }
 }
 
+#[inline]
 fn record_failure(slot: &Slot, shared: &Shared) {
     let event = with_clock(shared, |now| {
         Ok(slot.record_failure(shared, now)?.map(|t| event(slot, t)))
@@ -177,6 +183,7 @@ fn record_failure(slot: &Slot, shared: &Shared) {
     emit(shared, event);
 }
 
+#[inline]
 fn record_success(slot: &Slot, shared: &Shared) {
     let event = slot.record_success(shared).map(|t| event(slot, t));
     emit(shared, event);

@@ -391,6 +391,7 @@ impl CircuitBreaker {
     /// Runs `f` on the slot of `name` (created if absent). A known name is
     /// served under the shard's read lock without cloning its `Arc` (no
     /// reference-count traffic on hot names); `f` only touches atomics.
+    #[inline]
     fn on_slot<R>(&self, name: &str, f: impl Fn(&Slot) -> R) -> R {
         match self.names.read(name, |slot| f(slot)) {
             Some(r) => r,
@@ -399,6 +400,7 @@ impl CircuitBreaker {
     }
 
     /// Runs a read on a known name, `default` for an unknown one.
+    #[inline]
     fn read<R>(&self, name: &str, default: R, f: impl FnOnce(&Slot) -> R) -> R {
         self.names.read(name, |slot| f(slot)).unwrap_or(default)
     }
@@ -416,6 +418,7 @@ impl CircuitBreaker {
     /// assert!(breaker.is_open("db"));
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn record_failure(&self, name: &str) {
         let event = with_clock(&self.shared, |now| {
             self.on_slot(name, |slot| {
@@ -439,6 +442,7 @@ impl CircuitBreaker {
     /// assert_eq!(breaker.failures("db"), 0);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn record_success(&self, name: &str) {
         let event = self.on_slot(name, |slot| {
             slot.record_success(&self.shared).map(|t| event(slot, t))
@@ -455,6 +459,7 @@ impl CircuitBreaker {
     /// assert!(!breaker.is_open("never-seen"));
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn is_open(&self, name: &str) -> bool {
         self.read(name, false, |slot| slot.is_open(&self.shared))
     }
@@ -470,6 +475,7 @@ impl CircuitBreaker {
     /// assert_eq!(breaker.failures("other"), 0);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
+    #[inline]
     pub fn failures(&self, name: &str) -> u32 {
         self.read(name, 0, |slot| slot.failures(&self.shared))
     }
@@ -716,6 +722,7 @@ impl Breaker for CircuitBreaker {
 
 /// Runs `op` without the time; if it needs the time, reads the clock (user
 /// code: never under a lock) and runs it again with it.
+#[inline]
 fn with_clock<R>(shared: &Shared, op: impl Fn(Option<u64>) -> Result<R, NeedsClock>) -> R {
     let mut now = None;
     loop {
@@ -734,6 +741,7 @@ fn event(slot: &Slot, t: Transition) -> BreakerEvent {
     }
 }
 
+#[inline]
 fn emit(shared: &Shared, event: Option<BreakerEvent>) {
     if let Some(event) = event {
         shared.emit(|| event);

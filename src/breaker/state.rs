@@ -6,11 +6,19 @@
 //! hot names never share a cache line):
 //!
 //! ```text
-//!  63                              33   32   31                              0
-//! +----------------------------------+-------+--------------------------------+
-//! |   generation (low 31 bits)       | trial |  consecutive failures (u32)    |
-//! +----------------------------------+-------+--------------------------------+
+//!  63                          34   33    32                                 0
+//! +------------------------------+-------+-----------------------------------+
+//! |  generation (low 30 bits)    | trial |  consecutive failures (33 bits)   |
+//! +------------------------------+-------+-----------------------------------+
 //! ```
+//!
+//! The failure field is one bit wider than the `u32` count it reports: a
+//! value at or above `u32::MAX` reads as `u32::MAX` (saturated). The extra
+//! bit is headroom for the `fetch_add` fast path (below): a CAS never raises
+//! the field past `u32::MAX`, and each thread has at most one `fetch_add` in
+//! flight that was admitted while the field was below `u32::MAX`, so the
+//! field stays below `u32::MAX + threads < 2³³` and never carries into the
+//! trial bit.
 //!
 //! The state is a pure function of the word and the threshold:
 //!
@@ -30,7 +38,7 @@
 //!
 //! The breaker holds one global generation counter (a `u64`). `reset_all` is
 //! a single `fetch_add` on it. A word whose generation bits differ from the
-//! low 31 bits of the current global generation is **stale**: it was written
+//! low 30 bits of the current global generation is **stale**: it was written
 //! before the latest `reset_all` and reads as the fresh state (closed, zero
 //! failures). Writers rebase lazily: a CAS loop loads the word, then the
 //! global generation `g`; it interprets the word as live if its generation
@@ -45,12 +53,27 @@
 //! same reason the generations stored in a word only grow (in its
 //! modification order).
 //!
-//! Generation bits wrap after 2³¹ `reset_all` calls. So that a word
-//! untouched for that long cannot come back to life, every 2³⁰-th
+//! Generation bits wrap after 2³⁰ `reset_all` calls. So that a word
+//! untouched for that long cannot come back to life, every 2²⁹-th
 //! `reset_all` sweeps the names and rebases stale words to the current
 //! generation (a CAS per word that does not change the abstract state, since
 //! a stale word already reads as fresh). Between two sweeps no word falls
-//! more than 2³⁰ + (resets during one sweep) generations behind.
+//! more than 2²⁹ + (resets during one sweep) generations behind.
+//!
+//! # The `fetch_add` fast path
+//!
+//! Without a cool-down there are no trials and no opening stamps, so a
+//! failure is just "count + 1" — and since *open* is defined by the count,
+//! `fetch_add(1)` on the word is the whole operation, opening included: the
+//! one `fetch_add` that returns a count of `threshold - 1` opened the name.
+//! It is taken when the word, loaded first, is live (generation check as
+//! usual) and its field is below `u32::MAX`; otherwise the CAS loop runs
+//! (stale words are rebased by CAS, saturation is a CAS that writes nothing).
+//! The value `fetch_add` returns is interpreted at its *own* generation: it
+//! is at least that of the word we checked (generations only grow in a
+//! word), which was current after our operation began, so the reset that
+//! would make it stale, if any, happened inside our interval — we linearize
+//! just before it, exactly like a late CAS below.
 //!
 //! # Linearization points
 //!
@@ -124,13 +147,15 @@ pub enum State {
     HalfOpen,
 }
 
-const COUNT_MASK: u64 = 0xFFFF_FFFF;
-const TRIAL: u64 = 1 << 32;
-const GEN_SHIFT: u32 = 33;
-/// The generation bits a word keeps (31).
+const COUNT_MASK: u64 = (1 << 33) - 1;
+const TRIAL: u64 = 1 << 33;
+const GEN_SHIFT: u32 = 34;
+/// The generation bits a word keeps (30).
 pub(crate) const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 /// Every `SWEEP_EVERY`-th `reset_all` rebases stale words (half the wrap).
-pub(crate) const SWEEP_EVERY: u64 = 1 << 30;
+pub(crate) const SWEEP_EVERY: u64 = 1 << 29;
+/// The saturated count.
+const SATURATED: u64 = u32::MAX as u64;
 
 /// One decoded state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,27 +163,35 @@ pub(crate) struct Word(u64);
 
 impl Word {
     /// Closed, zero failures, tagged with generation `g`.
+    #[inline]
     pub(crate) fn fresh(g: u64) -> Self {
         Word((g & GEN_MASK) << GEN_SHIFT)
     }
+    #[inline]
     fn with(self, count: u32, trial: bool) -> Self {
         Word((self.0 & !(COUNT_MASK | TRIAL)) | u64::from(count) | if trial { TRIAL } else { 0 })
     }
+    /// The consecutive failures (the field, saturated at `u32::MAX`).
+    #[inline]
     pub(crate) fn count(self) -> u32 {
-        (self.0 & COUNT_MASK) as u32
+        (self.0 & COUNT_MASK).min(SATURATED) as u32
     }
+    #[inline]
     pub(crate) fn trial(self) -> bool {
         self.0 & TRIAL != 0
     }
+    #[inline]
     pub(crate) fn generation(self) -> u64 {
         self.0 >> GEN_SHIFT
     }
     /// Whether the word belongs to global generation `g`.
+    #[inline]
     fn is_live(self, g: u64) -> bool {
         self.generation() == g & GEN_MASK
     }
     /// The word as it reads under global generation `g`: itself if live,
     /// the fresh state otherwise.
+    #[inline]
     fn under(self, g: u64) -> Self {
         if self.is_live(g) {
             self
@@ -167,6 +200,7 @@ impl Word {
         }
     }
     /// The state this word encodes (a live word).
+    #[inline]
     pub(crate) fn state(self, threshold: u32) -> State {
         if self.trial() {
             State::HalfOpen
@@ -178,6 +212,7 @@ impl Word {
     }
     /// Whether this word reads as closed with zero failures whatever its
     /// generation (live or stale), so a reader needs no generation check.
+    #[inline]
     fn is_pristine(self) -> bool {
         self.0 & (COUNT_MASK | TRIAL) == 0
     }
@@ -203,6 +238,7 @@ impl Shared {
     }
 
     /// Calls the listeners with `event` (nothing is held here).
+    #[inline]
     pub(crate) fn emit(&self, event: impl FnOnce() -> BreakerEvent) {
         if !self.listeners.is_empty() {
             self.listeners.notify(&event());
@@ -269,6 +305,7 @@ impl Slot {
 
     /// The word as it reads now. Linearizes at the word load (see the module
     /// docs).
+    #[inline]
     pub(crate) fn load(&self, shared: &Shared) -> Word {
         let raw = Word(self.word.load(Ordering::Acquire));
         if raw.is_pristine() {
@@ -277,6 +314,7 @@ impl Slot {
         raw.under(shared.generation.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn is_open(&self, shared: &Shared) -> bool {
         // The common case on a healthy name: one Acquire load, no write.
         let raw = Word(self.word.load(Ordering::Acquire));
@@ -286,10 +324,12 @@ impl Slot {
         raw.is_live(shared.generation.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn failures(&self, shared: &Shared) -> u32 {
         self.load(shared).count()
     }
 
+    #[inline]
     pub(crate) fn state(&self, shared: &Shared) -> State {
         self.load(shared).state(shared.threshold)
     }
@@ -308,6 +348,7 @@ impl Slot {
     /// The CAS loop every write uses: `f` maps the live word (tagged with the
     /// current generation) to the new word, or `None` for "no change"
     /// (nothing is written). Returns `(before, after)` as installed.
+    #[inline]
     fn update<E>(
         &self,
         shared: &Shared,
@@ -333,13 +374,20 @@ impl Slot {
     /// Counts one failure. Opens the name when the count reaches the
     /// threshold (in the same CAS), re-opens a half-open one. With a
     /// cool-down, an opening needs the time: `now` (ns) or `Err(NeedsClock)`.
+    #[inline]
     pub(crate) fn record_failure(
         &self,
         shared: &Shared,
         now: Option<u64>,
     ) -> Result<Option<Transition>, NeedsClock> {
         let threshold = shared.threshold;
+        if let Some(t) = self.record_failure_fast(shared) {
+            return Ok(t);
+        }
         let (before, after) = self.update(shared, |w| {
+            if w.count() == u32::MAX && !w.trial() {
+                return Ok(None); // saturated and open: nothing changes
+            }
             let count = w.count().saturating_add(1);
             let opens = w.trial() || (w.count() < threshold && count >= threshold);
             if opens && shared.cool_down.is_some() {
@@ -357,7 +405,33 @@ impl Slot {
         Ok(self.transition(before, after, threshold))
     }
 
+    /// The `fetch_add` fast path (see the module docs): `None` when it does
+    /// not apply (cool-down configured, trial out, stale word, saturated
+    /// field), and then nothing was written.
+    #[inline]
+    fn record_failure_fast(&self, shared: &Shared) -> Option<Option<Transition>> {
+        if shared.cool_down.is_some() {
+            return None;
+        }
+        let w = Word(self.word.load(Ordering::Acquire));
+        if w.trial()
+            || w.0 & COUNT_MASK >= SATURATED
+            || !w.is_live(shared.generation.load(Ordering::Acquire))
+        {
+            return None;
+        }
+        // AcqRel: Acquire for the same reasons as a CAS reading the word;
+        // Release so later readers of the word inherit our generation read.
+        let before = Word(self.word.fetch_add(1, Ordering::AcqRel));
+        let after = Word(before.0 + 1);
+        if shared.track_totals {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(self.transition(before, after, shared.threshold))
+    }
+
     /// A success: zero failures, closed.
+    #[inline]
     pub(crate) fn record_success(&self, shared: &Shared) -> Option<Transition> {
         if shared.track_totals {
             self.successes.fetch_add(1, Ordering::Relaxed);
@@ -366,6 +440,7 @@ impl Slot {
     }
 
     /// Closes the name and zeroes its count (success and `reset`).
+    #[inline]
     pub(crate) fn close(&self, shared: &Shared) -> Option<Transition> {
         let result = self.update(shared, |w| {
             Ok::<_, Infallible>(if w.count() == 0 && !w.trial() {
@@ -427,6 +502,7 @@ impl Slot {
     }
 
     /// Resolves a state change into a report (and counts openings).
+    #[inline]
     fn transition(&self, before: Word, after: Word, threshold: u32) -> Option<Transition> {
         let (from, to) = (before.state(threshold), after.state(threshold));
         if from == to {
@@ -464,6 +540,12 @@ mod tests {
     fn word_fields_round_trip() {
         let w = Word::fresh(5).with(u32::MAX, true);
         assert_eq!(w.count(), u32::MAX);
+        // Fast-path headroom above u32::MAX reads saturated, no carry.
+        let over = Word(Word::fresh(5).with(u32::MAX, false).0 + 7);
+        assert_eq!(
+            (over.count(), over.trial(), over.generation()),
+            (u32::MAX, false, 5)
+        );
         assert!(w.trial());
         assert_eq!(w.generation(), 5);
         assert_eq!(w.state(3), State::HalfOpen);
