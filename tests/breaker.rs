@@ -654,3 +654,158 @@ fn executor_counts_exactly_on_every_implementation() {
     executor_counts_exactly(MutexBreaker::<StdMutex>::new(u32::MAX).unwrap());
     executor_counts_exactly(MutexBreaker::<ParkingLotMutex>::new(u32::MAX).unwrap());
 }
+
+#[test]
+fn all_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<CircuitBreaker>();
+    send_sync::<raceless::breaker::BreakerHandle>();
+    send_sync::<raceless::breaker::Permit>();
+    send_sync::<MutexBreaker<StdMutex>>();
+    send_sync::<MutexBreaker<ParkingLotMutex>>();
+    send_sync::<ParallelStrategyExecutor>();
+    send_sync::<BreakerEvent>();
+}
+
+// ---------------------------------------------------------------------------
+// Half-open semantics against a sequential model (lock-free only: the
+// baselines have no cool-down)
+// ---------------------------------------------------------------------------
+
+/// What to do with a granted permit, right away.
+#[derive(Debug, Clone, Copy)]
+enum Resolve {
+    Success,
+    Failure,
+    Drop,
+}
+
+#[derive(Debug, Clone)]
+enum TrialOp {
+    Failure(usize),
+    Success(usize),
+    Reset(usize),
+    ResetAll,
+    Acquire(usize, Resolve),
+    Advance(u64),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TrialName {
+    count: u32,
+    trial: bool,
+    opened_at: u64,
+    times_opened: u64,
+}
+
+/// The half-open rules, one operation at a time (time in seconds).
+struct TrialModel {
+    threshold: u32,
+    cool_down: u64,
+    now: u64,
+    names: [TrialName; 2],
+}
+
+impl TrialModel {
+    fn state(&self, i: usize) -> State {
+        let n = &self.names[i];
+        if n.trial {
+            State::HalfOpen
+        } else if n.count >= self.threshold {
+            State::Open
+        } else {
+            State::Closed
+        }
+    }
+    fn failure(&mut self, i: usize) {
+        let (th, now) = (self.threshold, self.now);
+        let n = &mut self.names[i];
+        let opens = n.trial || (n.count < th && n.count.saturating_add(1) >= th);
+        n.count = n.count.saturating_add(1);
+        n.trial = false;
+        if opens {
+            n.opened_at = now;
+            n.times_opened += 1;
+        }
+    }
+    fn success(&mut self, i: usize) {
+        self.names[i].count = 0;
+        self.names[i].trial = false;
+    }
+    /// `Some(is_trial)` if a permit is granted.
+    fn acquire(&mut self, i: usize) -> Option<bool> {
+        match self.state(i) {
+            State::Closed => Some(false),
+            State::Open if self.now - self.names[i].opened_at >= self.cool_down => {
+                self.names[i].trial = true;
+                Some(true)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn trial_op() -> impl Strategy<Value = TrialOp> {
+    let name = 0usize..2;
+    let resolve = prop_oneof![
+        Just(Resolve::Success),
+        Just(Resolve::Failure),
+        Just(Resolve::Drop)
+    ];
+    prop_oneof![
+        4 => name.clone().prop_map(TrialOp::Failure),
+        1 => name.clone().prop_map(TrialOp::Success),
+        1 => name.clone().prop_map(TrialOp::Reset),
+        1 => Just(TrialOp::ResetAll),
+        4 => (name, resolve).prop_map(|(n, r)| TrialOp::Acquire(n, r)),
+        3 => (0u64..8).prop_map(TrialOp::Advance),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn half_open_matches_the_model(
+        threshold in 1u32..4,
+        cool_down in 0u64..6,
+        ops in proptest::collection::vec(trial_op(), 1..80),
+    ) {
+        let (b, clock) = with_cool_down(threshold, cool_down);
+        let mut m = TrialModel { threshold, cool_down, now: 0, names: Default::default() };
+        let names = ["x", "y"];
+        for op in &ops {
+            match *op {
+                TrialOp::Failure(i) => { b.record_failure(names[i]); m.failure(i); }
+                TrialOp::Success(i) => { b.record_success(names[i]); m.success(i); }
+                TrialOp::Reset(i) => { b.reset(names[i]); m.success(i); }
+                TrialOp::ResetAll => {
+                    b.reset_all();
+                    for i in 0..2 { m.success(i); }
+                }
+                TrialOp::Advance(s) => {
+                    clock.advance(Duration::from_secs(s));
+                    m.now += s;
+                }
+                TrialOp::Acquire(i, resolve) => {
+                    let got = b.try_acquire(names[i]);
+                    let want = m.acquire(i);
+                    prop_assert_eq!(got.as_ref().map(|p| p.is_trial()), want, "{:?}", op);
+                    if let (Some(p), Some(trial)) = (got, want) {
+                        match resolve {
+                            Resolve::Success => { p.success(); m.success(i); }
+                            Resolve::Failure => { p.failure(); m.failure(i); }
+                            Resolve::Drop => {
+                                drop(p);
+                                if trial { m.failure(i); }
+                            }
+                        }
+                    }
+                }
+            }
+            for (i, name) in names.iter().enumerate() {
+                prop_assert_eq!(b.state(name), m.state(i), "{} after {:?}", name, op);
+                prop_assert_eq!(b.failures(name), m.names[i].count);
+                prop_assert_eq!(b.times_opened(name), m.names[i].times_opened);
+            }
+        }
+    }
+}

@@ -192,3 +192,36 @@ fn one_trial_for_two_contenders() {
         assert_eq!(h.state(), State::Closed);
     });
 }
+
+/// A trial permit dropped unresolved (a crashed probe) races with another
+/// contender: still exactly one trial, and the drop re-opens the name (a
+/// failure, restarting the cool-down) instead of wedging it half-open.
+#[test]
+fn dropped_trial_vs_contender() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let b = CircuitBreaker::builder()
+            .failure_threshold(1)
+            .cool_down(Duration::from_secs(10))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let h = b.handle("x");
+        h.record_failure();
+        clock.advance(Duration::from_secs(10));
+        let contend = |h: raceless::breaker::BreakerHandle| {
+            // Dropped at the end of the statement: unresolved.
+            h.try_acquire().is_some_and(|p| p.is_trial())
+        };
+        let other = {
+            let h = h.clone();
+            thread::spawn(move || contend(h))
+        };
+        let mine = contend(h.clone());
+        let theirs = other.join().unwrap();
+        assert!(mine ^ theirs, "trials won: {mine} {theirs}");
+        assert_eq!(h.state(), State::Open);
+        assert_eq!(h.failures(), 2);
+        assert_eq!(h.times_opened(), 2);
+    });
+}
