@@ -552,7 +552,7 @@ impl CircuitBreaker {
     }
 
     /// Rebases every stale word to the current generation, so that no word
-    /// lags 2³¹ generations behind and wraps back to life. Touches atomics
+    /// lags 2³⁰ generations behind and wraps back to life. Touches atomics
     /// only while a shard is read-locked.
     fn sweep(&self) {
         self.names.for_each(|_, slot| slot.rebase(&self.shared));

@@ -599,7 +599,7 @@ mod tests {
         let g = SWEEP_EVERY & GEN_MASK;
         assert_eq!(Word(stale.word.load(Ordering::Relaxed)), Word::fresh(g));
         assert_eq!(live.load(&shared).count(), 1);
-        // Without the sweep, 2^31 resets later the stale word would be back.
+        // Without the sweep, 2^30 resets later the stale word would be back.
         shared.generation.store(GEN_MASK + 1, Ordering::Relaxed);
         assert!(!stale.is_open(&shared));
     }
@@ -609,7 +609,7 @@ mod tests {
         let w = Word::fresh(1).with(9, false);
         assert_eq!(w.under(1), w);
         assert_eq!(w.under(2), Word::fresh(2));
-        // Equality is on the low 31 bits.
+        // Equality is on the low 30 bits.
         assert_eq!(w.under(1 + GEN_MASK + 1), w);
     }
 }
