@@ -27,12 +27,16 @@
 //! ## Quick example
 //!
 //! ```
-//! use raceless::clock::{Clock, ManualClock};
+//! use raceless::CircuitBreaker;
 //!
-//! let clock = ManualClock::new();
-//! let t0 = clock.now();
-//! clock.advance(std::time::Duration::from_secs(1));
-//! assert!(clock.now() > t0);
+//! let breaker = CircuitBreaker::new(3)?; // opens a name after 3 consecutive failures
+//! for _ in 0..3 {
+//!     breaker.record_failure("vector-search");
+//! }
+//! assert!(breaker.is_open("vector-search"));
+//! breaker.record_success("vector-search"); // a success closes it again
+//! assert!(!breaker.is_open("vector-search"));
+//! # Ok::<(), raceless::breaker::BreakerError>(())
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -49,6 +53,7 @@ pub use listener::ListenerId;
 // One module per component, its main types re-exported at the root.
 // breaker
 pub mod breaker;
+pub use breaker::CircuitBreaker;
 
 // arcs
 pub mod arcs;

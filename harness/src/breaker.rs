@@ -1,8 +1,530 @@
-//! Scaffolding of the `breaker` component (to be built: see its issue).
+//! The `breaker` component's racy variant, sequential model, concurrency
+//! checks, workloads and seed-bug reproduction.
+//!
+//! The checks return what they counted (lost increments, threshold/open
+//! anomalies, torn `reset_all`s); tests assert zero for the real
+//! implementations and non-zero for [`RacyBreaker`].
 
-use crate::workload::WorkloadDef;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::thread::yield_now;
 
-/// The workloads of this component (none yet).
+use raceless::baseline::{MutexBreaker, ParkingLotMutex, StdMutex};
+use raceless::breaker::{Breaker, BreakerHandle, CircuitBreaker};
+
+use crate::model::SequentialSpec;
+use crate::threads::run_concurrently;
+use crate::workload::{impl_name, Reproduction, Workload, WorkloadDef};
+
+// ---------------------------------------------------------------------------
+// The racy variant
+// ---------------------------------------------------------------------------
+
+/// The seed's breaker before its fix: every step is individually
+/// thread-safe (each collection has its own lock, held per access), but the
+/// read-modify-writes are check-then-act — read the count, yield, write
+/// count + 1; check "not yet disabled", yield, disable — and `reset_all`
+/// clears one name at a time. It loses increments, reports one opening
+/// twice and tears `reset_all`: exactly what the checks must catch.
+pub struct RacyBreaker {
+    threshold: u32,
+    failures: Mutex<HashMap<String, u32>>,
+    disabled: Mutex<HashSet<String>>,
+    times_opened: Mutex<HashMap<String, u64>>,
+}
+
+impl RacyBreaker {
+    /// A racy breaker with `threshold` (must be ≥ 1; this is test code).
+    pub fn new(threshold: u32) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            failures: Mutex::default(),
+            disabled: Mutex::default(),
+            times_opened: Mutex::default(),
+        }
+    }
+}
+
+impl Breaker for RacyBreaker {
+    fn record_failure(&self, name: &str) {
+        // count = self._failures.get(name, 0) + 1
+        let count = self.failures(name).saturating_add(1);
+        yield_now(); // --- another thread reads the same count here ---
+        self.failures.lock().unwrap().insert(name.into(), count);
+        yield_now();
+        if count >= self.threshold && !self.is_open(name) {
+            yield_now();
+            self.disabled.lock().unwrap().insert(name.into());
+            *self
+                .times_opened
+                .lock()
+                .unwrap()
+                .entry(name.into())
+                .or_insert(0) += 1;
+        }
+    }
+    fn record_success(&self, name: &str) {
+        self.failures.lock().unwrap().insert(name.into(), 0);
+        yield_now();
+        self.disabled.lock().unwrap().remove(name);
+    }
+    fn is_open(&self, name: &str) -> bool {
+        self.disabled.lock().unwrap().contains(name)
+    }
+    fn failures(&self, name: &str) -> u32 {
+        self.failures
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+    fn reset(&self, name: &str) {
+        if let Some(c) = self.failures.lock().unwrap().get_mut(name) {
+            *c = 0;
+        }
+        yield_now();
+        self.disabled.lock().unwrap().remove(name);
+    }
+    fn reset_all(&self) {
+        // One name at a time, in name order.
+        let mut names: Vec<String> = self.failures.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        for name in names {
+            self.reset(&name);
+            yield_now();
+        }
+    }
+    fn times_opened(&self, name: &str) -> u64 {
+        self.times_opened
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sequential model
+// ---------------------------------------------------------------------------
+
+/// One operation of the [`Breaker`] trait.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `record_failure(name)`
+    RecordFailure(String),
+    /// `record_success(name)`
+    RecordSuccess(String),
+    /// `is_open(name)`
+    IsOpen(String),
+    /// `failures(name)`
+    Failures(String),
+    /// `reset(name)`
+    Reset(String),
+    /// `reset_all()`
+    ResetAll,
+    /// `times_opened(name)`
+    TimesOpened(String),
+    /// `admit(name)`
+    Admit(String),
+}
+
+/// What an [`Op`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// No value.
+    Unit,
+    /// A boolean (`is_open`, `admit`).
+    Bool(bool),
+    /// A count (`failures`, `times_opened`).
+    Count(u64),
+}
+
+/// Applies `op` to any breaker and returns its result.
+pub fn apply<B: Breaker + ?Sized>(b: &B, op: &Op) -> Ret {
+    match op {
+        Op::RecordFailure(n) => {
+            b.record_failure(n);
+            Ret::Unit
+        }
+        Op::RecordSuccess(n) => {
+            b.record_success(n);
+            Ret::Unit
+        }
+        Op::IsOpen(n) => Ret::Bool(b.is_open(n)),
+        Op::Failures(n) => Ret::Count(b.failures(n).into()),
+        Op::Reset(n) => {
+            b.reset(n);
+            Ret::Unit
+        }
+        Op::ResetAll => {
+            b.reset_all();
+            Ret::Unit
+        }
+        Op::TimesOpened(n) => Ret::Count(b.times_opened(n)),
+        Op::Admit(n) => Ret::Bool(b.admit(n)),
+    }
+}
+
+/// The seed's semantics, one operation at a time: a name is open exactly
+/// when its consecutive failures reached the threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Model {
+    threshold: u32,
+    failures: BTreeMap<String, u32>,
+    times_opened: BTreeMap<String, u64>,
+}
+
+impl Model {
+    /// An empty model with `threshold` (≥ 1).
+    pub fn new(threshold: u32) -> Self {
+        Self {
+            threshold,
+            failures: BTreeMap::new(),
+            times_opened: BTreeMap::new(),
+        }
+    }
+    fn count(&self, name: &str) -> u32 {
+        self.failures.get(name).copied().unwrap_or(0)
+    }
+    fn open(&self, name: &str) -> bool {
+        self.count(name) >= self.threshold
+    }
+}
+
+impl SequentialSpec for Model {
+    type Op = Op;
+    type Ret = Ret;
+    fn apply(&mut self, op: &Op) -> Ret {
+        match op {
+            Op::RecordFailure(n) => {
+                let was_open = self.open(n);
+                let c = self.failures.entry(n.clone()).or_insert(0);
+                *c = c.saturating_add(1);
+                if !was_open && self.open(n) {
+                    *self.times_opened.entry(n.clone()).or_insert(0) += 1;
+                }
+                Ret::Unit
+            }
+            Op::RecordSuccess(n) | Op::Reset(n) => {
+                self.failures.insert(n.clone(), 0);
+                Ret::Unit
+            }
+            Op::IsOpen(n) => Ret::Bool(self.open(n)),
+            Op::Failures(n) => Ret::Count(self.count(n).into()),
+            Op::ResetAll => {
+                self.failures.clear();
+                Ret::Unit
+            }
+            Op::TimesOpened(n) => {
+                Ret::Count(self.times_opened.get(n.as_str()).copied().unwrap_or(0))
+            }
+            Op::Admit(n) => Ret::Bool(!self.open(n)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency checks (each returns its anomaly count)
+// ---------------------------------------------------------------------------
+
+/// `threads` threads each record `per_thread` failures — all on one hot name
+/// (`hot`) or each on its own name — and nothing else happens. Returns the
+/// failures lost (expected minus counted, over all names).
+pub fn lost_increments<B: Breaker>(b: &B, threads: usize, per_thread: u32, hot: bool) -> u64 {
+    let name = |t: usize| {
+        if hot {
+            "hot".to_string()
+        } else {
+            format!("private-{t}")
+        }
+    };
+    run_concurrently(threads, |t| {
+        let name = name(t);
+        for _ in 0..per_thread {
+            b.record_failure(&name);
+        }
+    });
+    let expected = u64::from(per_thread) * threads as u64;
+    let counted: u64 = if hot {
+        b.failures("hot").into()
+    } else {
+        (0..threads).map(|t| u64::from(b.failures(&name(t)))).sum()
+    };
+    expected.abs_diff(counted)
+}
+
+/// Threshold/open atomicity. Per round, on a fresh breaker (`make(threshold)`),
+/// `threads - 1` writers record failures on one name past the threshold
+/// while an observer reads `failures` then `is_open` over and over. Counts
+/// (a) observations of a count at or past the threshold on a closed name —
+/// with failures only growing, the later `is_open` must be true — and
+/// (b) openings reported other than exactly once (`times_opened != 1`).
+pub fn threshold_anomalies<B: Breaker>(
+    make: impl Fn(u32) -> B + Sync,
+    threads: usize,
+    rounds: usize,
+) -> u64 {
+    let writers = threads.max(2) - 1;
+    let threshold = 2 * writers as u32;
+    let per_writer = 4u32;
+    let mut anomalies = 0;
+    for _ in 0..rounds {
+        let b = make(threshold);
+        let seen = run_concurrently(writers + 1, |t| {
+            if t < writers {
+                for _ in 0..per_writer {
+                    b.record_failure("hot");
+                }
+                return 0;
+            }
+            let mut bad = 0;
+            for _ in 0..(writers * per_writer as usize * 4) {
+                let f = b.failures("hot");
+                if f >= threshold && !b.is_open("hot") {
+                    bad += 1;
+                }
+                yield_now();
+            }
+            bad
+        });
+        anomalies += seen.iter().sum::<u64>();
+        anomalies += b.times_opened("hot").abs_diff(1);
+    }
+    anomalies
+}
+
+/// `reset_all` linearizability. Per round, `names` names are opened
+/// (threshold 1); one thread calls `reset_all` while the others scan the
+/// names in order. Nothing re-opens a name, so once a scan has seen a name
+/// closed (reset), every later name in the same scan must be closed too.
+/// Returns the scans that saw a reset name before a not-yet-reset one.
+pub fn torn_reset_alls<B: Breaker>(
+    make: impl Fn(u32) -> B + Sync,
+    threads: usize,
+    rounds: usize,
+) -> u64 {
+    let names: Vec<String> = (0..8).map(|i| format!("name-{i}")).collect();
+    let mut torn = 0;
+    for _ in 0..rounds {
+        let b = make(1);
+        for n in &names {
+            b.record_failure(n);
+        }
+        let seen = run_concurrently(threads.max(2), |t| {
+            if t == 0 {
+                yield_now();
+                b.reset_all();
+                return 0;
+            }
+            let mut bad = 0;
+            for _ in 0..16 {
+                let mut reset_seen = false;
+                for n in &names {
+                    let open = b.is_open(n);
+                    if reset_seen && open {
+                        bad += 1;
+                        break;
+                    }
+                    reset_seen |= !open;
+                }
+                yield_now();
+            }
+            bad
+        });
+        torn += seen.iter().sum::<u64>();
+    }
+    torn
+}
+
+/// Successes and failures racing on one name must leave a consistent name:
+/// open exactly when its count reached the threshold. Returns the rounds
+/// that ended inconsistent.
+pub fn inconsistent_after_mixed<B: Breaker>(
+    make: impl Fn(u32) -> B + Sync,
+    threads: usize,
+    rounds: usize,
+) -> u64 {
+    let threshold = 3;
+    let mut bad = 0;
+    for _ in 0..rounds {
+        let b = make(threshold);
+        run_concurrently(threads, |t| {
+            for i in 0..32 {
+                if (i + t) % 4 == 0 {
+                    b.record_success("hot");
+                } else {
+                    b.record_failure("hot");
+                }
+            }
+        });
+        if b.is_open("hot") != (b.failures("hot") >= threshold) {
+            bad += 1;
+        }
+    }
+    bad
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+// ---------------------------------------------------------------------------
+
+const NAMES: usize = 16;
+
+/// The per-op plan of the mixed workload: `(name index, op)` with op 0 =
+/// `is_open` (90%), 1 = `record_failure` (9%), 2 = `record_success` (1%),
+/// precomputed so no random numbers are drawn while timing.
+fn mixed_plan() -> Vec<(u8, u8)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7088);
+    (0..4096)
+        .map(|_| {
+            let name = rng.gen_range(0..NAMES) as u8;
+            let op = match rng.gen_range(0..100) {
+                0..=89 => 0,
+                90..=98 => 1,
+                _ => 2,
+            };
+            (name, op)
+        })
+        .collect()
+}
+
+/// Mixed traffic on 16 names through the trait.
+struct Mixed<B> {
+    breaker: B,
+    names: Vec<String>,
+    plan: Vec<(u8, u8)>,
+}
+
+impl<B: Breaker> Mixed<B> {
+    fn new(breaker: B) -> Self {
+        Self {
+            breaker,
+            names: (0..NAMES).map(|i| format!("strategy-{i:02}")).collect(),
+            plan: mixed_plan(),
+        }
+    }
+}
+
+impl<B: Breaker> Workload for Mixed<B> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        let offset = thread * 997;
+        for i in 0..ops as usize {
+            let (name, op) = self.plan[(offset + i) % self.plan.len()];
+            let name = &self.names[name as usize];
+            match op {
+                0 => {
+                    black_box(self.breaker.is_open(name));
+                }
+                1 => self.breaker.record_failure(name),
+                _ => self.breaker.record_success(name),
+            }
+        }
+    }
+}
+
+/// Every op a failure on one hot name, by name.
+struct HotName<B>(B);
+
+impl<B: Breaker> Workload for HotName<B> {
+    fn run(&self, _thread: usize, _threads: usize, ops: u64) {
+        for _ in 0..ops {
+            self.0.record_failure(black_box("hot-strategy"));
+        }
+    }
+}
+
+/// Every op a failure on one hot name through a resolved handle.
+struct HandlePath(BreakerHandle);
+
+impl Workload for HandlePath {
+    fn run(&self, _thread: usize, _threads: usize, ops: u64) {
+        for _ in 0..ops {
+            self.0.record_failure();
+        }
+    }
+}
+
+/// The reference row: a bare `fetch_add` on one shared `AtomicU64`.
+struct BareFetchAdd(AtomicU64);
+
+impl Workload for BareFetchAdd {
+    fn run(&self, _thread: usize, _threads: usize, ops: u64) {
+        for _ in 0..ops {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn lock_free() -> CircuitBreaker {
+    CircuitBreaker::new(3).expect("3 is a valid threshold")
+}
+fn std_mutex() -> MutexBreaker<StdMutex> {
+    MutexBreaker::new(3).expect("3 is a valid threshold")
+}
+fn parking_lot() -> MutexBreaker<ParkingLotMutex> {
+    MutexBreaker::new(3).expect("3 is a valid threshold")
+}
+
+/// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
-    Vec::new()
+    vec![
+        WorkloadDef {
+            component: "breaker",
+            name: "mixed-16-names",
+            description: "16 names; 90% is_open, 9% record_failure, 1% record_success",
+            impls: vec![
+                (impl_name::LOCK_FREE, || Box::new(Mixed::new(lock_free()))),
+                (impl_name::STD_MUTEX, || Box::new(Mixed::new(std_mutex()))),
+                (impl_name::PARKING_LOT, || {
+                    Box::new(Mixed::new(parking_lot()))
+                }),
+            ],
+        },
+        WorkloadDef {
+            component: "breaker",
+            name: "hot-name-failures",
+            description: "every thread records failures on one name",
+            impls: vec![
+                (impl_name::LOCK_FREE, || Box::new(HotName(lock_free()))),
+                (impl_name::STD_MUTEX, || Box::new(HotName(std_mutex()))),
+                (impl_name::PARKING_LOT, || Box::new(HotName(parking_lot()))),
+            ],
+        },
+        WorkloadDef {
+            component: "breaker",
+            name: "handle-path",
+            description: "failures on one hot name via a resolved handle (baselines by name); \
+                          atomic-u64 is a bare fetch_add on one shared AtomicU64",
+            impls: vec![
+                (impl_name::LOCK_FREE, || {
+                    Box::new(HandlePath(lock_free().handle("hot-strategy")))
+                }),
+                (impl_name::STD_MUTEX, || Box::new(HotName(std_mutex()))),
+                (impl_name::PARKING_LOT, || Box::new(HotName(parking_lot()))),
+                ("atomic-u64", || Box::new(BareFetchAdd(AtomicU64::new(0)))),
+            ],
+        },
+    ]
+}
+
+/// The seed's bug: `threads` threads record 1000 failures each on one hot
+/// name; counts the failures lost, per round, on the racy variant and on
+/// the lock-free breaker.
+pub fn reproduction() -> Reproduction {
+    fn run<B: Breaker>(make: fn() -> B, threads: usize, rounds: usize) -> u64 {
+        (0..rounds)
+            .map(|_| lost_increments(&make(), threads, 1000, true))
+            .sum()
+    }
+    Reproduction {
+        component: "breaker",
+        what_is_lost: "lost failure increments",
+        racy: |threads, rounds| run(|| RacyBreaker::new(u32::MAX), threads, rounds),
+        lock_free: |threads, rounds| run(lock_free, threads, rounds),
+    }
 }

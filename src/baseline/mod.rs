@@ -93,6 +93,7 @@ impl<T: Send> Lock<T> for parking_lot::Mutex<T> {
 // One module per component baseline; each `pub use`s its type here.
 // breaker
 mod breaker;
+pub use breaker::MutexBreaker;
 
 // arcs
 mod arcs;
