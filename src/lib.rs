@@ -52,6 +52,7 @@ pub mod breaker;
 
 // arcs
 pub mod arcs;
+pub use arcs::ArcEngine;
 // bus
 pub mod bus;
 // changeset

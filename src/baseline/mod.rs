@@ -96,6 +96,7 @@ mod breaker;
 
 // arcs
 mod arcs;
+pub use arcs::MutexArcEngine;
 // bus
 mod bus;
 // changeset
