@@ -59,13 +59,29 @@ impl DramaKind {
         match self {
             DramaKind::FriendlyRivalry => &[
                 ("{a} dares {b} to beat their block-validation time", 12, 0),
-                ("{b} posts a leaderboard with {a} conveniently in last place", 10, -5),
-                ("{a} and {b} tie the rematch and split the bragging rights", -20, 8),
+                (
+                    "{b} posts a leaderboard with {a} conveniently in last place",
+                    10,
+                    -5,
+                ),
+                (
+                    "{a} and {b} tie the rematch and split the bragging rights",
+                    -20,
+                    8,
+                ),
                 ("{b} quietly fixes a bug in {a}'s benchmark script", -6, 1),
-                ("{a} and {b} co-host a stream and laugh about the whole thing", -4, 7),
+                (
+                    "{a} and {b} co-host a stream and laugh about the whole thing",
+                    -4,
+                    7,
+                ),
             ],
             DramaKind::HotTakeBeef => &[
-                ("{a} calls {b}'s favourite consensus rule 'a museum piece'", 20, -10),
+                (
+                    "{a} calls {b}'s favourite consensus rule 'a museum piece'",
+                    20,
+                    -10,
+                ),
                 ("{b} answers with a 40-post thread about {a}", 25, -10),
                 ("{a} and {b} agree, grudgingly, to debate it live", -15, 5),
             ],
@@ -77,7 +93,11 @@ impl DramaKind {
             DramaKind::RedemptionArc => &[
                 ("{a} publicly apologises to {b} for last season", -10, 10),
                 ("{b} is not convinced yet", 10, -5),
-                ("{a} mentors {b}'s newest bot through its first epoch", -15, 15),
+                (
+                    "{a} mentors {b}'s newest bot through its first epoch",
+                    -15,
+                    15,
+                ),
             ],
         }
     }
@@ -179,7 +199,10 @@ impl World {
             .clock(clock.clone())
             // The seed writes each new arc to its database first.
             .start_hook(|a: &Agent, b: &Agent, kind: &DramaKind| {
-                println!("    (store) saved a new {} between {a} and {b}", kind.name());
+                println!(
+                    "    (store) saved a new {} between {a} and {b}",
+                    kind.name()
+                );
                 Ok(())
             })
             .build();
@@ -223,10 +246,9 @@ impl World {
             .or_insert_with(|| Relationship::new(kind, tension, trust));
         match self.engine.start(a, b, kind) {
             Ok(Start::Started(_)) => println!("  {a} and {b} begin a {}", kind.name()),
-            Ok(Start::AlreadyActive(arc)) => println!(
-                "  {a} and {b} already have a {} going",
-                arc.kind.name()
-            ),
+            Ok(Start::AlreadyActive(arc)) => {
+                println!("  {a} and {b} already have a {} going", arc.kind.name())
+            }
             Err(e) => println!("  could not start: {e}"),
         }
     }
@@ -316,7 +338,11 @@ fn main() {
     let left = world.engine.status(&ada, &rex);
     println!(
         "\nAfter five days the rivalry is {}.",
-        if left.is_none() { "over" } else { "still going" }
+        if left.is_none() {
+            "over"
+        } else {
+            "still going"
+        }
     );
 
     // Epilogue: a beef that nobody follows up on expires after twice its

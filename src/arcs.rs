@@ -7,7 +7,7 @@
 //! twice. Its `end_arc` raced the same way (check, then delete: a `KeyError`
 //! on a double end).
 //!
-//! [`ArcEngine`] keeps one [`ShardedMap`](crate::sync) slot per sorted pair.
+//! [`ArcEngine`] keeps one slot of a sharded map (`dashmap`) per sorted pair.
 //! The slot holds an `Arc` to the arc's cell: immutable identity (agents,
 //! kind, start time) plus an RCU cell holding its small mutable state
 //! (lifecycle, phase, event count, last-progress time), replaced whole by
@@ -617,10 +617,7 @@ impl<A: 'static, K: 'static> EventSink<A, K> {
         }
     }
 
-    pub(crate) fn add(
-        &self,
-        f: impl Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
-    ) -> ListenerId {
+    pub(crate) fn add(&self, f: impl Fn(&ArcEvent<A, K>) + Send + Sync + 'static) -> ListenerId {
         self.listeners.add(move |n: &Note<A, K>| f(&n.0))
     }
 
@@ -891,8 +888,7 @@ where
         self.active.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("arc started");
         let snapshot = cell.snapshot_of(&initial);
-        self.events
-            .emit(|| ArcEvent::Started(snapshot.clone()));
+        self.events.emit(|| ArcEvent::Started(snapshot.clone()));
         Ok(Start::Started(snapshot))
     }
 
@@ -1097,7 +1093,10 @@ where
     /// let id = engine.on_event(|e| if let ArcEvent::Started(arc) = e { println!("{:?}", arc.agents) });
     /// assert!(engine.remove_listener(id));
     /// ```
-    pub fn on_event(&self, listener: impl Fn(&ArcEvent<A, K>) + Send + Sync + 'static) -> ListenerId {
+    pub fn on_event(
+        &self,
+        listener: impl Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
+    ) -> ListenerId {
         self.events.add(listener)
     }
 

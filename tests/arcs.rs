@@ -52,13 +52,13 @@ fn count_events<R: ArcRegistry<Agent, TestKind>>(r: &R) -> Arc<Counts> {
 fn seed_regression<R: ArcRegistry<Agent, TestKind>>() {
     let hook_calls = Arc::new(AtomicUsize::new(0));
     let calls = hook_calls.clone();
-    let r = R::from_builder(
-        ArcEngineBuilder::new().start_hook(move |_: &Agent, _: &Agent, _: &TestKind| {
+    let r = R::from_builder(ArcEngineBuilder::new().start_hook(
+        move |_: &Agent, _: &Agent, _: &TestKind| {
             calls.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(20));
             Ok(())
-        }),
-    );
+        },
+    ));
     let counts = count_events(&r);
     let results = run_concurrently(8, |t| {
         let (a, b) = if t % 2 == 0 { (10, 20) } else { (20, 10) };
@@ -74,7 +74,10 @@ fn seed_regression<R: ArcRegistry<Agent, TestKind>>() {
     let winner = started[0].clone().into_inner();
     for s in &results {
         let arc = s.clone().into_inner();
-        assert_eq!((arc.agents, arc.started_at), (winner.agents, winner.started_at));
+        assert_eq!(
+            (arc.agents, arc.started_at),
+            (winner.agents, winner.started_at)
+        );
     }
     assert_eq!(r.status(&20, &10), Some(winner));
 }
@@ -83,12 +86,20 @@ fn no_duplicate_starts<R: ArcRegistry<Agent, TestKind>>() {
     let clock = ManualClock::new();
     let n = duplicate_starts(|| R::from_builder(builder(&clock)), 4, iterations(300));
     assert_eq!(n, 0);
-    let n = duplicate_starts(|| R::from_builder(ArcEngineBuilder::new()), 4, iterations(300));
+    let n = duplicate_starts(
+        || R::from_builder(ArcEngineBuilder::new()),
+        4,
+        iterations(300),
+    );
     assert_eq!(n, 0);
 }
 
 fn exactly_one_end<R: ArcRegistry<Agent, TestKind>>() {
-    let n = double_ends(|| R::from_builder(ArcEngineBuilder::new()), 4, iterations(300));
+    let n = double_ends(
+        || R::from_builder(ArcEngineBuilder::new()),
+        4,
+        iterations(300),
+    );
     assert_eq!(n, 0);
 }
 
@@ -189,20 +200,22 @@ fn start_during_hook<R: ArcRegistry<Agent, TestKind>>(hook_fails: bool) {
     let in_hook = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let (h_in, h_release) = (in_hook.clone(), release.clone());
-    let r = R::from_builder(ArcEngineBuilder::new().clock(ManualClock::new()).start_hook(
-        move |_: &Agent, _: &Agent, kind: &TestKind| {
-            if *kind == TestKind::Short {
-                return Ok(()); // later starts do not block
-            }
-            h_in.wait();
-            h_release.wait();
-            if hook_fails {
-                Err("store rejected it".into())
-            } else {
-                Ok(())
-            }
-        },
-    ));
+    let r = R::from_builder(
+        ArcEngineBuilder::new()
+            .clock(ManualClock::new())
+            .start_hook(move |_: &Agent, _: &Agent, kind: &TestKind| {
+                if *kind == TestKind::Short {
+                    return Ok(()); // later starts do not block
+                }
+                h_in.wait();
+                h_release.wait();
+                if hook_fails {
+                    Err("store rejected it".into())
+                } else {
+                    Ok(())
+                }
+            }),
+    );
     let counts = count_events(&r);
     std::thread::scope(|s| {
         let winner = s.spawn(|| r.start(1, 2, TestKind::Long));
@@ -218,8 +231,14 @@ fn start_during_hook<R: ArcRegistry<Agent, TestKind>>(hook_fails: bool) {
         assert!(r.status(&1, &2).is_none());
         assert!(r.active().is_empty());
         assert_eq!(r.len(), 0);
-        assert!(matches!(r.progress(&1, &2, ArcPhase::Climax), Err(ArcError::NotFound)));
-        assert!(matches!(r.end(&1, &2, EndReason::Manual), Err(ArcError::NotFound)));
+        assert!(matches!(
+            r.progress(&1, &2, ArcPhase::Climax),
+            Err(ArcError::NotFound)
+        ));
+        assert!(matches!(
+            r.end(&1, &2, EndReason::Manual),
+            Err(ArcError::NotFound)
+        ));
         assert_eq!(r.process_all().processed, 0);
         release.wait();
         let result = winner.join().unwrap();
@@ -263,11 +282,15 @@ fn reentrant_listener<R: ArcRegistry<Agent, TestKind> + 'static>() {
                 if arc.agents == (3, 4) {
                     r.end(&3, &4, EndReason::Manual).unwrap();
                 }
-                l.lock().unwrap().push(("progressed", arc.agents.0, arc.agents.1));
+                l.lock()
+                    .unwrap()
+                    .push(("progressed", arc.agents.0, arc.agents.1));
             }
             ArcEvent::Ended(arc, _) => {
                 let _ = r.process_all();
-                l.lock().unwrap().push(("ended", arc.agents.0, arc.agents.1));
+                l.lock()
+                    .unwrap()
+                    .push(("ended", arc.agents.0, arc.agents.1));
             }
             _ => {}
         }
@@ -281,7 +304,11 @@ fn reentrant_listener<R: ArcRegistry<Agent, TestKind> + 'static>() {
         ("progressed", 3, 4),
         ("ended", 3, 4),
     ] {
-        assert_eq!(log.iter().filter(|e| **e == entry).count(), 1, "{entry:?} in {log:?}");
+        assert_eq!(
+            log.iter().filter(|e| **e == entry).count(),
+            1,
+            "{entry:?} in {log:?}"
+        );
     }
     assert_eq!(r.status(&1, &2).unwrap().events_triggered, 1);
     assert!(r.status(&3, &4).is_none());
@@ -319,9 +346,18 @@ fn listener_removal<R: ArcRegistry<Agent, TestKind>>() {
 fn same_pair_is_an_error<R: ArcRegistry<Agent, TestKind>>() {
     let r = R::from_builder(ArcEngineBuilder::new());
     let counts = count_events(&r);
-    assert!(matches!(r.start(7, 7, TestKind::Long), Err(ArcError::SamePair)));
-    assert!(matches!(r.progress(&7, &7, ArcPhase::Climax), Err(ArcError::SamePair)));
-    assert!(matches!(r.end(&7, &7, EndReason::Manual), Err(ArcError::SamePair)));
+    assert!(matches!(
+        r.start(7, 7, TestKind::Long),
+        Err(ArcError::SamePair)
+    ));
+    assert!(matches!(
+        r.progress(&7, &7, ArcPhase::Climax),
+        Err(ArcError::SamePair)
+    ));
+    assert!(matches!(
+        r.end(&7, &7, EndReason::Manual),
+        Err(ArcError::SamePair)
+    ));
     assert!(r.status(&7, &7).is_none());
     assert!(r.is_empty());
     assert_eq!(counts.started.load(Ordering::SeqCst), 0);
@@ -331,21 +367,39 @@ fn same_pair_is_an_error<R: ArcRegistry<Agent, TestKind>>() {
 /// offered to it.
 fn process_hook<R: ArcRegistry<Agent, TestKind>>() {
     let clock = ManualClock::new();
-    let r = R::from_builder(ArcEngineBuilder::new().clock(clock.clone()).process_hook(|arc| {
-        match arc.phase {
-            ArcPhase::Initiation => Some(ArcPhase::Escalation),
-            ArcPhase::Escalation => Some(ArcPhase::Completed),
-            _ => None,
-        }
-    }));
+    let r = R::from_builder(
+        ArcEngineBuilder::new()
+            .clock(clock.clone())
+            .process_hook(|arc| match arc.phase {
+                ArcPhase::Initiation => Some(ArcPhase::Escalation),
+                ArcPhase::Escalation => Some(ArcPhase::Completed),
+                _ => None,
+            }),
+    );
     let counts = count_events(&r);
     r.start(1, 2, TestKind::Long).unwrap();
     r.start(3, 4, TestKind::Short).unwrap();
     let report = r.process_all();
-    assert_eq!((report.processed, report.progressed, report.completed, report.expired), (2, 2, 0, 0));
+    assert_eq!(
+        (
+            report.processed,
+            report.progressed,
+            report.completed,
+            report.expired
+        ),
+        (2, 2, 0, 0)
+    );
     clock.advance(Duration::from_secs(30)); // (3, 4) expires; (1, 2) does not
     let report = r.process_all();
-    assert_eq!((report.processed, report.progressed, report.completed, report.expired), (2, 1, 1, 1));
+    assert_eq!(
+        (
+            report.processed,
+            report.progressed,
+            report.completed,
+            report.expired
+        ),
+        (2, 1, 1, 1)
+    );
     assert!(r.is_empty());
     let mut reasons = counts.reasons.lock().unwrap().clone();
     reasons.sort();

@@ -26,7 +26,9 @@ struct Events {
     ended: AtomicUsize,
 }
 
-fn engine_with_hook(hook_calls: &std::sync::Arc<AtomicUsize>) -> (ArcEngine<u8, Kind>, std::sync::Arc<Events>) {
+fn engine_with_hook(
+    hook_calls: &std::sync::Arc<AtomicUsize>,
+) -> (ArcEngine<u8, Kind>, std::sync::Arc<Events>) {
     let calls = hook_calls.clone();
     let engine = ArcEngine::builder()
         .clock(ManualClock::new())
@@ -64,7 +66,10 @@ fn two_starts() {
         };
         let mine = engine.start(1, 2, Kind).unwrap();
         let theirs = other.join().unwrap();
-        assert_eq!(usize::from(mine.is_started()) + usize::from(theirs.is_started()), 1);
+        assert_eq!(
+            usize::from(mine.is_started()) + usize::from(theirs.is_started()),
+            1
+        );
         assert_eq!(mine.into_inner().started_at, theirs.into_inner().started_at);
         assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
         assert_eq!(events.started.load(Ordering::SeqCst), 1);
@@ -101,7 +106,11 @@ fn start_vs_end() {
 #[test]
 fn end_vs_restart() {
     loom::model(|| {
-        let engine = Arc::new(ArcEngine::<u8, Kind>::builder().clock(ManualClock::new()).build());
+        let engine = Arc::new(
+            ArcEngine::<u8, Kind>::builder()
+                .clock(ManualClock::new())
+                .build(),
+        );
         engine.start(1, 2, Kind).unwrap();
         let ender = {
             let engine = engine.clone();
@@ -113,10 +122,19 @@ fn end_vs_restart() {
         assert_eq!(engine.status(&1, &2).is_some(), restarted);
         if restarted {
             // The new arc is live: it progresses and ends normally.
-            assert_eq!(engine.progress(&1, &2, ArcPhase::Climax).unwrap().events_triggered, 1);
+            assert_eq!(
+                engine
+                    .progress(&1, &2, ArcPhase::Climax)
+                    .unwrap()
+                    .events_triggered,
+                1
+            );
             assert!(engine.end(&1, &2, EndReason::Manual).is_ok());
         }
-        assert!(matches!(engine.end(&1, &2, EndReason::Manual), Err(ArcError::NotFound)));
+        assert!(matches!(
+            engine.end(&1, &2, EndReason::Manual),
+            Err(ArcError::NotFound)
+        ));
     });
 }
 
@@ -125,7 +143,9 @@ fn end_vs_restart() {
 fn end_vs_expiry() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let engine = ArcEngine::<u8, Kind>::builder().clock(clock.clone()).build();
+        let engine = ArcEngine::<u8, Kind>::builder()
+            .clock(clock.clone())
+            .build();
         let ended = std::sync::Arc::new(AtomicUsize::new(0));
         let e = ended.clone();
         engine.on_event(move |ev| {

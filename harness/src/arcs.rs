@@ -50,15 +50,15 @@ pub type Snap = ArcSnapshot<Agent, TestKind>;
 /// A builder on `clock` whose start hook fails for [`TestKind::Doomed`]
 /// (and succeeds otherwise), as [`Model`] expects.
 pub fn builder(clock: &ManualClock) -> ArcEngineBuilder<Agent, TestKind> {
-    ArcEngineBuilder::new()
-        .clock(clock.clone())
-        .start_hook(|_: &Agent, _: &Agent, kind: &TestKind| {
+    ArcEngineBuilder::new().clock(clock.clone()).start_hook(
+        |_: &Agent, _: &Agent, kind: &TestKind| {
             if *kind == TestKind::Doomed {
                 Err("doomed arcs are rejected by the store".into())
             } else {
                 Ok(())
             }
-        })
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -192,7 +192,10 @@ where
         F: Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
     {
         let id = self.ids.on_event(|_| {});
-        self.listeners.lock().unwrap().push((id, Arc::new(listener)));
+        self.listeners
+            .lock()
+            .unwrap()
+            .push((id, Arc::new(listener)));
         id
     }
 
@@ -350,9 +353,9 @@ impl SequentialSpec for Model {
                 }
                 Ok(arc)
             })),
-            Op::End(a, b) => Ret::Arc(
-                sorted(a, b).and_then(|key| self.arcs.remove(&key).ok_or(Error::NotFound)),
-            ),
+            Op::End(a, b) => {
+                Ret::Arc(sorted(a, b).and_then(|key| self.arcs.remove(&key).ok_or(Error::NotFound)))
+            }
             Op::Status(a, b) => Ret::Status(
                 sorted(a, b)
                     .ok()
@@ -491,12 +494,20 @@ pub fn double_ends<R: ArcRegistry<Agent, TestKind>>(
 
 /// `threads` threads each progress one arc `per_thread` times. Returns the
 /// lost events (expected count minus the arc's final count, either way).
-pub fn lost_progress<R: ArcRegistry<Agent, TestKind>>(r: &R, threads: usize, per_thread: usize) -> u64 {
+pub fn lost_progress<R: ArcRegistry<Agent, TestKind>>(
+    r: &R,
+    threads: usize,
+    per_thread: usize,
+) -> u64 {
     let _ = r.start(1, 2, TestKind::Long);
     let ok: usize = run_concurrently(threads, |t| {
         (0..per_thread)
             .filter(|i| {
-                let phase = if (t + i) % 2 == 0 { ArcPhase::Escalation } else { ArcPhase::Climax };
+                let phase = if (t + i) % 2 == 0 {
+                    ArcPhase::Escalation
+                } else {
+                    ArcPhase::Climax
+                };
                 r.progress(&1, &2, phase).is_ok()
             })
             .count()

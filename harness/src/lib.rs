@@ -5,7 +5,7 @@
 //! - [`workload`]: the workload definitions that `benches/` and the
 //!   comparison run (`examples/compare.rs`) both measure.
 //! - [`model`]: the `SequentialSpec` trait that component models implement.
-//! - [`bench`]: criterion glue (`BenchmarkId::new(impl, threads)`,
+//! - [`bench`](mod@bench): criterion glue (`BenchmarkId::new(impl, threads)`,
 //!   `iter_custom` behind a barrier).
 //! - one module per component: its racy (check-then-act) variant, its
 //!   sequential model, its workloads and its seed-bug reproduction.

@@ -321,7 +321,10 @@ where
         for (id, arc) in arcs {
             report.processed += 1;
             if is_expired(&arc.kind, arc.started_at, now) {
-                if self.end_id(&arc.agents, Some(id), EndReason::Expired).is_ok() {
+                if self
+                    .end_id(&arc.agents, Some(id), EndReason::Expired)
+                    .is_ok()
+                {
                     report.expired += 1;
                 }
                 continue;
