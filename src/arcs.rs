@@ -99,7 +99,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
-use crate::sync::{Arc, ArcSwap, AtomicUsize, Entry, Ordering, ShardedMap};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Entry, Ordering, ShardedMap};
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
 /// after twice that duration is expired by [`ArcEngine::process_all`].
@@ -445,7 +445,7 @@ impl<A, K> ArcEngineBuilder<A, K> {
 
     /// A hook run exactly once per successful start, after the pair is
     /// claimed and before the arc is published, with no internal lock
-    /// held. If it fails, the start is rolled back and returns
+    /// held. If it fails (or panics), the start is rolled back and returns
     /// [`ArcError::Hook`].
     ///
     /// ```
@@ -518,7 +518,7 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// ```
     pub fn call_start_hook(&self, a: &A, b: &A, kind: &K) -> Result<(), HookError> {
         match &self.start_hook {
-            Some(hook) => hook(a, b, kind),
+            Some(hook) => run_start_hook(hook, a, b, kind),
             None => Ok(()),
         }
     }
@@ -535,7 +535,9 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// assert_eq!(b.call_process_hook(&arc), Some(ArcPhase::Climax));
     /// ```
     pub fn call_process_hook(&self, arc: &ArcSnapshot<A, K>) -> Option<ArcPhase> {
-        self.process_hook.as_ref().and_then(|hook| hook(arc))
+        self.process_hook
+            .as_ref()
+            .and_then(|hook| run_process_hook(hook, arc))
     }
 }
 
@@ -571,6 +573,35 @@ impl<A, K> fmt::Debug for ArcEngineBuilder<A, K> {
             .field("process_hook", &self.process_hook.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Runs a start hook with no guard held; a panic in it is caught, logged
+/// and turned into a [`HookError`] (so the start is rolled back and the
+/// pair is not left claimed forever).
+pub(crate) fn run_start_hook<A, K>(
+    hook: &StartHook<A, K>,
+    a: &A,
+    b: &A,
+    kind: &K,
+) -> Result<(), HookError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(a, b, kind))).unwrap_or_else(
+        |_| {
+            tracing::warn!("arc start hook panicked; isolated");
+            Err("the start hook panicked".into())
+        },
+    )
+}
+
+/// Runs a process hook with no guard held; a panic in it is caught, logged
+/// and read as "leave the arc alone".
+pub(crate) fn run_process_hook<A, K>(
+    hook: &ProcessHook<A, K>,
+    arc: &ArcSnapshot<A, K>,
+) -> Option<ArcPhase> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(arc))).unwrap_or_else(|_| {
+        tracing::warn!("arc process hook panicked; isolated");
+        None
+    })
 }
 
 /// The sorted pair, or `SamePair`.
@@ -634,34 +665,87 @@ impl<A: 'static, K: 'static> EventSink<A, K> {
     }
 }
 
-/// Where an arc is in its life.
+/// Where an arc is in its life (2 bits of the state word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Life {
     /// Claimed by a start whose hook is still running (not yet visible).
-    Starting,
+    Starting = 0,
     /// Published.
-    Active,
-    /// Ended (exactly one transition out of `Active` wins).
-    Ended(EndReason),
+    Active = 1,
+    /// Ended (exactly one transition out of `Active` wins; the winner
+    /// knows the reason).
+    Ended = 2,
     /// Its start hook failed.
-    Aborted,
+    Aborted = 3,
 }
 
-/// The mutable part of an arc, replaced whole by compare-and-swap.
-#[derive(Debug, Clone, Copy)]
+/// The largest event count the state word holds; progress beyond it is
+/// still recorded (phase, time, event) but the count stays there.
+pub const MAX_EVENTS: u64 = (1 << EVENT_BITS) - 1;
+/// The largest last-progress offset, in milliseconds after the start
+/// (about 397 days); later progress reads as this offset.
+const MAX_DELTA_MS: u64 = (1 << DELTA_BITS) - 1;
+const DELTA_BITS: u32 = 35;
+const EVENT_BITS: u32 = 24;
+const PHASE_SHIFT: u32 = DELTA_BITS + EVENT_BITS; // 59
+const LIFE_SHIFT: u32 = PHASE_SHIFT + 3; // 62
+
+/// The mutable part of an arc, decoded from its one state word:
+/// `[life: 2][phase: 3][events: 24][last progress − start, in ms: 35]`.
+/// Being one word, it is read and replaced whole: every snapshot is
+/// consistent, and a compare-and-swap loses no concurrent event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
     life: Life,
     phase: ArcPhase,
     events: u64,
-    last_progress: SystemTime,
+    delta_ms: u64,
 }
 
-/// One arc: immutable identity plus its RCU state.
+impl State {
+    fn pack(self) -> u64 {
+        ((self.life as u64) << LIFE_SHIFT)
+            | ((self.phase as u64) << PHASE_SHIFT)
+            | (self.events.min(MAX_EVENTS) << DELTA_BITS)
+            | self.delta_ms.min(MAX_DELTA_MS)
+    }
+
+    fn unpack(word: u64) -> Self {
+        let life = match word >> LIFE_SHIFT {
+            0 => Life::Starting,
+            1 => Life::Active,
+            2 => Life::Ended,
+            _ => Life::Aborted,
+        };
+        let phase = match (word >> PHASE_SHIFT) & 0b111 {
+            0 => ArcPhase::Initiation,
+            1 => ArcPhase::Escalation,
+            2 => ArcPhase::Climax,
+            3 => ArcPhase::Resolution,
+            _ => ArcPhase::Completed,
+        };
+        Self {
+            life,
+            phase,
+            events: (word >> DELTA_BITS) & MAX_EVENTS,
+            delta_ms: word & MAX_DELTA_MS,
+        }
+    }
+}
+
+/// One arc: immutable identity plus its state word.
 struct Cell<A, K> {
     agents: (A, A),
     kind: K,
     started_at: SystemTime,
-    state: ArcSwap<State>,
+    /// The packed [`State`]. Transitions are compare-and-swaps with
+    /// `AcqRel` (on failure `Acquire`), loads are `Acquire`: the word
+    /// carries all the mutable data itself (single-location coherence
+    /// makes each transition linearizable), and release/acquire adds that
+    /// whoever sees a state also sees what its writer did before it —
+    /// notably, a reader that sees a published arc sees the start hook's
+    /// effects (e.g. its database row).
+    word: AtomicU64,
 }
 
 impl<A: Clone, K: Clone> Cell<A, K> {
@@ -672,33 +756,44 @@ impl<A: Clone, K: Clone> Cell<A, K> {
             phase: s.phase,
             events_triggered: s.events,
             started_at: self.started_at,
-            last_progress: s.last_progress,
+            last_progress: self.started_at + Duration::from_millis(s.delta_ms),
         }
     }
 
-    fn life(&self) -> Life {
-        self.state.load().life
+    fn state(&self) -> State {
+        State::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    /// Milliseconds from the start to `now` (0 if the clock is behind).
+    fn delta_ms(&self, now: SystemTime) -> u64 {
+        now.duration_since(self.started_at)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .min(MAX_DELTA_MS)
     }
 
     /// The current state, if the arc is published and not ended.
     fn active_state(&self) -> Option<State> {
-        let s = **self.state.load();
+        let s = self.state();
         (s.life == Life::Active).then_some(s)
     }
 
     /// Compare-and-swap loop: applies `f` to the newest state until its
     /// result is installed (returns it) or `f` declines (`None`). The
     /// successful compare-and-swap is the linearization point of the
-    /// transition; `arc-swap` performs it `SeqCst`.
+    /// transition.
     fn transition(&self, f: impl Fn(&State) -> Option<State>) -> Option<State> {
-        let mut current = self.state.load_full();
+        let mut current = self.word.load(Ordering::Acquire);
         loop {
-            let next = f(&current)?;
-            let previous = self.state.compare_and_swap(&current, Arc::new(next));
-            if Arc::ptr_eq(&previous, &current) {
-                return Some(next);
+            let next = f(&State::unpack(current))?;
+            match self.word.compare_exchange_weak(
+                current,
+                next.pack(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(State::unpack(next.pack())),
+                Err(actual) => current = actual,
             }
-            current = previous;
         }
     }
 }
@@ -833,13 +928,13 @@ where
             },
             phase: ArcPhase::Initiation,
             events: 0,
-            last_progress: now,
+            delta_ms: 0,
         };
         let cell = Arc::new(Cell {
             agents: key.clone(),
             kind,
             started_at: now,
-            state: ArcSwap::from_value(initial),
+            word: AtomicU64::new(initial.pack()),
         });
         // Linearization point of the start: the claim under the shard lock.
         // The closure only inspects cells' states; no user code, no map call.
@@ -848,24 +943,24 @@ where
                 v.insert(cell.clone());
                 Claim::Ours
             }
-            Entry::Occupied(mut o) => match o.get().life() {
+            Entry::Occupied(mut o) => match o.get().state().life {
                 Life::Starting | Life::Active => Claim::Theirs(o.get().clone()),
                 // A dead cell whose ender has not removed it yet: replace
                 // it (the ender's `remove_if` checks identity).
-                Life::Ended(_) | Life::Aborted => {
+                Life::Ended | Life::Aborted => {
                     o.insert(cell.clone());
                     Claim::Ours
                 }
             },
         });
         if let Claim::Theirs(existing) = claim {
-            let state = **existing.state.load();
+            let state = existing.state();
             return Ok(Start::AlreadyActive(existing.snapshot_of(&state)));
         }
         if let Some(hook) = &self.start_hook {
             // The hook runs with no guard held; the placeholder keeps the
             // pair claimed meanwhile.
-            if let Err(e) = hook(&cell.agents.0, &cell.agents.1, &cell.kind) {
+            if let Err(e) = run_start_hook(hook, &cell.agents.0, &cell.agents.1, &cell.kind) {
                 // Only we move a cell out of `Starting`, so this succeeds.
                 cell.transition(|s| {
                     (s.life == Life::Starting).then_some(State {
@@ -895,7 +990,7 @@ where
     /// The snapshot of a cell that keeps its pair taken (starting or
     /// active).
     fn taken(cell: &Cell<A, K>) -> Option<ArcSnapshot<A, K>> {
-        let s = **cell.state.load();
+        let s = cell.state();
         matches!(s.life, Life::Starting | Life::Active).then(|| cell.snapshot_of(&s))
     }
 
@@ -936,19 +1031,15 @@ where
         cell: &Arc<Cell<A, K>>,
         phase: ArcPhase,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let now = self.clock.now();
+        let delta_ms = cell.delta_ms(self.clock.now());
         let completes = phase == ArcPhase::Completed;
         let next = cell
             .transition(|s| {
                 (s.life == Life::Active).then_some(State {
-                    life: if completes {
-                        Life::Ended(EndReason::Completed)
-                    } else {
-                        Life::Active
-                    },
+                    life: if completes { Life::Ended } else { Life::Active },
                     phase,
-                    events: s.events.saturating_add(1),
-                    last_progress: now,
+                    events: (s.events + 1).min(MAX_EVENTS),
+                    delta_ms,
                 })
             })
             .ok_or(ArcError::NotFound)?;
@@ -977,7 +1068,7 @@ where
     fn end_cell(&self, cell: &Arc<Cell<A, K>>, reason: EndReason) -> Option<ArcSnapshot<A, K>> {
         let last = cell.transition(|s| {
             (s.life == Life::Active).then_some(State {
-                life: Life::Ended(reason),
+                life: Life::Ended,
                 ..*s
             })
         })?;
@@ -1152,7 +1243,7 @@ where
                 continue;
             }
             if let Some(hook) = &self.process_hook {
-                if let Some(phase) = hook(&cell.snapshot_of(&state)) {
+                if let Some(phase) = run_process_hook(hook, &cell.snapshot_of(&state)) {
                     if self.progress_cell(&cell, phase).is_ok() {
                         report.progressed += 1;
                         if phase == ArcPhase::Completed {

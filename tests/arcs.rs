@@ -193,6 +193,29 @@ fn failing_hook_frees_pair<R: ArcRegistry<Agent, TestKind>>() {
     assert_eq!(counts.started.load(Ordering::SeqCst), 1);
 }
 
+/// A panicking hook (start or process) is isolated like a failing one.
+fn panicking_hooks<R: ArcRegistry<Agent, TestKind>>() {
+    let r = R::from_builder(
+        ArcEngineBuilder::new()
+            .start_hook(|_: &Agent, _: &Agent, kind: &TestKind| {
+                if *kind == TestKind::Doomed {
+                    panic!("store crashed");
+                }
+                Ok(())
+            })
+            .process_hook(|_| panic!("model crashed")),
+    );
+    assert!(matches!(
+        r.start(1, 2, TestKind::Doomed),
+        Err(ArcError::Hook(_))
+    ));
+    assert!(r.is_empty());
+    assert!(r.start(1, 2, TestKind::Long).unwrap().is_started());
+    let report = r.process_all();
+    assert_eq!((report.processed, report.progressed), (1, 0));
+    assert_eq!(r.status(&1, &2).unwrap().events_triggered, 0);
+}
+
 /// While the winner's hook runs, another start gets `AlreadyActive` with
 /// the pending arc, and the arc is invisible to status/progress/end until
 /// published; if the hook then fails, the pair is free again.
@@ -451,6 +474,7 @@ macro_rules! suite {
             #[test] fn failing_hook_frees_pair() { super::failing_hook_frees_pair::<R>() }
             #[test] fn start_during_successful_hook() { super::start_during_hook::<R>(false) }
             #[test] fn start_during_failing_hook() { super::start_during_hook::<R>(true) }
+            #[test] fn panicking_hooks() { super::panicking_hooks::<R>() }
             #[test] fn reentrant_listener() { super::reentrant_listener::<R>() }
             #[test] fn panicking_listener() { super::panicking_listener::<R>() }
             #[test] fn listener_removal() { super::listener_removal::<R>() }

@@ -15,8 +15,9 @@ use std::time::SystemTime;
 
 use super::{Lock, MutexKind, StdMutex};
 use crate::arcs::{
-    is_expired, pair_key, ArcEngineBuilder, ArcError, ArcEvent, ArcKind, ArcPhase, ArcRegistry,
-    ArcSnapshot, EndReason, EventSink, ProcessHook, ProcessReport, Start, StartHook,
+    is_expired, pair_key, run_process_hook, run_start_hook, ArcEngineBuilder, ArcError, ArcEvent,
+    ArcKind, ArcPhase, ArcRegistry, ArcSnapshot, EndReason, EventSink, ProcessHook, ProcessReport,
+    Start, StartHook, MAX_EVENTS,
 };
 use crate::clock::SharedClock;
 use crate::listener::ListenerId;
@@ -136,7 +137,7 @@ where
                 .get_mut(key)
                 .filter(|s| !s.starting && same_arc(id, s.id))
                 .ok_or(ArcError::NotFound)?;
-            slot.events = slot.events.saturating_add(1);
+            slot.events = (slot.events + 1).min(MAX_EVENTS);
             slot.last_progress = now;
             slot.phase = phase;
             let snapshot = slot.snapshot(key);
@@ -239,7 +240,7 @@ where
             Err(existing) => return Ok(Start::AlreadyActive(existing)),
         };
         if let Some(hook) = &self.start_hook {
-            let outcome = hook(&key.0, &key.1, &snapshot.kind);
+            let outcome = run_start_hook(hook, &key.0, &key.1, &snapshot.kind);
             self.inner.with(|inner| {
                 // Nothing else touches a pending entry, so it is still ours.
                 if outcome.is_ok() {
@@ -330,7 +331,7 @@ where
                 continue;
             }
             if let Some(hook) = &self.process_hook {
-                if let Some(phase) = hook(&arc) {
+                if let Some(phase) = run_process_hook(hook, &arc) {
                     if self.progress_id(&arc.agents, Some(id), phase).is_ok() {
                         report.progressed += 1;
                         if phase == ArcPhase::Completed {
