@@ -1336,3 +1336,82 @@ where
         ArcEngine::process_all(self)
     }
 }
+
+#[cfg(all(test, not(raceless_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_word_round_trips_and_saturates() {
+        let lives = [Life::Starting, Life::Active, Life::Ended, Life::Aborted];
+        let phases = [
+            ArcPhase::Initiation,
+            ArcPhase::Escalation,
+            ArcPhase::Climax,
+            ArcPhase::Resolution,
+            ArcPhase::Completed,
+        ];
+        for life in lives {
+            for phase in phases {
+                for (events, delta_ms) in [
+                    (0, 0),
+                    (1, 1),
+                    (MAX_EVENTS, MAX_DELTA_MS),
+                    (12_345, 86_400_000),
+                ] {
+                    let s = State {
+                        life,
+                        phase,
+                        events,
+                        delta_ms,
+                    };
+                    assert_eq!(State::unpack(s.pack()), s);
+                }
+                let s = State {
+                    life,
+                    phase,
+                    events: u64::MAX,
+                    delta_ms: u64::MAX,
+                };
+                let back = State::unpack(s.pack());
+                assert_eq!((back.life, back.phase), (life, phase));
+                assert_eq!((back.events, back.delta_ms), (MAX_EVENTS, MAX_DELTA_MS));
+            }
+        }
+    }
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        #[derive(Clone)]
+        struct K;
+        impl ArcKind for K {
+            fn expected_duration(&self) -> Duration {
+                Duration::ZERO
+            }
+        }
+        check::<ArcEngine<String, K>>();
+        check::<crate::baseline::MutexArcEngine<String, K>>();
+    }
+
+    #[test]
+    fn last_progress_is_kept_to_the_millisecond() {
+        #[derive(Clone)]
+        struct K;
+        impl ArcKind for K {
+            fn expected_duration(&self) -> Duration {
+                Duration::from_secs(60)
+            }
+        }
+        let clock = crate::clock::ManualClock::new();
+        let engine = ArcEngine::<u8, K>::builder().clock(clock.clone()).build();
+        let start = engine.start(1, 2, K).unwrap().into_inner().started_at;
+        clock.advance(Duration::from_micros(2_500));
+        let arc = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
+        assert_eq!(arc.last_progress, start + Duration::from_millis(2));
+        // A clock behind the start reads as the start.
+        clock.set(start - Duration::from_secs(5));
+        let arc = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
+        assert_eq!(arc.last_progress, start);
+    }
+}
