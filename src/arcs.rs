@@ -56,7 +56,7 @@
 //!   non-active state and gets [`ArcError::NotFound`]. The winner then
 //!   removes the slot with `remove_if` on the same cell identity. Between the
 //!   two steps a new `start` of the pair may already replace the dead cell.
-//! * **status / active** read the map (`get`, or a `snapshot` of all slots,
+//! * **status / active** read the map (`get`, or a copy of all cells' `Arc`s,
 //!   taken shard by shard) and then load each cell's state word once: every
 //!   snapshot is one word, hence consistent per arc.
 //!
@@ -891,7 +891,11 @@ where
 
 /// What the claiming `entry` call decided.
 enum Claim<A, K> {
+    /// We took a vacant slot.
     Ours,
+    /// We took the slot of a dead (ended or rolled-back) cell.
+    Replaced(Arc<Cell<A, K>>),
+    /// A live (starting or active) cell holds the pair.
     Theirs(Arc<Cell<A, K>>),
 }
 
@@ -992,15 +996,18 @@ where
                 Life::Starting | Life::Active => Claim::Theirs(o.get().clone()),
                 // A dead cell whose ender has not removed it yet: replace
                 // it (the ender's `remove_if` checks identity).
-                Life::Ended | Life::Aborted => {
-                    o.insert(cell.clone());
-                    Claim::Ours
-                }
+                // The displaced cell is handed out of the closure so that
+                // no drop of user data can happen under the shard lock.
+                Life::Ended | Life::Aborted => Claim::Replaced(o.insert(cell.clone())),
             },
         });
-        if let Claim::Theirs(existing) = claim {
-            let state = existing.state();
-            return Ok(Start::AlreadyActive(existing.snapshot_of(&state)));
+        match claim {
+            Claim::Theirs(existing) => {
+                let state = existing.state();
+                return Ok(Start::AlreadyActive(existing.snapshot_of(&state)));
+            }
+            Claim::Replaced(dead) => drop(dead),
+            Claim::Ours => {}
         }
         if let Some(hook) = &self.start_hook {
             // The hook runs with no guard held; the placeholder keeps the
@@ -1178,11 +1185,19 @@ where
     /// assert_eq!(engine.active().len(), 2);
     /// ```
     pub fn active(&self) -> Vec<ArcSnapshot<A, K>> {
-        self.map
-            .snapshot()
+        self.cells()
             .into_iter()
-            .filter_map(|(_, cell)| cell.active_state().map(|s| cell.snapshot_of(&s)))
+            .filter_map(|cell| cell.active_state().map(|s| cell.snapshot_of(&s)))
             .collect()
+    }
+
+    /// A snapshot of the map's cells, taken shard by shard. Only `Arc`s are
+    /// cloned under the shard locks (no `A: Clone` or other user code runs
+    /// there); everything else happens after.
+    fn cells(&self) -> Vec<Arc<Cell<A, K>>> {
+        let mut cells = Vec::with_capacity(self.map.len());
+        self.map.for_each(|_, cell| cells.push(cell.clone()));
+        cells
     }
 
     /// How many arcs are published and active (exact whenever no start or
@@ -1271,7 +1286,7 @@ where
     pub fn process_all(&self) -> ProcessReport {
         let now = self.clock.now();
         let mut report = ProcessReport::default();
-        for (_, cell) in self.map.snapshot() {
+        for cell in self.cells() {
             let Some(state) = cell.active_state() else {
                 continue;
             };
