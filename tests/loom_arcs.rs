@@ -1,5 +1,5 @@
 //! loom models of the `arcs` races: two starts of one pair, start vs end,
-//! end vs expiry. Run with
+//! end vs restart, end vs expiry, a failing start hook vs another start. Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_arcs`.
 #![cfg(raceless_loom)]
 
@@ -165,5 +165,57 @@ fn end_vs_expiry() {
         assert_eq!(by_end + by_expiry, 1);
         assert_eq!(ended.load(Ordering::SeqCst), 1);
         assert!(engine.is_empty());
+    });
+}
+
+/// A start whose hook fails racing a start whose hook succeeds: whichever
+/// claims the pair first decides; a failed hook always frees the pair, and
+/// a start told of the doomed pending arc finds the pair free afterwards.
+#[test]
+fn failing_hook_vs_start() {
+    #[derive(Debug, Clone, PartialEq)]
+    struct Doomable(bool);
+    impl ArcKind for Doomable {
+        fn expected_duration(&self) -> Duration {
+            Duration::from_secs(10)
+        }
+    }
+    loom::model(|| {
+        let engine = Arc::new(
+            ArcEngine::<u8, Doomable>::builder()
+                .clock(ManualClock::new())
+                .start_hook(|_: &u8, _: &u8, kind: &Doomable| {
+                    if kind.0 {
+                        Err("rejected".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .build(),
+        );
+        let doomed = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.start(1, 2, Doomable(true)))
+        };
+        let good = engine.start(2, 1, Doomable(false)).unwrap();
+        match doomed.join().unwrap() {
+            // It claimed the pair first (and then rolled back)…
+            Err(ArcError::Hook(_)) => {}
+            // …or the good start had already claimed it.
+            Ok(Start::AlreadyActive(arc)) => {
+                assert_eq!(arc.kind, Doomable(false));
+                assert!(good.is_started());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match good {
+            Start::Started(_) => assert_eq!(engine.len(), 1),
+            Start::AlreadyActive(arc) => {
+                assert_eq!(arc.kind, Doomable(true));
+                assert!(engine.is_empty());
+                assert!(engine.start(1, 2, Doomable(false)).unwrap().is_started());
+            }
+        }
+        assert!(engine.status(&1, &2).is_some());
     });
 }
