@@ -57,6 +57,7 @@ pub use breaker::CircuitBreaker;
 
 // arcs
 pub mod arcs;
+pub use arcs::ArcEngine;
 // bus
 pub mod bus;
 // changeset

@@ -1,1 +1,346 @@
-//! Mutex baseline of the `arcs` component (to be built: see its issue).
+//! Mutex baseline of the `arcs` component: the seed's fix (one lock around
+//! the whole `active_arcs` map, existence check and insert under it),
+//! translated faithfully and made correct: the start hook, the process hook
+//! and the listeners run after unlocking, like the lock-free engine's. A
+//! start with a hook claims the pair with a pending entry under the lock,
+//! runs the hook unlocked, then publishes or removes the entry under the
+//! lock again — the same observable protocol as
+//! [`ArcEngine`](crate::arcs::ArcEngine).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::time::SystemTime;
+
+use super::{Lock, MutexKind, StdMutex};
+use crate::arcs::{
+    is_expired, pair_key, run_process_hook, run_start_hook, ArcEngineBuilder, ArcError, ArcEvent,
+    ArcKind, ArcPhase, ArcRegistry, ArcSnapshot, EndReason, EventSink, ProcessHook, ProcessReport,
+    Start, StartHook, MAX_EVENTS,
+};
+use crate::clock::SharedClock;
+use crate::listener::ListenerId;
+
+/// One map entry.
+struct Slot<K> {
+    /// Identity of this arc (a later arc of the same pair has another).
+    id: u64,
+    /// Claimed by a start whose hook is still running.
+    starting: bool,
+    kind: K,
+    started_at: SystemTime,
+    phase: ArcPhase,
+    events: u64,
+    last_progress: SystemTime,
+}
+
+impl<K: Clone> Slot<K> {
+    fn snapshot<A: Clone>(&self, key: &(A, A)) -> ArcSnapshot<A, K> {
+        ArcSnapshot {
+            agents: key.clone(),
+            kind: self.kind.clone(),
+            phase: self.phase,
+            events_triggered: self.events,
+            started_at: self.started_at,
+            last_progress: self.last_progress,
+        }
+    }
+}
+
+/// Whether the entry `id` is the arc asked for (`None`: any arc).
+fn same_arc(wanted: Option<u64>, id: u64) -> bool {
+    match wanted {
+        None => true,
+        Some(w) => w == id,
+    }
+}
+
+struct Inner<A, K> {
+    arcs: HashMap<(A, A), Slot<K>>,
+    /// Published arcs (entries not `starting`).
+    active: usize,
+    next_id: u64,
+}
+
+/// The `arcs` baseline: every arc behind one `M::Mutex` (default
+/// `std::sync::Mutex`), implementing [`ArcRegistry`] like
+/// [`ArcEngine`](crate::arcs::ArcEngine).
+///
+/// ```
+/// use raceless::arcs::{ArcKind, ArcRegistry, EndReason};
+/// use raceless::baseline::MutexArcEngine;
+/// # use std::time::Duration;
+/// # #[derive(Clone)] struct K;
+/// # impl ArcKind for K { fn expected_duration(&self) -> Duration { Duration::from_secs(1) } }
+/// let engine = <MutexArcEngine<u32, K>>::new();
+/// assert!(engine.start(1, 2, K).unwrap().is_started());
+/// assert!(!engine.start(2, 1, K).unwrap().is_started());
+/// assert!(engine.end(&1, &2, EndReason::Manual).is_ok());
+/// assert!(engine.end(&1, &2, EndReason::Manual).is_err());
+/// ```
+pub struct MutexArcEngine<A, K, M: MutexKind = StdMutex>
+where
+    A: Send,
+    K: Send,
+{
+    inner: M::Mutex<Inner<A, K>>,
+    clock: SharedClock,
+    start_hook: Option<StartHook<A, K>>,
+    process_hook: Option<ProcessHook<A, K>>,
+    events: EventSink<A, K>,
+    _kind: PhantomData<M>,
+}
+
+impl<A: Send, K: Send, M: MutexKind> fmt::Debug for MutexArcEngine<A, K, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutexArcEngine")
+            .field("mutex", &M::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A, K, M> MutexArcEngine<A, K, M>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+    M: MutexKind,
+{
+    /// A baseline with the system clock and no hooks.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcKind, ArcRegistry};
+    /// # #[derive(Clone)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = <raceless::baseline::MutexArcEngine<u8, K>>::new();
+    /// assert!(engine.is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::from_builder(ArcEngineBuilder::new())
+    }
+
+    fn lookup(&self, a: &A, b: &A) -> Result<(A, A), ArcError> {
+        pair_key(a, b)
+    }
+
+    /// Progresses the arc `id` of `key` (not a later arc of the pair).
+    fn progress_id(
+        &self,
+        key: &(A, A),
+        id: Option<u64>,
+        phase: ArcPhase,
+    ) -> Result<ArcSnapshot<A, K>, ArcError> {
+        let now = self.clock.now();
+        let snapshot = self.inner.with(|inner| {
+            let slot = inner
+                .arcs
+                .get_mut(key)
+                .filter(|s| !s.starting && same_arc(id, s.id))
+                .ok_or(ArcError::NotFound)?;
+            slot.events = (slot.events + 1).min(MAX_EVENTS);
+            slot.last_progress = now;
+            slot.phase = phase;
+            let snapshot = slot.snapshot(key);
+            if phase == ArcPhase::Completed {
+                inner.arcs.remove(key);
+                inner.active -= 1;
+            }
+            Ok(snapshot)
+        })?;
+        self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
+        if phase == ArcPhase::Completed {
+            self.events
+                .emit(|| ArcEvent::Ended(snapshot.clone(), EndReason::Completed));
+        }
+        Ok(snapshot)
+    }
+
+    /// Ends the arc `id` of `key` (any arc of the pair if `None`).
+    fn end_id(
+        &self,
+        key: &(A, A),
+        id: Option<u64>,
+        reason: EndReason,
+    ) -> Result<ArcSnapshot<A, K>, ArcError> {
+        let snapshot = self.inner.with(|inner| {
+            match inner.arcs.get(key) {
+                Some(s) if !s.starting && same_arc(id, s.id) => {}
+                _ => return Err(ArcError::NotFound),
+            }
+            inner.active -= 1;
+            let slot = inner.arcs.remove(key).ok_or(ArcError::NotFound)?;
+            Ok(slot.snapshot(key))
+        })?;
+        self.events
+            .emit(|| ArcEvent::Ended(snapshot.clone(), reason));
+        Ok(snapshot)
+    }
+}
+
+impl<A, K, M> Default for MutexArcEngine<A, K, M>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+    M: MutexKind,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A, K, M> ArcRegistry<A, K> for MutexArcEngine<A, K, M>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+    M: MutexKind,
+{
+    fn from_builder(builder: ArcEngineBuilder<A, K>) -> Self {
+        Self {
+            inner: M::Mutex::new(Inner {
+                arcs: HashMap::new(),
+                active: 0,
+                next_id: 0,
+            }),
+            clock: builder.clock,
+            start_hook: builder.start_hook,
+            process_hook: builder.process_hook,
+            events: EventSink::new(),
+            _kind: PhantomData,
+        }
+    }
+
+    fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
+        let key = pair_key(&a, &b)?;
+        let now = self.clock.now();
+        let starting = self.start_hook.is_some();
+        let claimed = self.inner.with(|inner| {
+            if let Some(existing) = inner.arcs.get(&key) {
+                return Err(existing.snapshot(&key));
+            }
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let slot = Slot {
+                id,
+                starting,
+                kind,
+                started_at: now,
+                phase: ArcPhase::Initiation,
+                events: 0,
+                last_progress: now,
+            };
+            let snapshot = slot.snapshot(&key);
+            inner.arcs.insert(key.clone(), slot);
+            if !starting {
+                inner.active += 1;
+            }
+            Ok((id, snapshot))
+        });
+        let (id, snapshot) = match claimed {
+            Ok(claim) => claim,
+            Err(existing) => return Ok(Start::AlreadyActive(existing)),
+        };
+        if let Some(hook) = &self.start_hook {
+            let outcome = run_start_hook(hook, &key.0, &key.1, &snapshot.kind);
+            self.inner.with(|inner| {
+                // Nothing else touches a pending entry, so it is still ours.
+                if outcome.is_ok() {
+                    if let Some(slot) = inner.arcs.get_mut(&key).filter(|s| s.id == id) {
+                        slot.starting = false;
+                        inner.active += 1;
+                    }
+                } else if inner.arcs.get(&key).is_some_and(|s| s.id == id) {
+                    inner.arcs.remove(&key);
+                }
+            });
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "arc start hook failed; start rolled back");
+                return Err(ArcError::Hook(e));
+            }
+        }
+        self.events.emit(|| ArcEvent::Started(snapshot.clone()));
+        Ok(Start::Started(snapshot))
+    }
+
+    fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
+        let key = self.lookup(a, b)?;
+        self.progress_id(&key, None, phase)
+    }
+
+    fn end(&self, a: &A, b: &A, reason: EndReason) -> Result<ArcSnapshot<A, K>, ArcError> {
+        let key = self.lookup(a, b)?;
+        self.end_id(&key, None, reason)
+    }
+
+    fn status(&self, a: &A, b: &A) -> Option<ArcSnapshot<A, K>> {
+        let key = self.lookup(a, b).ok()?;
+        self.inner.with(|inner| {
+            inner
+                .arcs
+                .get(&key)
+                .filter(|s| !s.starting)
+                .map(|s| s.snapshot(&key))
+        })
+    }
+
+    fn active(&self) -> Vec<ArcSnapshot<A, K>> {
+        self.inner.with(|inner| {
+            inner
+                .arcs
+                .iter()
+                .filter(|(_, s)| !s.starting)
+                .map(|(k, s)| s.snapshot(k))
+                .collect()
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.inner.with(|inner| inner.active)
+    }
+
+    fn on_event<F>(&self, listener: F) -> ListenerId
+    where
+        F: Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
+    {
+        self.events.add(listener)
+    }
+
+    fn remove_listener(&self, id: ListenerId) -> bool {
+        self.events.remove(id)
+    }
+
+    fn process_all(&self) -> ProcessReport {
+        let now = self.clock.now();
+        let arcs: Vec<(u64, ArcSnapshot<A, K>)> = self.inner.with(|inner| {
+            inner
+                .arcs
+                .iter()
+                .filter(|(_, s)| !s.starting)
+                .map(|(k, s)| (s.id, s.snapshot(k)))
+                .collect()
+        });
+        let mut report = ProcessReport::default();
+        for (id, arc) in arcs {
+            report.processed += 1;
+            if is_expired(&arc.kind, arc.started_at, now) {
+                if self
+                    .end_id(&arc.agents, Some(id), EndReason::Expired)
+                    .is_ok()
+                {
+                    report.expired += 1;
+                }
+                continue;
+            }
+            if let Some(hook) = &self.process_hook {
+                if let Some(phase) = run_process_hook(hook, &arc) {
+                    if self.progress_id(&arc.agents, Some(id), phase).is_ok() {
+                        report.progressed += 1;
+                        if phase == ArcPhase::Completed {
+                            report.completed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        report
+    }
+}

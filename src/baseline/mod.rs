@@ -97,6 +97,7 @@ pub use breaker::MutexBreaker;
 
 // arcs
 mod arcs;
+pub use arcs::MutexArcEngine;
 // bus
 mod bus;
 // changeset

@@ -1,0 +1,221 @@
+//! loom models of the `arcs` races: two starts of one pair, start vs end,
+//! end vs restart, end vs expiry, a failing start hook vs another start. Run with
+//! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_arcs`.
+#![cfg(raceless_loom)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use loom::sync::Arc;
+use raceless::arcs::{ArcEngine, ArcError, ArcEvent, ArcKind, ArcPhase, EndReason, Start};
+use raceless::clock::ManualClock;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Kind;
+
+impl ArcKind for Kind {
+    fn expected_duration(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// Counts of (Started, Ended) events.
+#[derive(Default)]
+struct Events {
+    started: AtomicUsize,
+    ended: AtomicUsize,
+}
+
+fn engine_with_hook(
+    hook_calls: &std::sync::Arc<AtomicUsize>,
+) -> (ArcEngine<u8, Kind>, std::sync::Arc<Events>) {
+    let calls = hook_calls.clone();
+    let engine = ArcEngine::builder()
+        .clock(ManualClock::new())
+        .start_hook(move |_: &u8, _: &u8, _: &Kind| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .build();
+    let events = std::sync::Arc::new(Events::default());
+    let e = events.clone();
+    engine.on_event(move |ev| match ev {
+        ArcEvent::Started(_) => {
+            e.started.fetch_add(1, Ordering::SeqCst);
+        }
+        ArcEvent::Ended(..) => {
+            e.ended.fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {}
+    });
+    (engine, events)
+}
+
+/// Two concurrent starts of one pair (as `(a, b)` and `(b, a)`): exactly one
+/// `Started`, the hook runs once, one `Started` event, and the loser's
+/// arc is the winner's.
+#[test]
+fn two_starts() {
+    loom::model(|| {
+        let hook_calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let (engine, events) = engine_with_hook(&hook_calls);
+        let engine = Arc::new(engine);
+        let other = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.start(2, 1, Kind).unwrap())
+        };
+        let mine = engine.start(1, 2, Kind).unwrap();
+        let theirs = other.join().unwrap();
+        assert_eq!(
+            usize::from(mine.is_started()) + usize::from(theirs.is_started()),
+            1
+        );
+        assert_eq!(mine.into_inner().started_at, theirs.into_inner().started_at);
+        assert_eq!(hook_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(events.started.load(Ordering::SeqCst), 1);
+        assert_eq!(engine.len(), 1);
+        assert!(engine.status(&1, &2).is_some());
+    });
+}
+
+/// A start (with its placeholder and hook) racing an end of the same pair:
+/// the end finds nothing until the arc is published, and the bookkeeping
+/// agrees with whichever order won.
+#[test]
+fn start_vs_end() {
+    loom::model(|| {
+        let hook_calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let (engine, events) = engine_with_hook(&hook_calls);
+        let engine = Arc::new(engine);
+        let ender = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+        };
+        assert!(engine.start(1, 2, Kind).unwrap().is_started());
+        let ended = ender.join().unwrap();
+        assert_eq!(events.ended.load(Ordering::SeqCst), usize::from(ended));
+        assert_eq!(engine.len(), usize::from(!ended));
+        assert_eq!(engine.status(&1, &2).is_some(), !ended);
+        assert_eq!(events.started.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// An end racing a restart of the same pair: the ended arc's slot is either
+/// removed by its ender or replaced by the new start, never both, and the
+/// ender's cleanup never removes the new arc.
+#[test]
+fn end_vs_restart() {
+    loom::model(|| {
+        let engine = Arc::new(
+            ArcEngine::<u8, Kind>::builder()
+                .clock(ManualClock::new())
+                .build(),
+        );
+        engine.start(1, 2, Kind).unwrap();
+        let ender = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+        };
+        let restarted = engine.start(2, 1, Kind).unwrap().is_started();
+        assert!(ender.join().unwrap());
+        assert_eq!(engine.len(), usize::from(restarted));
+        assert_eq!(engine.status(&1, &2).is_some(), restarted);
+        if restarted {
+            // The new arc is live: it progresses and ends normally.
+            assert_eq!(
+                engine
+                    .progress(&1, &2, ArcPhase::Climax)
+                    .unwrap()
+                    .events_triggered,
+                1
+            );
+            assert!(engine.end(&1, &2, EndReason::Manual).is_ok());
+        }
+        assert!(matches!(
+            engine.end(&1, &2, EndReason::Manual),
+            Err(ArcError::NotFound)
+        ));
+    });
+}
+
+/// `end` racing `process_all`'s expiry: exactly one wins, one `Ended`.
+#[test]
+fn end_vs_expiry() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let engine = ArcEngine::<u8, Kind>::builder()
+            .clock(clock.clone())
+            .build();
+        let ended = std::sync::Arc::new(AtomicUsize::new(0));
+        let e = ended.clone();
+        engine.on_event(move |ev| {
+            if let ArcEvent::Ended(..) = ev {
+                e.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        assert!(matches!(engine.start(1, 2, Kind), Ok(Start::Started(_))));
+        clock.advance(Duration::from_secs(21));
+        let engine = Arc::new(engine);
+        let sweeper = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.process_all().expired)
+        };
+        let by_end = usize::from(engine.end(&2, &1, EndReason::Manual).is_ok());
+        let by_expiry = sweeper.join().unwrap();
+        assert_eq!(by_end + by_expiry, 1);
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert!(engine.is_empty());
+    });
+}
+
+/// A start whose hook fails racing a start whose hook succeeds: whichever
+/// claims the pair first decides; a failed hook always frees the pair, and
+/// a start told of the doomed pending arc finds the pair free afterwards.
+#[test]
+fn failing_hook_vs_start() {
+    #[derive(Debug, Clone, PartialEq)]
+    struct Doomable(bool);
+    impl ArcKind for Doomable {
+        fn expected_duration(&self) -> Duration {
+            Duration::from_secs(10)
+        }
+    }
+    loom::model(|| {
+        let engine = Arc::new(
+            ArcEngine::<u8, Doomable>::builder()
+                .clock(ManualClock::new())
+                .start_hook(|_: &u8, _: &u8, kind: &Doomable| {
+                    if kind.0 {
+                        Err("rejected".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .build(),
+        );
+        let doomed = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.start(1, 2, Doomable(true)))
+        };
+        let good = engine.start(2, 1, Doomable(false)).unwrap();
+        match doomed.join().unwrap() {
+            // It claimed the pair first (and then rolled back)…
+            Err(ArcError::Hook(_)) => {}
+            // …or the good start had already claimed it.
+            Ok(Start::AlreadyActive(arc)) => {
+                assert_eq!(arc.kind, Doomable(false));
+                assert!(good.is_started());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match good {
+            Start::Started(_) => assert_eq!(engine.len(), 1),
+            Start::AlreadyActive(arc) => {
+                assert_eq!(arc.kind, Doomable(true));
+                assert!(engine.is_empty());
+                assert!(engine.start(1, 2, Doomable(false)).unwrap().is_started());
+            }
+        }
+        assert!(engine.status(&1, &2).is_some());
+    });
+}
