@@ -54,6 +54,7 @@ pub mod breaker;
 pub mod arcs;
 // bus
 pub mod bus;
+pub use bus::EventBus;
 // changeset
 pub mod changeset;
 // stream

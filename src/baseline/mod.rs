@@ -98,6 +98,7 @@ mod breaker;
 mod arcs;
 // bus
 mod bus;
+pub use bus::MutexBus;
 // changeset
 mod changeset;
 // stream
