@@ -93,7 +93,10 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
             let id = SubscriptionId::from_raw(s.next_id);
             s.next_id += 1;
             s.index.insert(id, kind.clone());
-            s.kinds.entry(kind).or_default().push(Subscriber { id, handler });
+            s.kinds
+                .entry(kind)
+                .or_default()
+                .push(Subscriber { id, handler });
             id
         })
     }

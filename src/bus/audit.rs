@@ -144,8 +144,11 @@ impl<E> AuditRing<E> {
     where
         E: Clone,
     {
-        let mut records: Vec<Arc<Record<E>>> =
-            self.slots.iter().filter_map(ArcSwapOption::load_full).collect();
+        let mut records: Vec<Arc<Record<E>>> = self
+            .slots
+            .iter()
+            .filter_map(ArcSwapOption::load_full)
+            .collect();
         records.sort_unstable_by_key(|r| r.seq);
         records.iter().map(|r| r.event.clone()).collect()
     }

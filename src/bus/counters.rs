@@ -94,7 +94,9 @@ impl DeliveryCounters {
         let mask = self.stripes.len() - 1;
         if let Some(stripe) = self.stripes.get(thread_index() & mask) {
             if delivered > 0 {
-                stripe.delivered.fetch_add(delivered as u64, Ordering::Relaxed);
+                stripe
+                    .delivered
+                    .fetch_add(delivered as u64, Ordering::Relaxed);
             }
             if failed > 0 {
                 stripe.failed.fetch_add(failed as u64, Ordering::Relaxed);
@@ -104,9 +106,11 @@ impl DeliveryCounters {
 
     /// The sums over all stripes.
     pub(crate) fn totals(&self) -> KindStats {
-        self.stripes.iter().fold(KindStats::default(), |acc, s| KindStats {
-            delivered: acc.delivered + s.delivered.load(Ordering::Relaxed),
-            failed: acc.failed + s.failed.load(Ordering::Relaxed),
-        })
+        self.stripes
+            .iter()
+            .fold(KindStats::default(), |acc, s| KindStats {
+                delivered: acc.delivered + s.delivered.load(Ordering::Relaxed),
+                failed: acc.failed + s.failed.load(Ordering::Relaxed),
+            })
     }
 }

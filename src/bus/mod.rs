@@ -317,7 +317,9 @@ impl<E: Event, B: Bus<E>> Drop for Subscription<'_, E, B> {
 
 impl<E: Event, B: Bus<E>> fmt::Debug for Subscription<'_, E, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription").field("id", &self.id).finish()
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
