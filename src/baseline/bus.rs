@@ -35,7 +35,7 @@ struct State<E: Event> {
 /// struct N(u32);
 /// impl Event for N { type Kind = (); fn kind(&self) {} }
 ///
-/// let bus = MutexBus::new(2);
+/// let bus = MutexBus::<N>::new(2); // std mutex by default
 /// let id = bus.subscribe((), |_| Ok(()));
 /// for i in 0..3 { assert_eq!(bus.emit(N(i)).delivered, 1); }
 /// assert_eq!(bus.audit_log(), vec![N(1), N(2)]);
@@ -131,7 +131,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// # use raceless::bus::Event;
     /// # #[derive(Clone)] struct Ping;
     /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
-    /// let bus = MutexBus::new(1);
+    /// let bus = MutexBus::<Ping>::new(1);
     /// bus.subscribe((), |_| Err("no".into()));
     /// assert_eq!(bus.emit(Ping).failed, 1);
     /// ```
@@ -161,7 +161,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// # use raceless::bus::Event;
     /// # #[derive(Clone, Debug, PartialEq)] struct N(u8);
     /// # impl Event for N { type Kind = (); fn kind(&self) {} }
-    /// let bus = MutexBus::new(8);
+    /// let bus = MutexBus::<N>::new(8);
     /// bus.emit(N(1));
     /// assert_eq!(bus.audit_log(), vec![N(1)]);
     /// ```
