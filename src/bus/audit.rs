@@ -4,61 +4,135 @@
 //! # Protocol
 //!
 //! Every logged event takes a sequence number `seq` from one `fetch_add` on
-//! `next` and owns the slot `seq % capacity`. Each slot is an
-//! [`ArcSwapOption`] of a `Record { seq, event }`. The emitter installs its
-//! record with a compare-and-swap loop that only ever replaces an *older*
-//! record (smaller `seq`): if the slot already holds a newer one, the
-//! emitter's event has been overtaken by `capacity` later events and is not
-//! logged at all. So a slot's `seq` only grows, and at any quiescent point
-//! slot `i` holds the newest event whose `seq ≡ i (mod capacity)`, which
-//! means the ring holds exactly the last `capacity` events.
+//! `next` and belongs to the slot `seq % capacity`. A slot is one atomic
+//! pointer cell (`crossbeam_utils::atomic::AtomicCell<Option<Arc<Record>>>`,
+//! lock-free: a single atomic exchange) whose only operation is `swap`.
+//! Records are *moved*, never copied, between the slot and the threads that
+//! momentarily hold them, and every holder puts back the newer of what it
+//! holds and what it finds:
 //!
-//! A reader loads every slot once and sorts the records by `seq`.
+//! ```text
+//! put_max(slot, carry):
+//!     loop:
+//!         old = slot.swap(carry)
+//!         if old is None or old.seq < carry.seq: drop old; return   // old is evicted
+//!         carry = old                                              // we displaced a newer one: put it back
+//! ```
+//!
+//! An emitter calls `put_max` with its new record. In the common case the
+//! slot holds the record from `capacity` events ago and one exchange is the
+//! whole write. A reader takes each slot's record out (`swap(None)`), keeps
+//! a clone of the `Arc` and puts it back with `put_max`, then sorts what it
+//! collected by `seq`.
+//!
+//! arc-swap's `ArcSwapOption` would give the same guarantees with
+//! compare-and-swap, but arc-swap makes every *write* pay the debts of all
+//! threads' read slots (it is built for read-mostly cells); an audit ring
+//! is written on every emit and read rarely, and measured 3–5× slower than
+//! a `Mutex<VecDeque>` that way (see `docs/bus.md`).
 //!
 //! # Guarantees and why they hold
 //!
 //! - **Never over capacity**: there are `capacity` slots and a reader takes
 //!   at most one record from each.
-//! - **None twice**: a record lives in exactly one slot (the one its `seq`
-//!   names), is installed at most once and never copied to another slot;
-//!   the reader loads each slot once.
-//! - **None torn**: a record is immutable and published whole by the
-//!   pointer swap; the reader holds an `Arc` of it while cloning the event.
-//! - **Keeps the newest**: a slot's `seq` is monotonic (the CAS never
-//!   installs an older record), so once all emits have returned, slot `i`
-//!   holds the largest `seq ≡ i` handed out, i.e. one of the last
-//!   `capacity` sequence numbers.
+//! - **None twice**: a record is only ever moved (one `Arc` in the slot or
+//!   in one thread's hand, never both), into the one slot its `seq` names;
+//!   a reader visits each slot once and sequence numbers are unique.
+//! - **None torn**: a record is immutable and moved whole by the pointer
+//!   exchange (`AcqRel`: the release publishes its contents, the taker's
+//!   acquire sees them).
+//! - **Keeps the newest**: a record is dropped only by a thread that holds
+//!   a strictly newer record of the same slot, which it goes on to put
+//!   back. So the newest record ever given to a slot is always in the slot
+//!   or in some thread's hand, and once every emit and read has returned,
+//!   slot `i` holds the largest `seq ≡ i (mod capacity)` handed out: the
+//!   ring holds exactly the last `capacity` events.
 //! - **One thread's surviving events keep their order**: one thread's
 //!   `fetch_add`s on `next` are ordered in `next`'s modification order in
 //!   program order (read-modify-write coherence), so its later event has a
 //!   larger `seq`, and the reader sorts by `seq`.
+//! - **Lock-free**: `put_max` terminates — each iteration strictly raises
+//!   the `seq` carried, and only the finitely many records concurrently
+//!   written to the slot can be met.
+//!
+//! A snapshot is consistent per record, not across slots: while emits or
+//! other reads run, a record can be momentarily out of its slot (held by a
+//! reader or displaced by a late emitter), so a snapshot can miss an event
+//! or show one that an in-flight emit is about to evict. Each guarantee
+//! above still holds for every snapshot, and once the ring is quiescent a
+//! snapshot is exactly the newest `capacity` events.
 //!
 //! # Orderings
 //!
 //! `next.fetch_add` is `Relaxed`: only its atomicity (uniqueness) and
 //! per-location coherence (per-thread monotonicity) are used; it publishes
-//! nothing. The record itself is published by the arc-swap
-//! compare-and-swap, whose release/acquire pairs with the reader's load (in
-//! arc-swap every pointer operation is `SeqCst`), so a reader that sees the
-//! pointer sees the whole record.
-//!
-//! `compare_and_swap` compares pointers; the emitter holds an `Arc` of the
-//! record it compared against, so that allocation cannot be freed and
-//! reused under it (no ABA).
-//!
-//! A snapshot is consistent per slot, not across slots: a reader racing
-//! with emitters can see an event next to an older one that a concurrent
-//! emit is about to evict. Each of the guarantees above still holds for
-//! every snapshot.
+//! nothing. Records are published and taken by the `AcqRel` exchange on
+//! the slot.
 
 use std::ops::Deref;
 
-use crate::sync::{Arc, ArcSwapOption, AtomicU64, CachePadded, Ordering};
+use crate::sync::{Arc, AtomicU64, CachePadded, Ordering};
+
+/// One slot: an atomic `Option<Arc<T>>` whose only operation is `swap`.
+#[cfg(not(raceless_loom))]
+struct Slot<T>(crossbeam_utils::atomic::AtomicCell<Option<Arc<T>>>);
+
+#[cfg(not(raceless_loom))]
+impl<T> Slot<T> {
+    fn empty() -> Self {
+        Self(crossbeam_utils::atomic::AtomicCell::new(None))
+    }
+    fn swap(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+        self.0.swap(value)
+    }
+}
+
+/// Stand-in under loom: an exchange made atomic by a loom mutex (loom
+/// models `AtomicCell`'s contract, one atomic exchange, not its internals).
+#[cfg(raceless_loom)]
+struct Slot<T>(loom::sync::Mutex<Option<Arc<T>>>);
+
+#[cfg(raceless_loom)]
+impl<T> Slot<T> {
+    fn empty() -> Self {
+        Self(loom::sync::Mutex::new(None))
+    }
+    fn swap(&self, value: Option<Arc<T>>) -> Option<Arc<T>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, value)
+    }
+}
+
+impl<T: HasSeq> Slot<T> {
+    /// Puts `carry` into the slot, keeping the newer record whenever two
+    /// meet (see the module docs).
+    fn put_max(&self, mut carry: Arc<T>) {
+        loop {
+            let seq = carry.seq();
+            match self.swap(Some(carry)) {
+                None => return,
+                // `<=`: sequence numbers are unique, but a loop must end anyway.
+                Some(old) if old.seq() <= seq => return, // `old` is evicted
+                Some(newer) => carry = newer,            // put the newer one back
+            }
+        }
+    }
+}
+
+trait HasSeq {
+    fn seq(&self) -> u64;
+}
 
 /// One logged event and its sequence number.
 pub(crate) struct Record<E> {
     seq: u64,
     event: E,
+}
+
+impl<E> HasSeq for Record<E> {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 /// An emitted event as the emit path holds it while calling handlers: the
@@ -86,15 +160,7 @@ pub(crate) struct AuditRing<E> {
     /// The next sequence number. Padded: every emit increments it.
     next: CachePadded<AtomicU64>,
     /// `capacity` slots; empty when the log is disabled.
-    slots: Box<[ArcSwapOption<Record<E>>]>,
-}
-
-fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
+    slots: Box<[Slot<Record<E>>]>,
 }
 
 impl<E> AuditRing<E> {
@@ -102,7 +168,7 @@ impl<E> AuditRing<E> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             next: CachePadded::new(AtomicU64::new(0)),
-            slots: (0..capacity).map(|_| ArcSwapOption::empty()).collect(),
+            slots: (0..capacity).map(|_| Slot::empty()).collect(),
         }
     }
 
@@ -122,19 +188,7 @@ impl<E> AuditRing<E> {
         let record = Arc::new(Record { seq, event });
         // `seq % capacity < capacity == slots.len()`: always in bounds.
         if let Some(slot) = self.slots.get((seq % capacity) as usize) {
-            let mut current = slot.load_full();
-            loop {
-                if current.as_ref().is_some_and(|c| c.seq > seq) {
-                    // Overtaken by a newer event of this slot: ours is
-                    // already out of the window of the newest `capacity`.
-                    break;
-                }
-                let previous = slot.compare_and_swap(&current, Some(record.clone()));
-                if same(&previous, &current) {
-                    break;
-                }
-                current = previous;
-            }
+            slot.put_max(record.clone());
         }
         Held::Logged(record)
     }
@@ -144,11 +198,13 @@ impl<E> AuditRing<E> {
     where
         E: Clone,
     {
-        let mut records: Vec<Arc<Record<E>>> = self
-            .slots
-            .iter()
-            .filter_map(ArcSwapOption::load_full)
-            .collect();
+        let mut records: Vec<Arc<Record<E>>> = Vec::with_capacity(self.slots.len());
+        for slot in self.slots.iter() {
+            if let Some(record) = slot.swap(None) {
+                records.push(record.clone());
+                slot.put_max(record);
+            }
+        }
         records.sort_unstable_by_key(|r| r.seq);
         records.iter().map(|r| r.event.clone()).collect()
     }
@@ -166,6 +222,26 @@ mod tests {
         }
         assert_eq!(ring.snapshot(), vec![7, 8, 9]);
         assert_eq!(ring.capacity(), 3);
+    }
+
+    #[test]
+    fn slots_are_lock_free() {
+        assert!(crossbeam_utils::atomic::AtomicCell::<
+            Option<Arc<Record<String>>>,
+        >::is_lock_free());
+    }
+
+    #[test]
+    fn a_late_writer_never_evicts_a_newer_record() {
+        let ring = AuditRing::new(1);
+        ring.record(0);
+        ring.record(1);
+        // A record older than the one in the slot (as a late emitter's
+        // would be) is dropped; the newer one is put back.
+        if let Some(slot) = ring.slots.first() {
+            slot.put_max(Arc::new(Record { seq: 0, event: 0 }));
+        }
+        assert_eq!(ring.snapshot(), vec![1]);
     }
 
     #[test]

@@ -14,9 +14,10 @@
 //!   writer ever waits for). The kinds themselves live in a second,
 //!   rarely-changing RCU map, so the emit path takes no lock at all.
 //! - **The audit log is a lock-free bounded ring** (see `audit.rs` and
-//!   `docs/bus.md`): one `fetch_add` picks a slot, a compare-and-swap that
-//!   only replaces older records installs the event. The log holds the
-//!   event itself, shared by `Arc` with the emit that delivers it: no copy.
+//!   `docs/bus.md`): one `fetch_add` picks a slot, one atomic exchange
+//!   installs the event, and whoever meets a newer record puts it back. The
+//!   log holds the event itself, shared by `Arc` with the emit that
+//!   delivers it: no copy.
 //!
 //! # Guarantees
 //!
