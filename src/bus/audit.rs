@@ -161,6 +161,27 @@ pub(crate) struct AuditRing<E> {
     next: CachePadded<AtomicU64>,
     /// `capacity` slots; empty when the log is disabled.
     slots: Box<[Slot<Record<E>>]>,
+    /// Spreads consecutive sequence numbers over cache lines: the slot of
+    /// `seq` is `(seq % capacity) * stride % capacity`, a bijection since
+    /// `stride` is coprime with `capacity`. Emitters running side by side
+    /// then write different lines instead of neighbouring pointers.
+    stride: u64,
+}
+
+/// The smallest stride at least 17 (more than the 16 pointers of a
+/// 128-byte line) coprime with `capacity`; 1 for rings too small to spread.
+fn stride_for(capacity: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    if capacity <= 32 {
+        return 1;
+    }
+    (17..capacity).find(|&k| gcd(k, capacity) == 1).unwrap_or(1)
 }
 
 impl<E> AuditRing<E> {
@@ -169,6 +190,7 @@ impl<E> AuditRing<E> {
         Self {
             next: CachePadded::new(AtomicU64::new(0)),
             slots: (0..capacity).map(|_| Slot::empty()).collect(),
+            stride: stride_for(capacity as u64),
         }
     }
 
@@ -186,8 +208,13 @@ impl<E> AuditRing<E> {
         // Relaxed: see the module docs (uniqueness and per-thread order only).
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(Record { seq, event });
-        // `seq % capacity < capacity == slots.len()`: always in bounds.
-        if let Some(slot) = self.slots.get((seq % capacity) as usize) {
+        // `… % capacity < capacity == slots.len()`: always in bounds. The
+        // slot is a bijective function of `seq % capacity`, which is all
+        // the protocol needs.
+        // In u128: the product cannot overflow whatever the capacity.
+        let index =
+            (u128::from(seq % capacity) * u128::from(self.stride) % u128::from(capacity)) as usize;
+        if let Some(slot) = self.slots.get(index) {
             slot.put_max(record.clone());
         }
         Held::Logged(record)
@@ -242,6 +269,23 @@ mod tests {
             slot.put_max(Arc::new(Record { seq: 0, event: 0 }));
         }
         assert_eq!(ring.snapshot(), vec![1]);
+    }
+
+    #[test]
+    fn stride_is_a_bijection() {
+        for capacity in [1_u64, 7, 32, 33, 64, 100, 1024, 1155] {
+            let stride = stride_for(capacity);
+            let mut hit = vec![false; capacity as usize];
+            for i in 0..capacity {
+                hit[(i * stride % capacity) as usize] = true;
+            }
+            assert!(hit.iter().all(|&h| h), "capacity {capacity}");
+        }
+        let ring = AuditRing::new(100);
+        for i in 0..250 {
+            ring.record(i);
+        }
+        assert_eq!(ring.snapshot(), (150..250).collect::<Vec<_>>());
     }
 
     #[test]
