@@ -60,6 +60,7 @@ pub mod arcs;
 pub use arcs::ArcEngine;
 // bus
 pub mod bus;
+pub use bus::EventBus;
 // changeset
 pub mod changeset;
 // stream

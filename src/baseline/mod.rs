@@ -100,6 +100,7 @@ mod arcs;
 pub use arcs::MutexArcEngine;
 // bus
 mod bus;
+pub use bus::MutexBus;
 // changeset
 mod changeset;
 // stream

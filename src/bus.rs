@@ -1,1 +1,0 @@
-//! The `bus` component (to be built: see its issue).

@@ -1,0 +1,712 @@
+//! An event bus whose `emit` never waits for `subscribe`/`unsubscribe`
+//! (seed: cleveragents #7052).
+//!
+//! The seed's `ReactiveEventBus` iterated a subscriber dict and appended to
+//! an audit deque with no lock, while other threads subscribed: handlers
+//! registered just before an emit were skipped, removed ones still called,
+//! and the log corrupted. Its fix put one lock around everything. Here:
+//!
+//! - **Subscriber lists are RCU snapshots.** Each event kind has an
+//!   immutable `Vec` of subscribers behind an `ArcSwap`. `subscribe` and
+//!   `unsubscribe` build a new vector and install it with a
+//!   compare-and-swap loop; `emit` loads the current vector and calls each
+//!   handler holding only that snapshot (an arc-swap read guard, which no
+//!   writer ever waits for). The kinds themselves live in a second,
+//!   rarely-changing RCU map, so the emit path takes no lock at all.
+//! - **The audit log is a lock-free bounded ring** (see `audit.rs` and
+//!   `docs/bus.md`): one `fetch_add` picks a slot, one atomic exchange
+//!   installs the event, and whoever meets a newer record puts it back. The
+//!   log holds the event itself, shared by `Arc` with the emit that
+//!   delivers it: no copy.
+//!
+//! # Guarantees
+//!
+//! - After [`subscribe`](EventBus::subscribe) returns, every emit that
+//!   starts later delivers to the new handler (until it is unsubscribed).
+//!   *Linearization point:* the successful compare-and-swap that installs
+//!   the vector containing it.
+//! - After [`unsubscribe`](EventBus::unsubscribe) returns `true`, no emit
+//!   that starts later calls the handler; an emit already running may.
+//!   *Linearization point:* the successful compare-and-swap that installs
+//!   the vector without it. A second `unsubscribe` of the same id, or an
+//!   unknown id, returns `false` (linearized at the load that found the id
+//!   absent).
+//! - `emit` is linearized at its load of the kind's snapshot; it calls
+//!   exactly the handlers of that snapshot, in subscription order.
+//! - Each handler's `Err` or panic is isolated: counted in
+//!   [`EmitReport::failed`], logged with `tracing` (kind, handler id,
+//!   error) and the remaining handlers still run.
+//! - Handlers may call `subscribe`, `unsubscribe`, `emit` and `audit_log`
+//!   on the same bus: nothing a handler could wait for is held while it
+//!   runs.
+//!
+//! # Orderings
+//!
+//! The snapshots are published and read through arc-swap, whose pointer
+//! operations are `SeqCst`: a vector is fully built before the
+//! compare-and-swap that publishes it, and an emit that loads the pointer
+//! sees the whole vector. "Starts later" is real-time order: an emit that
+//! starts after `subscribe` returned loads the snapshot after the
+//! publishing compare-and-swap in the cell's modification order, so it sees
+//! that vector or a newer one, and every newer one was built from it
+//! (compare-and-swap succeeds only on the latest value), so it contains the
+//! handler unless an `unsubscribe` removed it. Subscription ids come from a
+//! `Relaxed` `fetch_add`: only uniqueness is needed. The id → kind index is
+//! a sharded map used only to find the kind of an id; the subscriber
+//! vectors are the single source of truth.
+//!
+//! ```
+//! use raceless::bus::{Event, EventBus};
+//!
+//! #[derive(Clone, Debug)]
+//! enum Job { Started(u32), Done(u32) }
+//!
+//! #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+//! enum JobKind { Started, Done }
+//!
+//! impl Event for Job {
+//!     type Kind = JobKind;
+//!     fn kind(&self) -> JobKind {
+//!         match self { Job::Started(_) => JobKind::Started, Job::Done(_) => JobKind::Done }
+//!     }
+//! }
+//!
+//! let bus = EventBus::new(128);
+//! let id = bus.subscribe(JobKind::Done, |job: &Job| {
+//!     println!("finished: {job:?}");
+//!     Ok(())
+//! });
+//! assert_eq!(bus.emit(Job::Started(1)).delivered, 0);
+//! assert_eq!(bus.emit(Job::Done(1)).delivered, 1);
+//! assert_eq!(bus.audit_log().len(), 2);
+//! assert!(bus.unsubscribe(id));
+//! assert!(!bus.unsubscribe(id));
+//! ```
+
+mod audit;
+mod counters;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::sync::{Arc, ArcSwap, AtomicU64, MapHasher, Ordering, ShardedMap};
+
+pub use counters::KindStats;
+
+/// An event that can travel on a bus: its [`kind`](Event::kind) selects the
+/// subscribers it is delivered to.
+///
+/// ```
+/// use raceless::bus::Event;
+///
+/// #[derive(Clone)]
+/// struct Tick(u64);
+/// impl Event for Tick {
+///     type Kind = &'static str;
+///     fn kind(&self) -> &'static str { "tick" }
+/// }
+/// assert_eq!(Tick(1).kind(), "tick");
+/// ```
+pub trait Event: Clone + Send + Sync + 'static {
+    /// The key subscriptions are made for.
+    type Kind: Eq + Hash + Clone + Send + Sync + 'static;
+
+    /// The kind of this event.
+    fn kind(&self) -> Self::Kind;
+
+    /// A readable name of this event's kind for logs (a failed handler is
+    /// logged with it). Defaults to the kind's type name; override it to
+    /// log the value.
+    ///
+    /// ```
+    /// use raceless::bus::Event;
+    ///
+    /// #[derive(Clone)]
+    /// struct Tick;
+    /// impl Event for Tick {
+    ///     type Kind = u8;
+    ///     fn kind(&self) -> u8 { 7 }
+    ///     fn kind_label(&self) -> String { format!("tick#{}", self.kind()) }
+    /// }
+    /// assert_eq!(Tick.kind_label(), "tick#7");
+    /// ```
+    fn kind_label(&self) -> String {
+        std::any::type_name::<Self::Kind>().to_owned()
+    }
+}
+
+/// What a handler returns when it fails.
+///
+/// ```
+/// use raceless::bus::HandlerError;
+/// let e: HandlerError = "disk full".into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The handle of a subscription, for [`unsubscribe`](EventBus::unsubscribe).
+///
+/// Ids are unique per bus and never reused.
+///
+/// ```
+/// use raceless::bus::SubscriptionId;
+/// let id = SubscriptionId::from_raw(3);
+/// let copy = id;
+/// assert_eq!(copy.into_raw(), 3);
+/// assert_eq!(id, copy);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(u64);
+
+impl SubscriptionId {
+    /// An id from its raw number (for other implementations of [`Bus`]). An
+    /// id a bus never handed out is simply unknown to it.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw number of this id.
+    pub const fn into_raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sub#{}", self.0)
+    }
+}
+
+/// The outcome of one [`emit`](EventBus::emit): how many handlers returned
+/// `Ok` and how many failed (returned `Err` or panicked). Their sum is the
+/// number of handlers called.
+///
+/// ```
+/// use raceless::bus::EmitReport;
+/// let r = EmitReport { delivered: 2, failed: 1 };
+/// assert_eq!(r.delivered + r.failed, 3);
+/// assert_eq!(EmitReport::default(), EmitReport { delivered: 0, failed: 0 });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct EmitReport {
+    /// Handlers that returned `Ok`.
+    pub delivered: usize,
+    /// Handlers that returned `Err` or panicked.
+    pub failed: usize,
+}
+
+/// The operations of an event bus, implemented by the lock-free
+/// [`EventBus`] and by [`baseline::MutexBus`](crate::baseline::MutexBus), so
+/// that tests and benchmarks are written once.
+///
+/// ```
+/// use raceless::bus::{Bus, Event, EventBus};
+/// use raceless::baseline::MutexBus;
+///
+/// #[derive(Clone)]
+/// struct Ping;
+/// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+///
+/// fn ping_twice<B: Bus<Ping>>(bus: &B) -> usize {
+///     bus.subscribe((), |_| Ok(()));
+///     bus.emit(Ping).delivered + bus.emit(Ping).delivered
+/// }
+/// assert_eq!(ping_twice(&EventBus::new(4)), 2);
+/// assert_eq!(ping_twice(&MutexBus::<Ping>::new(4)), 2);
+/// ```
+pub trait Bus<E: Event>: Send + Sync {
+    /// Subscribes `handler` to events of `kind`; every emit that starts
+    /// after this returns delivers to it.
+    fn subscribe(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> SubscriptionId;
+
+    /// Removes a subscription: `true` if this call removed it, `false` if
+    /// it was unknown or already removed. After `true`, no emit that starts
+    /// later calls the handler.
+    fn unsubscribe(&self, id: SubscriptionId) -> bool;
+
+    /// Logs `event` and calls every handler subscribed to its kind.
+    fn emit(&self, event: E) -> EmitReport;
+
+    /// The newest logged events (at most the capacity), oldest first.
+    fn audit_log(&self) -> Vec<E>;
+
+    /// The number of handlers subscribed to `kind`.
+    fn subscriber_count(&self, kind: &E::Kind) -> usize;
+
+    /// Like [`subscribe`](Bus::subscribe), but the subscription ends when
+    /// the returned guard is dropped.
+    fn subscribe_scoped(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Subscription<'_, E, Self>
+    where
+        Self: Sized,
+    {
+        let id = self.subscribe(kind, handler);
+        Subscription {
+            bus: self,
+            id: Some(id),
+            _event: PhantomData,
+        }
+    }
+}
+
+/// A subscription that unsubscribes when dropped (opt-in, from
+/// [`subscribe_scoped`](EventBus::subscribe_scoped)); the plain id API
+/// stays available beside it.
+///
+/// ```
+/// use raceless::bus::{Event, EventBus};
+///
+/// #[derive(Clone)]
+/// struct Ping;
+/// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+///
+/// let bus = EventBus::new(0);
+/// {
+///     let _sub = bus.subscribe_scoped((), |_| Ok(()));
+///     assert_eq!(bus.subscriber_count(&()), 1);
+/// }
+/// assert_eq!(bus.subscriber_count(&()), 0);
+///
+/// let kept = bus.subscribe_scoped((), |_| Ok(())).detach();
+/// assert_eq!(bus.emit(Ping).delivered, 1);
+/// assert!(bus.unsubscribe(kept));
+/// ```
+#[must_use = "dropping a Subscription unsubscribes its handler at once"]
+pub struct Subscription<'a, E: Event, B: Bus<E> = EventBus<E>> {
+    bus: &'a B,
+    id: Option<SubscriptionId>,
+    _event: PhantomData<fn(&E)>,
+}
+
+impl<E: Event, B: Bus<E>> Subscription<'_, E, B> {
+    /// The id of this subscription.
+    pub fn id(&self) -> SubscriptionId {
+        // Always `Some` until `detach`/`unsubscribe` consume the guard.
+        self.id.unwrap_or(SubscriptionId(u64::MAX))
+    }
+
+    /// Unsubscribes now; returns what [`Bus::unsubscribe`] returned.
+    pub fn unsubscribe(mut self) -> bool {
+        self.id.take().is_some_and(|id| self.bus.unsubscribe(id))
+    }
+
+    /// Keeps the subscription beyond the guard and returns its id.
+    pub fn detach(mut self) -> SubscriptionId {
+        let id = self.id();
+        self.id = None;
+        id
+    }
+}
+
+impl<E: Event, B: Bus<E>> Drop for Subscription<'_, E, B> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.bus.unsubscribe(id);
+        }
+    }
+}
+
+impl<E: Event, B: Bus<E>> fmt::Debug for Subscription<'_, E, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A boxed handler. A `std` `Arc` even under loom: loom's `Arc` cannot hold
+/// a `dyn`, and the handlers are not part of the protocol loom checks.
+pub(crate) type Handler<E> = std::sync::Arc<dyn Fn(&E) -> Result<(), HandlerError> + Send + Sync>;
+
+/// One entry of a subscriber list.
+pub(crate) struct Subscriber<E> {
+    pub(crate) id: SubscriptionId,
+    pub(crate) handler: Handler<E>,
+}
+
+impl<E> Clone for Subscriber<E> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            handler: self.handler.clone(),
+        }
+    }
+}
+
+/// Calls each subscriber with `event`, isolating failures: an `Err` or a
+/// panic is counted, logged and skipped. Shared by every implementation.
+pub(crate) fn deliver<E: Event>(event: &E, subscribers: &[Subscriber<E>]) -> EmitReport {
+    let mut report = EmitReport::default();
+    for sub in subscribers {
+        match catch_unwind(AssertUnwindSafe(|| (sub.handler)(event))) {
+            Ok(Ok(())) => report.delivered += 1,
+            Ok(Err(error)) => {
+                report.failed += 1;
+                tracing::warn!(
+                    kind = %event.kind_label(),
+                    handler = sub.id.0,
+                    %error,
+                    "event handler failed; isolated"
+                );
+            }
+            Err(panic) => {
+                report.failed += 1;
+                let error = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                tracing::warn!(
+                    kind = %event.kind_label(),
+                    handler = sub.id.0,
+                    %error,
+                    "event handler panicked; isolated"
+                );
+            }
+        }
+    }
+    report
+}
+
+/// The subscribers and counters of one event kind. Never removed once
+/// created, so a subscriber can never be added to a list nobody reads.
+struct KindSlot<E> {
+    /// The RCU subscriber list, in subscription order.
+    subscribers: ArcSwap<Vec<Subscriber<E>>>,
+    counters: counters::DeliveryCounters,
+}
+
+type KindMap<E> = HashMap<<E as Event>::Kind, Arc<KindSlot<E>>, MapHasher>;
+
+/// The lock-free event bus: RCU subscriber lists per kind and a lock-free
+/// bounded audit ring. See the [module docs](self) for the protocol and its
+/// guarantees.
+///
+/// ```
+/// use raceless::bus::{Event, EventBus};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct Msg(&'static str);
+/// impl Event for Msg { type Kind = (); fn kind(&self) {} }
+///
+/// let bus = EventBus::new(2);
+/// bus.subscribe((), |_| Err("broken".into()));
+/// bus.subscribe((), |_| panic!("also broken"));
+/// bus.subscribe((), |_| Ok(()));
+/// let report = bus.emit(Msg("a"));
+/// assert_eq!((report.delivered, report.failed), (1, 2));
+/// bus.emit(Msg("b"));
+/// bus.emit(Msg("c"));
+/// assert_eq!(bus.audit_log(), vec![Msg("b"), Msg("c")]);
+/// ```
+pub struct EventBus<E: Event> {
+    /// Kind → slot. Changes only when a kind is subscribed to for the first
+    /// time; read by every emit.
+    kinds: ArcSwap<KindMap<E>>,
+    /// Subscription id → the slot holding it (to find its list).
+    index: ShardedMap<SubscriptionId, Arc<KindSlot<E>>>,
+    /// `Relaxed`: ids only need to be unique.
+    next_id: AtomicU64,
+    audit: audit::AuditRing<E>,
+    stripes: usize,
+}
+
+impl<E: Event> EventBus<E> {
+    /// A bus whose audit log keeps the newest `audit_capacity` events
+    /// (0 disables the log).
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// bus.emit(Ping);
+    /// assert!(bus.audit_log().is_empty());
+    /// ```
+    pub fn new(audit_capacity: usize) -> Self {
+        Self {
+            kinds: ArcSwap::from_value(HashMap::with_hasher(MapHasher::default())),
+            index: ShardedMap::new(),
+            next_id: AtomicU64::new(0),
+            audit: audit::AuditRing::new(audit_capacity),
+            stripes: counters::stripe_count(),
+        }
+    }
+
+    /// The audit log's capacity.
+    ///
+    /// ```
+    /// # use raceless::bus::{Event, EventBus};
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// assert_eq!(EventBus::<Ping>::new(16).audit_capacity(), 16);
+    /// ```
+    pub fn audit_capacity(&self) -> usize {
+        self.audit.capacity()
+    }
+
+    /// The slot of `kind`, created on first use. Creation swaps in a copy
+    /// of the kind map with the new slot (compare-and-swap loop); a racing
+    /// creator of the same kind that loses adopts the winner's slot, so a
+    /// kind never has two slots.
+    fn slot(&self, kind: E::Kind) -> Arc<KindSlot<E>> {
+        if let Some(slot) = self.kinds.load().get(&kind) {
+            return slot.clone();
+        }
+        let mut current = self.kinds.load_full();
+        loop {
+            if let Some(slot) = current.get(&kind) {
+                return slot.clone();
+            }
+            let slot = Arc::new(KindSlot {
+                subscribers: ArcSwap::from_value(Vec::new()),
+                counters: counters::DeliveryCounters::new(self.stripes),
+            });
+            let mut map = KindMap::<E>::clone(&current);
+            map.insert(kind.clone(), slot.clone());
+            let previous = self.kinds.compare_and_swap(&current, Arc::new(map));
+            if Arc::ptr_eq(&previous, &current) {
+                return slot;
+            }
+            current = previous;
+        }
+    }
+
+    /// Subscribes `handler` to events of `kind` and returns its id. Every
+    /// emit that starts after this returns delivers to it, until it is
+    /// unsubscribed.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(0);
+    /// let a = bus.subscribe((), |_| Ok(()));
+    /// let b = bus.subscribe((), |_| Ok(()));
+    /// assert_ne!(a, b);
+    /// assert_eq!(bus.emit(Ping).delivered, 2);
+    /// ```
+    pub fn subscribe(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> SubscriptionId {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let slot = self.slot(kind);
+        let subscriber = Subscriber {
+            id,
+            handler: std::sync::Arc::new(handler),
+        };
+        // Linearization point: the rcu's successful compare-and-swap.
+        slot.subscribers.rcu(|old| {
+            let mut new = Vec::with_capacity(old.len() + 1);
+            new.extend(old.iter().cloned());
+            new.push(subscriber.clone());
+            Arc::new(new)
+        });
+        // Indexed after it is in the list: an unsubscribe can only find an
+        // id whose handler is already there.
+        self.index.insert(id, slot);
+        id
+    }
+
+    /// Like [`subscribe`](Self::subscribe), but the subscription ends when
+    /// the returned guard is dropped.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(0);
+    /// let sub = bus.subscribe_scoped((), |_| Ok(()));
+    /// assert_eq!(bus.emit(Ping).delivered, 1);
+    /// drop(sub);
+    /// assert_eq!(bus.emit(Ping).delivered, 0);
+    /// ```
+    pub fn subscribe_scoped(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Subscription<'_, E> {
+        Bus::subscribe_scoped(self, kind, handler)
+    }
+
+    /// Removes a subscription. `true` if this call removed it; `false` for
+    /// an unknown id or one already removed. After `true`, no emit that
+    /// starts later calls the handler (one already running may).
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus, SubscriptionId};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// let id = bus.subscribe((), |_| Ok(()));
+    /// assert!(bus.unsubscribe(id));
+    /// assert!(!bus.unsubscribe(id));
+    /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(999)));
+    /// ```
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let Some(slot) = self.index.get(&id) else {
+            return false;
+        };
+        // The list, not the index, decides: of concurrent unsubscribes of
+        // one id exactly one compare-and-swap removes it. Holding
+        // `current` keeps its allocation alive, so the pointer comparison
+        // has no ABA.
+        let mut current = slot.subscribers.load_full();
+        loop {
+            let Some(pos) = current.iter().position(|s| s.id == id) else {
+                return false;
+            };
+            let mut new = Vec::with_capacity(current.len() - 1);
+            new.extend(current[..pos].iter().cloned());
+            new.extend(current[pos + 1..].iter().cloned());
+            let previous = slot.subscribers.compare_and_swap(&current, Arc::new(new));
+            if Arc::ptr_eq(&previous, &current) {
+                break; // linearization point
+            }
+            current = previous;
+        }
+        self.index.remove(&id);
+        true
+    }
+
+    /// Logs `event` (no copy: the log and the handlers share it) and calls
+    /// every handler subscribed to its kind, in subscription order, on the
+    /// snapshot of the list current when the emit starts. Failures are
+    /// isolated and counted; nothing is held that `subscribe` or
+    /// `unsubscribe` would wait for.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus, EmitReport};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(4);
+    /// assert_eq!(bus.emit(Ping), EmitReport::default());
+    /// assert_eq!(bus.audit_log().len(), 1);
+    /// ```
+    pub fn emit(&self, event: E) -> EmitReport {
+        let kind = event.kind();
+        let event = self.audit.record(event);
+        // Two arc-swap read guards: no lock, nothing a writer waits for.
+        let kinds = self.kinds.load();
+        let Some(slot) = kinds.get(&kind) else {
+            return EmitReport::default();
+        };
+        let subscribers = slot.subscribers.load(); // linearization point
+        let report = deliver(&*event, &subscribers);
+        slot.counters.add(report.delivered, report.failed);
+        report
+    }
+
+    /// The newest logged events, at most the capacity, oldest first. Each
+    /// emitted event appears at most once and whole; a snapshot taken
+    /// while emits run is consistent per event (see `docs/bus.md`).
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct N(u32);
+    /// impl Event for N { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(2);
+    /// for i in 0..5 { bus.emit(N(i)); }
+    /// assert_eq!(bus.audit_log(), vec![N(3), N(4)]);
+    /// ```
+    pub fn audit_log(&self) -> Vec<E> {
+        self.audit.snapshot()
+    }
+
+    /// The number of handlers subscribed to `kind`.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = u8; fn kind(&self) -> u8 { 0 } }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// bus.subscribe(1, |_| Ok(()));
+    /// assert_eq!(bus.subscriber_count(&1), 1);
+    /// assert_eq!(bus.subscriber_count(&2), 0);
+    /// ```
+    pub fn subscriber_count(&self, kind: &E::Kind) -> usize {
+        self.kinds
+            .load()
+            .get(kind)
+            .map_or(0, |slot| slot.subscribers.load().len())
+    }
+
+    /// Delivered and failed handler calls so far for `kind` (zero for a
+    /// kind never subscribed to). Exact once the emits counted have
+    /// returned.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(0);
+    /// bus.subscribe((), |_| Ok(()));
+    /// bus.emit(Ping);
+    /// assert_eq!(bus.delivery_stats(&()).delivered, 1);
+    /// ```
+    pub fn delivery_stats(&self, kind: &E::Kind) -> KindStats {
+        self.kinds
+            .load()
+            .get(kind)
+            .map_or_else(KindStats::default, |slot| slot.counters.totals())
+    }
+}
+
+impl<E: Event> Default for EventBus<E> {
+    /// A bus with the audit log disabled.
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+impl<E: Event> fmt::Debug for EventBus<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBus")
+            .field("kinds", &self.kinds.load().len())
+            .field("subscriptions", &self.index.len())
+            .field("audit_capacity", &self.audit.capacity())
+            .finish()
+    }
+}
+
+impl<E: Event> Bus<E> for EventBus<E> {
+    fn subscribe(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> SubscriptionId {
+        EventBus::subscribe(self, kind, handler)
+    }
+    fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        EventBus::unsubscribe(self, id)
+    }
+    fn emit(&self, event: E) -> EmitReport {
+        EventBus::emit(self, event)
+    }
+    fn audit_log(&self) -> Vec<E> {
+        EventBus::audit_log(self)
+    }
+    fn subscriber_count(&self, kind: &E::Kind) -> usize {
+        EventBus::subscriber_count(self, kind)
+    }
+}
