@@ -56,5 +56,6 @@ pub mod arcs;
 pub mod bus;
 // changeset
 pub mod changeset;
+pub use changeset::ChangesetLog;
 // stream
 pub mod stream;

@@ -100,5 +100,6 @@ mod arcs;
 mod bus;
 // changeset
 mod changeset;
+pub use changeset::MutexChangesets;
 // stream
 mod stream;
