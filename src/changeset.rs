@@ -308,11 +308,21 @@ struct Stripe<C> {
 
 impl<C: Clone> Stripe<C> {
     fn new() -> Self {
-        Self {
+        let stripe = Self {
             word: AtomicU64::new(0),
             settled: AtomicU32::new(0),
             chunks: std::array::from_fn(|_| OnceLock::new()),
+        };
+        // loom cannot see the `OnceLock` that publishes a chunk, so it would
+        // flag the chunk's slot atomics as created without synchronization:
+        // under loom the first chunks (14 slots) exist from the start, and
+        // loom checks the protocol on them. Chunk publication itself is
+        // std's `OnceLock` contract.
+        #[cfg(raceless_loom)]
+        for index in [0, 2, 6] {
+            stripe.slot(index);
         }
+        stripe
     }
 
     /// The slot `index`, allocating its chunk if needed.
@@ -464,8 +474,14 @@ impl<C: Clone> Changeset<C> {
 
 struct Root<C> {
     version: u64,
-    /// Open changesets, oldest first: the last one is the latest.
+    /// Open changesets, oldest first: the last one is the latest. For a
+    /// pending root, still the list before the transition (the abstract
+    /// state does not change until `then` is installed).
     open: Vec<Arc<Changeset<C>>>,
+    /// `Some` for a *pending* root: a top-changing transition in progress.
+    /// Anyone who loads it helps: closes `open.last()` for `version`, then
+    /// swaps this root for `then`.
+    then: Option<Arc<Root<C>>>,
 }
 
 enum Lookup<C> {
@@ -587,6 +603,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             root: ArcSwap::from_value(Root {
                 version: 0,
                 open: Vec::new(),
+                then: None,
             }),
             sets: ShardedMap::new(),
             next_id: AtomicU64::new(1),
@@ -638,6 +655,10 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let mut entry = entry;
         loop {
             let root = self.root.load();
+            if root.then.is_some() {
+                self.help(&root);
+                continue;
+            }
             let Some(top) = root.open.last() else {
                 return Err(ChangesetError::NoActiveChangeset);
             };
@@ -793,30 +814,67 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         }
     }
 
-    /// Installs the root computed by `next` from the current open list,
-    /// closing the old top first if the top changes; `next` returning
-    /// `None` means no change. Returns whether a new root was installed.
+    /// Installs the root computed by `next` from the current open list;
+    /// `next` returning `None` means no change. Returns whether this call
+    /// made the change.
+    ///
+    /// A change of the top goes through a pending root (see [`Root::then`]):
+    /// the old top must be closed before the new root is installed, and
+    /// whoever meets the pending root finishes that, so nobody waits for
+    /// the thread that started the transition.
     fn transition(
         &self,
         mut next: impl FnMut(&[Arc<Changeset<C>>]) -> Option<Vec<Arc<Changeset<C>>>>,
     ) -> bool {
         loop {
             let current = self.root.load_full();
+            if current.then.is_some() {
+                self.help(&current);
+                continue;
+            }
             let Some(open) = next(&current.open) else {
                 return false;
             };
             let version = current.version.wrapping_add(1);
-            if let Some(top) = current.open.last() {
-                if open.last().map_or(true, |new_top| !Arc::ptr_eq(new_top, top)) {
-                    top.close(version as u32);
-                }
-            }
-            let new = Arc::new(Root { version, open });
-            let previous = self.root.compare_and_swap(&current, new);
+            let top_changes = match (current.open.last(), open.last()) {
+                (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let done = Arc::new(Root {
+                version,
+                open,
+                then: None,
+            });
+            let new = if top_changes {
+                Arc::new(Root {
+                    version,
+                    open: current.open.clone(),
+                    then: Some(done),
+                })
+            } else {
+                done
+            };
+            let previous = self.root.compare_and_swap(&current, Arc::clone(&new));
             if Arc::ptr_eq(&previous, &current) {
+                if new.then.is_some() {
+                    self.help(&new);
+                }
                 return true;
             }
         }
+    }
+
+    /// Completes the pending root `pending`: closes its top for its version,
+    /// then installs its successor (a no-op if someone already did).
+    fn help(&self, pending: &Arc<Root<C>>) {
+        let Some(then) = &pending.then else { return };
+        if let Some(top) = pending.open.last() {
+            top.close(pending.version as u32);
+        }
+        // Only a helper of `pending` ever swaps it out, so failure means
+        // `then` is installed already.
+        let _ = self.root.compare_and_swap(pending, Arc::clone(then));
     }
 }
 
