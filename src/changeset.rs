@@ -54,27 +54,32 @@
 //! the commit finds the slot `CANCELLED`, retry from a fresh root with the
 //! same entry. No top: `Err(NoActiveChangeset)`.
 //!
-//! **Transitions.** A transition that changes the top (`start` always; `seal`
-//! of the top) first *closes* the old top `T` for version `v + 1`: on every
-//! stripe it raises the word's version to at least `v + 1` (so no recorder
-//! holding a root `≤ v` can reserve in `T` again) and reads the count `n`;
-//! then it cancels every slot below `n` that is still `EMPTY` (reserved, not
-//! committed). Only then does it compare-and-swap the root `v → v + 1`; on
-//! failure it recomputes from the newer root. A transition that does not
-//! change the top (sealing a changeset below it) just swaps the root.
+//! **Transitions.** A transition that does not change the top (sealing a
+//! changeset below it) just swaps the root `v → v + 1`. One that changes the
+//! top (`start` always, once something is open; `seal` of the top) swaps in
+//! a *pending* root first: version `v + 1`, still the old open list, and the
+//! root to install next. Whoever loads a pending root — the transition
+//! itself, a recorder, another transition — *helps*: it *closes* the old top
+//! `T` for `v + 1` — on every stripe it raises the word's version to at
+//! least `v + 1`, so no recorder holding a root `≤ v` can reserve in `T`
+//! again, and reads the count `n`; then it cancels every slot below `n` that
+//! is still `EMPTY` (reserved, not committed) — and finally swaps the pending
+//! root for its successor. Closing is idempotent, so helpers may overlap; no
+//! thread ever waits for the one that started the transition.
 //!
 //! **Linearization points.**
-//! - `start_changeset`, `seal` (when it removes the changeset): the root
-//!   compare-and-swap.
+//! - `start_changeset`, `seal` (when it removes the changeset): the
+//!   compare-and-swap that installs the new (non-pending) root.
 //! - `record_change` returning `Ok(id)`: the commit compare-and-swap. *Claim:*
-//!   at that instant the root still has the version `v` the recorder loaded,
-//!   so `id` is the latest open changeset. Suppose a top-changing transition
-//!   from version `u ≥ v` installed `u + 1` before the commit. It closed `T`'s
-//!   stripe before its root swap. If the close came first in the word's
-//!   modification order, our reservation would have read a version `≥ u + 1
-//!   > v` and failed; so our reservation came first, the close read a count
-//!   above our slot, and its scan met our slot before the root swap — it
-//!   either cancelled it (our commit fails) or found it `WRITTEN` (our
+//!   at that instant `id` is still the latest open changeset. Suppose the
+//!   top changed before the commit, and take the first top-changing
+//!   transition after the recorder's root load: it starts from a root `u ≥ v`
+//!   whose top is `T`, and a helper closed `T`'s stripe for `u + 1` before
+//!   the final root swap. If the close came first in the word's
+//!   modification order, our reservation would have read a version newer
+//!   than `v` and failed; so our reservation came first, the close read a
+//!   count above our slot, and its scan met our slot before the root swap:
+//!   it either cancelled it (our commit fails) or found it `WRITTEN` (our
 //!   commit came first). Either way, contradiction.
 //! - `record_change` returning `Err(NoActiveChangeset)`: the root load that
 //!   saw no open changeset.
@@ -88,7 +93,8 @@
 //!
 //! **Orderings.**
 //! - Root: arc-swap's loads and compare-and-swaps (acquire/release and
-//!   stronger), so a recorder sees the changesets a root points to.
+//!   stronger), so a recorder sees the changesets a root points to, and a
+//!   helper's close happens before the root swap that follows it.
 //! - Stripe word: the proof only uses the modification order of this single
 //!   location (every update is a read-modify-write, and versions only grow),
 //!   so `Relaxed` would do; the reservation uses `Relaxed`, and the close uses
@@ -101,7 +107,9 @@
 //! - Readers load the word count and each state with `Acquire`.
 //! - Ids: `Relaxed` `fetch_add`, only uniqueness matters.
 //!
-//! **Waiting.** None on the record/seal protocol. The only blocking
+//! **Waiting.** None on the record/start/seal protocol: a recorder that
+//! finds its stripe closed reloads the root, which has moved on (or is
+//! pending, and it helps). The only blocking
 //! primitive underneath is `OnceLock::set` of a chunk when two threads of one
 //! stripe allocate the same chunk at once: the critical section is a pointer
 //! store. A slot's cell is only ever set by the one thread that reserved it.
@@ -125,8 +133,8 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering};
 use crate::sync::ShardedMap;
+use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering};
 
 /// The id of a changeset, unique within its [`ChangesetLog`].
 ///
@@ -334,7 +342,9 @@ impl<C: Clone> Stripe<C> {
                 let fresh: Box<[Slot<C>]> = (0..(FIRST << k)).map(|_| Slot::new()).collect();
                 // Losing the race drops `fresh`; either way the cell is set.
                 let _ = self.chunks[k].set(fresh);
-                self.chunks[k].get().unwrap_or_else(|| unreachable!("chunk set above"))
+                self.chunks[k]
+                    .get()
+                    .unwrap_or_else(|| unreachable!("chunk set above"))
             }
         };
         &chunk[off]
@@ -453,7 +463,9 @@ impl<C: Clone> Changeset<C> {
         Self {
             id,
             sealed: AtomicBool::new(false),
-            stripes: (0..stripes).map(|_| CachePadded::new(Stripe::new())).collect(),
+            stripes: (0..stripes)
+                .map(|_| CachePadded::new(Stripe::new()))
+                .collect(),
         }
     }
 
@@ -566,7 +578,10 @@ impl<C> fmt::Debug for ChangesetLog<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let root = self.root.load();
         f.debug_struct("ChangesetLog")
-            .field("active", &root.open.iter().rev().map(|c| c.id).collect::<Vec<_>>())
+            .field(
+                "active",
+                &root.open.iter().rev().map(|c| c.id).collect::<Vec<_>>(),
+            )
             .field("stripes", &self.stripes)
             .finish()
     }

@@ -26,15 +26,29 @@ fn sequential_contract<S: ChangesetStore<u32>>(log: S) {
     assert_eq!(log.seal(b), Ok(()));
     assert_eq!(log.seal(b), Ok(()), "sealing twice is a no-op");
     assert_eq!(log.active(), vec![a]);
-    assert_eq!(log.record_change(4), Ok(a), "after sealing the latest, the one below");
+    assert_eq!(
+        log.record_change(4),
+        Ok(a),
+        "after sealing the latest, the one below"
+    );
     assert_eq!(log.changes(a), Some(vec![1, 4]));
     assert_eq!(log.changes(b), Some(vec![2, 3]));
     let ghost = ChangesetId::from_raw(999);
     assert_eq!(log.changes(ghost), None);
-    assert_eq!(log.seal(ghost), Err(ChangesetError::UnknownChangeset(ghost)));
-    assert_eq!(log.take(ghost), Err(ChangesetError::UnknownChangeset(ghost)));
+    assert_eq!(
+        log.seal(ghost),
+        Err(ChangesetError::UnknownChangeset(ghost))
+    );
+    assert_eq!(
+        log.take(ghost),
+        Err(ChangesetError::UnknownChangeset(ghost))
+    );
     assert_eq!(log.take(a), Err(ChangesetError::StillOpen(a)));
-    assert_eq!(log.changes(a), Some(vec![1, 4]), "a failed take changes nothing");
+    assert_eq!(
+        log.changes(a),
+        Some(vec![1, 4]),
+        "a failed take changes nothing"
+    );
     // Sealing one below the top leaves the top as the target.
     let c = log.start_changeset();
     assert_eq!(log.seal(a), Ok(()));
@@ -230,8 +244,14 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(lock_free, raceless::ChangesetLog::new());
-contract_tests!(lock_free_one_stripe, raceless::ChangesetLog::with_stripes(1));
-contract_tests!(std_mutex, raceless::baseline::MutexChangesets::<_, raceless::baseline::StdMutex>::new());
+contract_tests!(
+    lock_free_one_stripe,
+    raceless::ChangesetLog::with_stripes(1)
+);
+contract_tests!(
+    std_mutex,
+    raceless::baseline::MutexChangesets::<_, raceless::baseline::StdMutex>::new()
+);
 contract_tests!(
     parking_lot,
     raceless::baseline::MutexChangesets::<_, raceless::baseline::ParkingLotMutex>::new()

@@ -35,7 +35,11 @@ fn record_vs_start() {
         if got == a {
             assert_eq!(in_a, vec![7]);
             assert!(in_b.is_empty());
-            assert_eq!(a_after_start, vec![7], "recorded into a after b was the latest");
+            assert_eq!(
+                a_after_start,
+                vec![7],
+                "recorded into a after b was the latest"
+            );
         } else {
             assert_eq!(got, b);
             assert_eq!(in_b, vec![7]);
@@ -66,7 +70,10 @@ fn record_vs_seal() {
         let top_at_seal = sealer.join().unwrap();
         let top_now = log.changes(top).unwrap();
         let below_now = log.changes(below).unwrap();
-        assert_eq!(top_now, top_at_seal, "sealed contents changed after seal returned");
+        assert_eq!(
+            top_now, top_at_seal,
+            "sealed contents changed after seal returned"
+        );
         if got == top {
             assert_eq!(top_now, vec![7]);
             assert!(below_now.is_empty());

@@ -45,10 +45,7 @@ impl<C> RacyChangesets<C> {
 impl<C: Clone + Send + Sync> ChangesetStore<C> for RacyChangesets<C> {
     fn start_changeset(&self) -> ChangesetId {
         let id = ChangesetId::from_raw(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.store
-            .lock()
-            .unwrap()
-            .insert(id, (Vec::new(), false));
+        self.store.lock().unwrap().insert(id, (Vec::new(), false));
         self.open.lock().unwrap().push(id);
         id
     }
@@ -379,9 +376,20 @@ fn make<S: ChangesetStore<Entry> + 'static>(
 macro_rules! impls {
     ($every:expr, $read:expr) => {
         vec![
-            (impl_name::LOCK_FREE, (|| make(ChangesetLog::<Entry>::new(), $every, $read)) as fn() -> Box<dyn Workload>),
-            (impl_name::STD_MUTEX, || make(MutexChangesets::<Entry, StdMutex>::new(), $every, $read)),
-            (impl_name::PARKING_LOT, || make(MutexChangesets::<Entry, ParkingLotMutex>::new(), $every, $read)),
+            (
+                impl_name::LOCK_FREE,
+                (|| make(ChangesetLog::<Entry>::new(), $every, $read)) as fn() -> Box<dyn Workload>,
+            ),
+            (impl_name::STD_MUTEX, || {
+                make(MutexChangesets::<Entry, StdMutex>::new(), $every, $read)
+            }),
+            (impl_name::PARKING_LOT, || {
+                make(
+                    MutexChangesets::<Entry, ParkingLotMutex>::new(),
+                    $every,
+                    $read,
+                )
+            }),
         ]
     };
 }
