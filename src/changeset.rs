@@ -47,12 +47,15 @@
 //! (`OnceLock<C>`) plus a state `EMPTY → WRITTEN` or `EMPTY → CANCELLED`.
 //!
 //! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
-//! compare-and-swap the word from `(w, n)` to `(v, n + 1)` provided `w` is
-//! not newer than `v` — this reserves slot `n`; write the entry into the
-//! slot's cell; then *commit*: compare-and-swap the slot's state
-//! `EMPTY → WRITTEN`. If the word is newer than `v` (our root is stale) or
-//! the commit finds the slot `CANCELLED`, retry from a fresh root with the
-//! same entry. No top: `Err(NoActiveChangeset)`.
+//! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
+//! not newer than `v` — this reserves slots `n..n + k` (`k` = 16, a
+//! thread's *lease*: its next records use the rest without touching the
+//! root or the word); write the entry into slot `n`'s cell; then *commit*:
+//! compare-and-swap the slot's state `EMPTY → WRITTEN`. If the word is
+//! newer than `v` (our root is stale) or the commit finds the slot
+//! `CANCELLED`, drop the lease and retry from a fresh root with the same
+//! entry. No top: `Err(NoActiveChangeset)`. Leased slots never used stay
+//! `EMPTY` until a close cancels them; readers skip them.
 //!
 //! **Transitions.** A transition that does not change the top (sealing a
 //! changeset below it) just swaps the root `v → v + 1`. One that changes the
@@ -350,44 +353,51 @@ impl<C: Clone> Stripe<C> {
         &chunk[off]
     }
 
-    /// Reserves a slot for a recorder holding root version `version`,
-    /// writes `entry` and commits it.
-    fn append(&self, version: u32, entry: C) -> Result<(), Missed<C>> {
+    /// Reserves up to `want` consecutive slots for a recorder holding root
+    /// version `version`; returns the first index and how many it got.
+    fn reserve(&self, version: u32, want: u32) -> Result<(u32, u32), Missed<()>> {
         let mut word = self.word.load(Ordering::Relaxed);
-        let index = loop {
+        loop {
             let (w, n) = unpack(word);
             if newer(w, version) {
                 // Closed for our root, or our root is stale.
-                return Err(Missed::Retry(entry));
+                return Err(Missed::Retry(()));
             }
-            if n == u32::MAX {
+            let got = want.min(u32::MAX - n);
+            if got == 0 {
                 return Err(Missed::Full);
             }
             // Relaxed: only this location's modification order matters.
             match self.word.compare_exchange_weak(
                 word,
-                pack(version, n + 1),
+                pack(version, n + got),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => break n,
+                Ok(_) => return Ok((n, got)),
                 Err(now) => word = now,
             }
-        };
+        }
+    }
+
+    /// Writes `entry` into the reserved slot `index` and commits it; hands
+    /// the entry back if a close cancelled the slot first.
+    fn commit(&self, index: u32, entry: C) -> Result<(), C> {
         let slot = self.slot(index);
+        if slot.state.load(Ordering::Relaxed) == CANCELLED {
+            return Err(entry);
+        }
         // Only the reserver ever sets this cell, so `set` cannot fail and
         // never waits.
-        if let Err(entry) = slot.value.set(entry) {
-            return Err(Missed::Retry(entry));
-        }
+        slot.value.set(entry)?;
         match slot
             .state
             .compare_exchange(EMPTY, WRITTEN, Ordering::Release, Ordering::Relaxed)
         {
             Ok(_) => Ok(()),
-            // Cancelled by a close: take a copy back and retry (rare).
+            // Cancelled by a close in between: a copy back (rare).
             Err(_) => match slot.value.get() {
-                Some(entry) => Err(Missed::Retry(entry.clone())),
+                Some(entry) => Err(entry.clone()),
                 None => unreachable!("the cell was set above"),
             },
         }
@@ -527,6 +537,82 @@ fn stripe_hint() -> usize {
     0
 }
 
+/// Slots a recorder reserves at once (one stripe compare-and-swap per
+/// `LEASE` records of a thread). Under loom, 2 and the thread-local cache
+/// is left out: every reservation then leaves an unused `EMPTY` slot that
+/// closes must cancel and readers must skip, which loom checks.
+const LEASE: u32 = if cfg!(raceless_loom) { 2 } else { 16 };
+
+/// A process-wide id per log, for matching a thread's lease to its log. A
+/// std atomic on purpose: not part of the protocol (loom never sees it).
+fn next_log_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A thread's *lease*: the rest of the slots its last reservation got, in
+/// one stripe of one changeset. Recording into a leased slot is just the
+/// commit; the proof is unchanged (the slots were reserved under a root
+/// where that changeset was the top, and any close since has cancelled
+/// them, so a successful commit is still into the latest open changeset).
+/// A lease pins its changeset in memory until the thread records again
+/// (or exits); leased slots that are never used stay `EMPTY` until a close
+/// cancels them, and readers skip them.
+#[cfg(not(raceless_loom))]
+mod lease {
+    use super::{Arc, Changeset, ChangesetId};
+    use std::any::Any;
+    use std::cell::Cell;
+
+    pub(super) struct Lease<C> {
+        pub(super) log: u64,
+        pub(super) set: Arc<Changeset<C>>,
+        pub(super) stripe: usize,
+        pub(super) next: u32,
+        pub(super) end: u32,
+    }
+
+    thread_local!(static LEASE: Cell<Option<Box<dyn Any>>> = const { Cell::new(None) });
+
+    /// Keeps `lease` for this thread's next record (if it has slots left).
+    pub(super) fn store<C: 'static>(lease: Lease<C>) {
+        if lease.next < lease.end {
+            LEASE.with(|l| l.set(Some(Box::new(lease))));
+        }
+    }
+
+    /// Records `entry` into this thread's lease on log `log`, if it has
+    /// one that is still good; otherwise hands the entry back.
+    pub(super) fn record<C: Clone + 'static>(log: u64, entry: C) -> Result<ChangesetId, C> {
+        // Taken out while in use: a reentrant call (from `C::clone`) sees no
+        // lease and takes the slow path.
+        let Some(boxed) = LEASE.with(Cell::take) else {
+            return Err(entry);
+        };
+        let mut lease = match boxed.downcast::<Lease<C>>() {
+            Ok(lease) if lease.log == log => lease,
+            Ok(other) => {
+                LEASE.with(|l| l.set(Some(other)));
+                return Err(entry);
+            }
+            Err(other) => {
+                LEASE.with(|l| l.set(Some(other)));
+                return Err(entry);
+            }
+        };
+        let index = lease.next;
+        lease.next += 1;
+        let stripe = &lease.set.stripes[lease.stripe];
+        // A cancelled slot ends the lease (the changeset was closed).
+        stripe.commit(index, entry)?;
+        let id = lease.set.id;
+        if lease.next < lease.end {
+            LEASE.with(|l| l.set(Some(lease)));
+        }
+        Ok(id)
+    }
+}
+
 fn default_stripes() -> usize {
     let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cpus * 4).next_power_of_two().clamp(4, 64)
@@ -566,6 +652,9 @@ pub struct ChangesetLog<C> {
     sets: ShardedMap<ChangesetId, Arc<Changeset<C>>>,
     next_id: AtomicU64,
     stripes: usize,
+    /// Identifies this log in a thread's lease.
+    #[cfg_attr(raceless_loom, allow(dead_code))]
+    log_id: u64,
 }
 
 impl<C: Clone + Send + Sync + 'static> Default for ChangesetLog<C> {
@@ -622,6 +711,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             }),
             sets: ShardedMap::new(),
             next_id: AtomicU64::new(1),
+            log_id: next_log_id(),
             stripes: stripes.max(1).next_power_of_two(),
         }
     }
@@ -666,6 +756,11 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.record_change('a'), Ok(id));
     /// ```
     pub fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        #[cfg(not(raceless_loom))]
+        let entry = match lease::record(self.log_id, entry) {
+            Ok(id) => return Ok(id),
+            Err(entry) => entry,
+        };
         let hint = stripe_hint();
         let mut entry = entry;
         loop {
@@ -677,11 +772,27 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             let Some(top) = root.open.last() else {
                 return Err(ChangesetError::NoActiveChangeset);
             };
-            let stripe = &top.stripes[hint & (top.stripes.len() - 1)];
-            match stripe.append(root.version as u32, entry) {
-                Ok(()) => return Ok(top.id),
-                Err(Missed::Retry(back)) => entry = back,
+            let at = hint & (top.stripes.len() - 1);
+            let (index, got) = match top.stripes[at].reserve(root.version as u32, LEASE) {
+                Ok(reserved) => reserved,
+                Err(Missed::Retry(())) => continue,
                 Err(Missed::Full) => return Err(ChangesetError::CapacityExceeded(top.id)),
+            };
+            match top.stripes[at].commit(index, entry) {
+                Ok(()) => {
+                    #[cfg(not(raceless_loom))]
+                    lease::store(lease::Lease {
+                        log: self.log_id,
+                        set: Arc::clone(top),
+                        stripe: at,
+                        next: index + 1,
+                        end: index + got,
+                    });
+                    #[cfg(raceless_loom)]
+                    let _ = got;
+                    return Ok(top.id);
+                }
+                Err(back) => entry = back,
             }
         }
     }
@@ -734,8 +845,9 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     }
 
     /// The entries of changeset `id`, in record order per recording thread
-    /// (entries of one thread keep their order; with one stripe, the order
-    /// of the commits), or `None` for an unknown id. Exact and final once
+    /// (entries of one thread keep their order; entries of different
+    /// threads are grouped by stripe and lease), or `None` for an unknown
+    /// id. Exact and final once
     /// the changeset is sealed; for an open one, it holds at least every
     /// entry recorded before the call.
     ///
