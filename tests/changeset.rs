@@ -291,3 +291,60 @@ fn never_panics_on_empty_log_under_concurrency() {
     });
     assert!(results.iter().sum::<usize>() <= 4 * iterations(2_000));
 }
+
+/// The lock-free log's per-thread leases: threads alternating between two
+/// logs (each switch drops the lease) while a third thread rotates both —
+/// every `Ok(id)` entry is in `changes(id)` exactly once, and sealed
+/// contents are final.
+#[test]
+fn leases_across_two_logs() {
+    let logs = [
+        raceless::ChangesetLog::<u64>::new(),
+        raceless::ChangesetLog::<u64>::new(),
+    ];
+    for log in &logs {
+        log.start_changeset();
+    }
+    let done = AtomicU64::new(0);
+    let results = run_concurrently(3, |t| {
+        let mut out = Vec::new();
+        if t == 0 {
+            let mut round = 0u64;
+            while done.load(Ordering::Acquire) < 2 {
+                let log = &logs[(round % 2) as usize];
+                let old = log.active()[0];
+                log.start_changeset();
+                log.seal(old).unwrap();
+                out.push((round % 2, old, log.changes(old).unwrap().len() as u64));
+                round += 1;
+                std::thread::yield_now();
+            }
+        } else {
+            for i in 0..iterations(20_000) as u64 {
+                let which = (i / 3) % 2;
+                let e = ((t as u64) << 32) | i;
+                let id = logs[which as usize].record_change(e).unwrap();
+                out.push((which, id, e));
+            }
+            done.fetch_add(1, Ordering::Release);
+        }
+        out
+    });
+    for (which, id, len) in &results[0] {
+        let now = logs[*which as usize].changes(*id).unwrap();
+        assert_eq!(now.len() as u64, *len, "sealed contents changed");
+    }
+    let mut want: HashMap<(u64, ChangesetId), Vec<u64>> = HashMap::new();
+    for &(which, id, e) in results[1..].iter().flatten() {
+        want.entry((which, id)).or_default().push(e);
+    }
+    let mut total = 0;
+    for ((which, id), mut want) in want {
+        let mut have = logs[which as usize].changes(id).unwrap();
+        total += have.len();
+        want.sort_unstable();
+        have.sort_unstable();
+        assert_eq!(have, want, "log {which} {id}");
+    }
+    assert_eq!(total, 2 * iterations(20_000));
+}
