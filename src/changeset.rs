@@ -486,7 +486,13 @@ impl<C: Clone> Changeset<C> {
     }
 
     fn entries(&self) -> Vec<C> {
-        let mut out = Vec::new();
+        // An upper bound (reserved slots), so the Vec is allocated once.
+        let reserved: usize = self
+            .stripes
+            .iter()
+            .map(|s| unpack(s.word.load(Ordering::Relaxed)).1 as usize)
+            .sum();
+        let mut out = Vec::with_capacity(reserved);
         for stripe in self.stripes.iter() {
             stripe.collect_into(&mut out);
         }
@@ -860,10 +866,16 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.changes(id), Some(vec!["a", "b"]));
     /// ```
     pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
-        match self.lookup(id) {
-            Lookup::Unknown => None,
-            Lookup::Open(set) | Lookup::Sealed(set) => Some(set.entries()),
-        }
+        let set = self.sets.get(&id)?;
+        // Open or sealed both read the entries, so the root is only needed
+        // to tell a not-yet-published changeset (neither sealed nor in the
+        // root) apart; a sealed one skips it. The second `sealed` load
+        // covers a seal that removed it between the first load and the
+        // root load (the flag is set before that removal).
+        let known = set.sealed.load(Ordering::Acquire)
+            || self.root.load().open.iter().any(|c| c.id == id)
+            || set.sealed.load(Ordering::Acquire);
+        known.then(|| set.entries())
     }
 
     /// The open changesets, newest first (one atomic snapshot).
