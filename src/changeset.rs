@@ -512,10 +512,10 @@ struct Root<C> {
     then: Option<Arc<Root<C>>>,
 }
 
-enum Lookup<C> {
+enum Lookup {
     Unknown,
-    Open(Arc<Changeset<C>>),
-    Sealed(Arc<Changeset<C>>),
+    Open,
+    Sealed,
 }
 
 /// The thread's stripe hint: threads are numbered round-robin on first use.
@@ -907,8 +907,8 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     pub fn is_open(&self, id: ChangesetId) -> Option<bool> {
         match self.lookup(id) {
             Lookup::Unknown => None,
-            Lookup::Open(_) => Some(true),
-            Lookup::Sealed(_) => Some(false),
+            Lookup::Open => Some(true),
+            Lookup::Sealed => Some(false),
         }
     }
 
@@ -930,8 +930,8 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     pub fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
         match self.lookup(id) {
             Lookup::Unknown => Err(ChangesetError::UnknownChangeset(id)),
-            Lookup::Open(_) => Err(ChangesetError::StillOpen(id)),
-            Lookup::Sealed(_) => match self.sets.remove(&id) {
+            Lookup::Open => Err(ChangesetError::StillOpen(id)),
+            Lookup::Sealed => match self.sets.remove(&id) {
                 // Sealed contents are final, so reading after removal is exact.
                 Some((_, set)) => Ok(set.entries()),
                 None => Err(ChangesetError::UnknownChangeset(id)),
@@ -939,14 +939,14 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         }
     }
 
-    fn lookup(&self, id: ChangesetId) -> Lookup<C> {
+    fn lookup(&self, id: ChangesetId) -> Lookup {
         let Some(set) = self.sets.get(&id) else {
             return Lookup::Unknown;
         };
         if self.root.load().open.iter().any(|c| c.id == id) {
-            Lookup::Open(set)
+            Lookup::Open
         } else if set.sealed.load(Ordering::Acquire) {
-            Lookup::Sealed(set)
+            Lookup::Sealed
         } else {
             // Its start has not reached its root swap yet.
             Lookup::Unknown
