@@ -1,1 +1,1068 @@
-//! The `changeset` component (to be built: see its issue).
+//! `changeset` — changes recorded into the latest open changeset (seed:
+//! cleveragents #7120).
+//!
+//! A [`ChangesetLog`] belongs to one plan execution. [`start_changeset`]
+//! opens a new changeset on top of the open ones; [`record_change`] appends
+//! an entry to the most recently started changeset that is still open;
+//! [`seal`] closes one; [`changes`] reads any changeset (open or sealed) by
+//! id; [`active`] lists the open ones, newest first.
+//!
+//! The seed read "the latest id" and appended to it in a second step, so a
+//! change could land in a changeset that was no longer the latest (or no
+//! longer open), and an empty list could raise `IndexError` between the
+//! check and the read. Here every operation is a single linearizable step:
+//! no thread ever waits for another, no entry is lost, duplicated, or
+//! recorded into a changeset after its `seal` returned.
+//!
+//! ```
+//! use raceless::changeset::{ChangesetError, ChangesetLog};
+//!
+//! let log = ChangesetLog::new();
+//! assert_eq!(log.record_change("x"), Err(ChangesetError::NoActiveChangeset));
+//! let a = log.start_changeset();
+//! let b = log.start_changeset();
+//! assert_eq!(log.record_change("into b"), Ok(b));
+//! log.seal(b).unwrap();
+//! assert_eq!(log.record_change("into a"), Ok(a));
+//! assert_eq!(log.changes(b), Some(vec!["into b"]));
+//! assert_eq!(log.active(), vec![a]);
+//! ```
+//!
+//! # The protocol
+//!
+//! (Also in `docs/changeset.md`.)
+//!
+//! **Structure.** The open changesets form an RCU *root* (`ArcSwap<Root>`):
+//! an immutable `Vec` of open changesets, oldest first, with a *version*
+//! bumped by every change. `start_changeset` and `seal` are *transitions*:
+//! they compute a new root and install it with one compare-and-swap. Every
+//! changeset (open or sealed) is also kept by id in a [`ShardedMap`] so that
+//! the apply phase can read it after sealing.
+//!
+//! Each changeset's entries live in `S` cache-padded *stripes* (a power of
+//! two, by default a few per CPU); a recording thread always uses the same
+//! stripe (a thread-local hint), so concurrent recorders touch different
+//! cache lines. A stripe has one 64-bit *word* `(version: u32, count: u32)`
+//! and geometrically growing chunks of slots. A slot is a write-once cell
+//! (`OnceLock<C>`) plus a state `EMPTY → WRITTEN` or `EMPTY → CANCELLED`.
+//!
+//! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
+//! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
+//! not newer than `v` — this reserves slots `n..n + k` (`k` = 16, a
+//! thread's *lease*: its next records use the rest without touching the
+//! root or the word); write the entry into slot `n`'s cell; then *commit*:
+//! compare-and-swap the slot's state `EMPTY → WRITTEN`. If the word is
+//! newer than `v` (our root is stale) or the commit finds the slot
+//! `CANCELLED`, drop the lease and retry from a fresh root with the same
+//! entry. No top: `Err(NoActiveChangeset)`. Leased slots never used stay
+//! `EMPTY` until a close cancels them; readers skip them.
+//!
+//! **Transitions.** A transition that does not change the top (sealing a
+//! changeset below it) just swaps the root `v → v + 1`. One that changes the
+//! top (`start` always, once something is open; `seal` of the top) swaps in
+//! a *pending* root first: version `v + 1`, still the old open list, and the
+//! root to install next. Whoever loads a pending root — the transition
+//! itself, a recorder, another transition — *helps*: it *closes* the old top
+//! `T` for `v + 1` — on every stripe it raises the word's version to at
+//! least `v + 1`, so no recorder holding a root `≤ v` can reserve in `T`
+//! again, and reads the count `n`; then it cancels every slot below `n` that
+//! is still `EMPTY` (reserved, not committed) — and finally swaps the pending
+//! root for its successor. Closing is idempotent, so helpers may overlap; no
+//! thread ever waits for the one that started the transition.
+//!
+//! **Linearization points.**
+//! - `start_changeset`, `seal` (when it removes the changeset): the
+//!   compare-and-swap that installs the new (non-pending) root.
+//! - `record_change` returning `Ok(id)`: the commit compare-and-swap. *Claim:*
+//!   at that instant `id` is still the latest open changeset. Suppose the
+//!   top changed before the commit, and take the first top-changing
+//!   transition after the recorder's root load: it starts from a root `u ≥ v`
+//!   whose top is `T`, and a helper closed `T`'s stripe for `u + 1` before
+//!   the final root swap. If the close came first in the word's
+//!   modification order, our reservation would have read a version newer
+//!   than `v` and failed; so our reservation came first, the close read a
+//!   count above our slot, and its scan met our slot before the root swap:
+//!   it either cancelled it (our commit fails) or found it `WRITTEN` (our
+//!   commit came first). Either way, contradiction.
+//! - `record_change` returning `Err(NoActiveChangeset)`: the root load that
+//!   saw no open changeset.
+//! - `active`: the root load. `changes` of a sealed changeset: any point
+//!   after the seal (the contents are final: every slot below every
+//!   stripe's final count is `WRITTEN` or `CANCELLED` before the seal's root
+//!   swap, and no reservation can succeed after the close).
+//! - `changes` of an open changeset is *not* an atomic snapshot: it returns
+//!   every entry committed before the call began, plus possibly some
+//!   committed during it.
+//!
+//! **Orderings.**
+//! - Root: arc-swap's loads and compare-and-swaps (acquire/release and
+//!   stronger), so a recorder sees the changesets a root points to, and a
+//!   helper's close happens before the root swap that follows it.
+//! - Stripe word: the proof only uses the modification order of this single
+//!   location (every update is a read-modify-write, and versions only grow),
+//!   so `Relaxed` would do; the reservation uses `Relaxed`, and the close uses
+//!   `AcqRel` merely for symmetry with the scan that follows.
+//! - Slot commit: `Release` (success), so whoever reads `WRITTEN` with
+//!   `Acquire` also sees the cell's value (the `OnceLock` also synchronizes
+//!   itself). The cancel scan reads the state with `Acquire`, so a commit it
+//!   observes happens before its root swap, and so before any reader that
+//!   loads the new root.
+//! - Readers load the word count and each state with `Acquire`.
+//! - Ids: `Relaxed` `fetch_add`, only uniqueness matters.
+//!
+//! **Waiting.** None on the record/start/seal protocol: a recorder that
+//! finds its stripe closed reloads the root, which has moved on (or is
+//! pending, and it helps). The only blocking
+//! primitive underneath is `OnceLock::set` of a chunk when two threads of one
+//! stripe allocate the same chunk at once: the critical section is a pointer
+//! store. A slot's cell is only ever set by the one thread that reserved it.
+//!
+//! **Memory.** Sealed changesets stay readable until the log is dropped or
+//! they are taken out with [`take`], which returns their entries and frees
+//! them. An entry whose slot was cancelled is left in that slot (it was
+//! cloned back to the recorder, which retried) until the changeset is
+//! freed. Limits: 2³² − 1 reservations per stripe of one changeset
+//! (`Err(CapacityExceeded)`); versions are compared with serial-number
+//! arithmetic, so a recorder may be at most 2³¹ transitions stale.
+//!
+//! [`start_changeset`]: ChangesetLog::start_changeset
+//! [`record_change`]: ChangesetLog::record_change
+//! [`seal`]: ChangesetLog::seal
+//! [`changes`]: ChangesetLog::changes
+//! [`active`]: ChangesetLog::active
+//! [`take`]: ChangesetLog::take
+//! [`ShardedMap`]: https://docs.rs/dashmap
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::sync::ShardedMap;
+use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering};
+
+/// The id of a changeset, unique within its [`ChangesetLog`].
+///
+/// Ids increase in the order of non-overlapping `start_changeset` calls.
+///
+/// ```
+/// use raceless::changeset::ChangesetId;
+/// let id = ChangesetId::from_raw(7);
+/// assert_eq!(id.raw(), 7);
+/// assert_eq!(id.to_string(), "changeset#7");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangesetId(u64);
+
+impl ChangesetId {
+    /// The id with the raw value `raw` (for persisting and restoring ids;
+    /// an id no log handed out is simply unknown to it).
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetId, ChangesetLog};
+    /// let log = ChangesetLog::<u8>::new();
+    /// assert_eq!(log.changes(ChangesetId::from_raw(99)), None);
+    /// ```
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+
+    /// The raw value of this id.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<u8>::new();
+    /// assert_eq!(log.start_changeset().raw(), 1);
+    /// ```
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ChangesetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "changeset#{}", self.0)
+    }
+}
+
+/// Why a changeset operation failed. The state is untouched in every case.
+///
+/// ```
+/// use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog};
+/// let log = ChangesetLog::<u8>::new();
+/// assert_eq!(log.record_change(1), Err(ChangesetError::NoActiveChangeset));
+/// let ghost = ChangesetId::from_raw(42);
+/// assert_eq!(log.seal(ghost), Err(ChangesetError::UnknownChangeset(ghost)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangesetError {
+    /// `record_change` found no open changeset (the seed's "No active
+    /// changeset. Call start_changeset() first.").
+    #[error("no active changeset: call start_changeset() first")]
+    NoActiveChangeset,
+    /// No changeset with this id exists in this log (never started, or
+    /// already taken).
+    #[error("unknown changeset {0}")]
+    UnknownChangeset(ChangesetId),
+    /// `take` was called on a changeset that is still open.
+    #[error("{0} is still open")]
+    StillOpen(ChangesetId),
+    /// One stripe of the changeset holds 2³² − 1 entries already.
+    #[error("{0} is full")]
+    CapacityExceeded(ChangesetId),
+}
+
+/// The operations of a changeset log, implemented by the lock-free
+/// [`ChangesetLog`] and by [`baseline::MutexChangesets`](crate::baseline::MutexChangesets),
+/// so that tests and benchmarks are written once.
+///
+/// ```
+/// use raceless::changeset::{ChangesetLog, ChangesetStore};
+///
+/// fn record_two<S: ChangesetStore<u32>>(log: &S) -> Vec<u32> {
+///     let id = log.start_changeset();
+///     log.record_change(1).unwrap();
+///     log.record_change(2).unwrap();
+///     log.seal(id).unwrap();
+///     log.take(id).unwrap()
+/// }
+/// assert_eq!(record_two(&ChangesetLog::new()), vec![1, 2]);
+/// ```
+pub trait ChangesetStore<C>: Send + Sync {
+    /// Opens a new changeset on top of the open ones and returns its id.
+    fn start_changeset(&self) -> ChangesetId;
+    /// Appends `entry` to the most recently started changeset that is still
+    /// open and returns its id; `Err(NoActiveChangeset)` if none is open.
+    fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError>;
+    /// Seals `id`: once this returns, no entry is ever added to it. Sealing
+    /// a sealed changeset is a no-op (`Ok`); an unknown id is
+    /// `Err(UnknownChangeset)`.
+    fn seal(&self, id: ChangesetId) -> Result<(), ChangesetError>;
+    /// The entries of `id` in record order (per recording thread), or `None`
+    /// for an unknown id.
+    fn changes(&self, id: ChangesetId) -> Option<Vec<C>>;
+    /// The open changesets, newest first.
+    fn active(&self) -> Vec<ChangesetId>;
+    /// Removes the sealed changeset `id` and returns its entries, freeing
+    /// it; `Err(StillOpen)` if it is open, `Err(UnknownChangeset)` if
+    /// unknown (or already taken).
+    fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError>;
+}
+
+// ---------------------------------------------------------------------------
+// Slots and stripes.
+
+const EMPTY: u32 = 0;
+const WRITTEN: u32 = 1;
+const CANCELLED: u32 = 2;
+
+/// log2 of the first chunk's length; chunk `k` holds `FIRST << k` slots.
+/// Small under loom, to keep the number of modelled atomics low.
+const FIRST_BITS: u32 = if cfg!(raceless_loom) { 1 } else { 5 };
+const FIRST: u64 = 1 << FIRST_BITS;
+/// Enough chunks for every index below `u32::MAX`.
+const CHUNKS: usize = (33 - FIRST_BITS) as usize;
+
+/// The chunk and the offset in it of slot `index`.
+fn locate(index: u32) -> (usize, usize) {
+    let j = u64::from(index) + FIRST;
+    let k = 63 - j.leading_zeros() - FIRST_BITS;
+    (k as usize, (j - (FIRST << k)) as usize)
+}
+
+fn chunk_start(k: usize) -> u64 {
+    FIRST * ((1 << k) - 1)
+}
+
+fn pack(version: u32, count: u32) -> u64 {
+    (u64::from(version) << 32) | u64::from(count)
+}
+
+fn unpack(word: u64) -> (u32, u32) {
+    ((word >> 32) as u32, word as u32)
+}
+
+/// Whether version `a` is newer than `b` (serial-number arithmetic).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+struct Slot<C> {
+    state: AtomicU32,
+    value: OnceLock<C>,
+}
+
+impl<C> Slot<C> {
+    fn new() -> Self {
+        Self {
+            state: AtomicU32::new(EMPTY),
+            value: OnceLock::new(),
+        }
+    }
+}
+
+/// Why an append did not commit.
+enum Missed<C> {
+    /// Retry from a fresh root with the entry handed back.
+    Retry(C),
+    /// The stripe is full.
+    Full,
+}
+
+struct Stripe<C> {
+    /// `(version, count)`: see the module docs.
+    word: AtomicU64,
+    /// Every slot below this is `WRITTEN` or `CANCELLED` (a hint that lets a
+    /// close scan only the slots reserved since the previous close).
+    settled: AtomicU32,
+    chunks: [OnceLock<Box<[Slot<C>]>>; CHUNKS],
+}
+
+impl<C: Clone> Stripe<C> {
+    fn new() -> Self {
+        let stripe = Self {
+            word: AtomicU64::new(0),
+            settled: AtomicU32::new(0),
+            chunks: std::array::from_fn(|_| OnceLock::new()),
+        };
+        // loom cannot see the `OnceLock` that publishes a chunk, so it would
+        // flag the chunk's slot atomics as created without synchronization:
+        // under loom the first chunks (14 slots) exist from the start, and
+        // loom checks the protocol on them. Chunk publication itself is
+        // std's `OnceLock` contract.
+        #[cfg(raceless_loom)]
+        for index in [0, 2, 6] {
+            stripe.slot(index);
+        }
+        stripe
+    }
+
+    /// The slot `index`, allocating its chunk if needed.
+    fn slot(&self, index: u32) -> &Slot<C> {
+        let (k, off) = locate(index);
+        let chunk = match self.chunks[k].get() {
+            Some(c) => c,
+            None => {
+                let fresh: Box<[Slot<C>]> = (0..(FIRST << k)).map(|_| Slot::new()).collect();
+                // Losing the race drops `fresh`; either way the cell is set.
+                let _ = self.chunks[k].set(fresh);
+                self.chunks[k]
+                    .get()
+                    .unwrap_or_else(|| unreachable!("chunk set above"))
+            }
+        };
+        &chunk[off]
+    }
+
+    /// Reserves up to `want` consecutive slots for a recorder holding root
+    /// version `version`; returns the first index and how many it got.
+    fn reserve(&self, version: u32, want: u32) -> Result<(u32, u32), Missed<()>> {
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            let (w, n) = unpack(word);
+            if newer(w, version) {
+                // Closed for our root, or our root is stale.
+                return Err(Missed::Retry(()));
+            }
+            let got = want.min(u32::MAX - n);
+            if got == 0 {
+                return Err(Missed::Full);
+            }
+            // Relaxed: only this location's modification order matters.
+            match self.word.compare_exchange_weak(
+                word,
+                pack(version, n + got),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok((n, got)),
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Writes `entry` into the reserved slot `index` and commits it; hands
+    /// the entry back if a close cancelled the slot first.
+    fn commit(&self, index: u32, entry: C) -> Result<(), C> {
+        let slot = self.slot(index);
+        if slot.state.load(Ordering::Relaxed) == CANCELLED {
+            return Err(entry);
+        }
+        // Only the reserver ever sets this cell, so `set` cannot fail and
+        // never waits.
+        slot.value.set(entry)?;
+        match slot
+            .state
+            .compare_exchange(EMPTY, WRITTEN, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(()),
+            // Cancelled by a close in between: a copy back (rare).
+            Err(_) => match slot.value.get() {
+                Some(entry) => Err(entry.clone()),
+                None => unreachable!("the cell was set above"),
+            },
+        }
+    }
+
+    /// Closes this stripe for recorders holding a root older than
+    /// `version`, then settles every reserved slot (cancels the uncommitted
+    /// ones).
+    fn close(&self, version: u32) {
+        let mut word = self.word.load(Ordering::Acquire);
+        let count = loop {
+            let (w, n) = unpack(word);
+            if !newer(version, w) {
+                break n;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                pack(version, n),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break n,
+                Err(now) => word = now,
+            }
+        };
+        let from = self.settled.load(Ordering::Acquire);
+        for index in from..count {
+            let state = &self.slot(index).state;
+            if state.load(Ordering::Acquire) == EMPTY {
+                // Failure (someone committed first) is what we want too;
+                // Acquire makes that commit happen before our root swap.
+                let _ =
+                    state.compare_exchange(EMPTY, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+        self.settled.fetch_max(count, Ordering::Release);
+    }
+
+    /// Appends the committed entries, in slot order.
+    fn collect_into(&self, out: &mut Vec<C>) {
+        let (_, count) = unpack(self.word.load(Ordering::Acquire));
+        let count = u64::from(count);
+        for (k, cell) in self.chunks.iter().enumerate() {
+            let start = chunk_start(k);
+            if start >= count {
+                break;
+            }
+            // An unallocated chunk has no committed slot yet.
+            let Some(chunk) = cell.get() else { continue };
+            let len = ((count - start) as usize).min(chunk.len());
+            for slot in &chunk[..len] {
+                if slot.state.load(Ordering::Acquire) == WRITTEN {
+                    if let Some(v) = slot.value.get() {
+                        out.push(v.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Changeset<C> {
+    id: ChangesetId,
+    /// Set by a seal before its root swap removes this changeset: a
+    /// changeset that is neither in the root nor sealed has not been
+    /// published yet.
+    sealed: AtomicBool,
+    stripes: Box<[CachePadded<Stripe<C>>]>,
+}
+
+impl<C: Clone> Changeset<C> {
+    fn new(id: ChangesetId, stripes: usize) -> Self {
+        Self {
+            id,
+            sealed: AtomicBool::new(false),
+            stripes: (0..stripes)
+                .map(|_| CachePadded::new(Stripe::new()))
+                .collect(),
+        }
+    }
+
+    fn close(&self, version: u32) {
+        for stripe in self.stripes.iter() {
+            stripe.close(version);
+        }
+    }
+
+    fn entries(&self) -> Vec<C> {
+        // An upper bound (reserved slots), so the Vec is allocated once.
+        let reserved: usize = self
+            .stripes
+            .iter()
+            .map(|s| unpack(s.word.load(Ordering::Relaxed)).1 as usize)
+            .sum();
+        let mut out = Vec::with_capacity(reserved);
+        for stripe in self.stripes.iter() {
+            stripe.collect_into(&mut out);
+        }
+        out
+    }
+}
+
+struct Root<C> {
+    version: u64,
+    /// Open changesets, oldest first: the last one is the latest. For a
+    /// pending root, still the list before the transition (the abstract
+    /// state does not change until `then` is installed).
+    open: Vec<Arc<Changeset<C>>>,
+    /// `Some` for a *pending* root: a top-changing transition in progress.
+    /// Anyone who loads it helps: closes `open.last()` for `version`, then
+    /// swaps this root for `then`.
+    then: Option<Arc<Root<C>>>,
+}
+
+enum Lookup {
+    Unknown,
+    Open,
+    Sealed,
+}
+
+/// The thread's stripe hint: threads are numbered round-robin on first use.
+#[cfg(not(raceless_loom))]
+fn stripe_hint() -> usize {
+    use std::cell::Cell;
+    // A std atomic on purpose: this only spreads threads over stripes and is
+    // not part of the protocol (any value is correct). Relaxed: uniqueness
+    // is not even needed.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local!(static HINT: Cell<usize> = const { Cell::new(usize::MAX) });
+    HINT.with(|h| match h.get() {
+        usize::MAX => {
+            let v = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & (usize::MAX >> 1);
+            h.set(v);
+            v
+        }
+        v => v,
+    })
+}
+
+/// Under loom every thread shares one stripe (the contended case).
+#[cfg(raceless_loom)]
+fn stripe_hint() -> usize {
+    0
+}
+
+/// Slots a recorder reserves at once (one stripe compare-and-swap per
+/// `LEASE` records of a thread). Under loom, 2 and the thread-local cache
+/// is left out: every reservation then leaves an unused `EMPTY` slot that
+/// closes must cancel and readers must skip, which loom checks.
+const LEASE: u32 = if cfg!(raceless_loom) { 2 } else { 16 };
+
+/// A process-wide id per log, for matching a thread's lease to its log. A
+/// std atomic on purpose: not part of the protocol (loom never sees it).
+fn next_log_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A thread's *lease*: the rest of the slots its last reservation got, in
+/// one stripe of one changeset. Recording into a leased slot is just the
+/// commit; the proof is unchanged (the slots were reserved under a root
+/// where that changeset was the top, and any close since has cancelled
+/// them, so a successful commit is still into the latest open changeset).
+/// A lease pins its changeset in memory until the thread records again
+/// (or exits); leased slots that are never used stay `EMPTY` until a close
+/// cancels them, and readers skip them.
+#[cfg(not(raceless_loom))]
+mod lease {
+    use super::{Arc, Changeset, ChangesetId};
+    use std::any::Any;
+    use std::cell::Cell;
+
+    pub(super) struct Lease<C> {
+        pub(super) log: u64,
+        pub(super) set: Arc<Changeset<C>>,
+        pub(super) stripe: usize,
+        pub(super) next: u32,
+        pub(super) end: u32,
+    }
+
+    thread_local!(static LEASE: Cell<Option<Box<dyn Any>>> = const { Cell::new(None) });
+
+    /// Keeps `lease` for this thread's next record (if it has slots left).
+    pub(super) fn store<C: 'static>(lease: Lease<C>) {
+        if lease.next < lease.end {
+            LEASE.with(|l| l.set(Some(Box::new(lease))));
+        }
+    }
+
+    /// Records `entry` into this thread's lease on log `log`, if it has
+    /// one that is still good; otherwise hands the entry back.
+    pub(super) fn record<C: Clone + 'static>(log: u64, entry: C) -> Result<ChangesetId, C> {
+        // Taken out while in use: a reentrant call (from `C::clone`) sees no
+        // lease and takes the slow path.
+        let Some(boxed) = LEASE.with(Cell::take) else {
+            return Err(entry);
+        };
+        let mut lease = match boxed.downcast::<Lease<C>>() {
+            Ok(lease) if lease.log == log => lease,
+            Ok(other) => {
+                LEASE.with(|l| l.set(Some(other)));
+                return Err(entry);
+            }
+            Err(other) => {
+                LEASE.with(|l| l.set(Some(other)));
+                return Err(entry);
+            }
+        };
+        let index = lease.next;
+        lease.next += 1;
+        let stripe = &lease.set.stripes[lease.stripe];
+        // A cancelled slot ends the lease (the changeset was closed).
+        stripe.commit(index, entry)?;
+        let id = lease.set.id;
+        if lease.next < lease.end {
+            LEASE.with(|l| l.set(Some(lease)));
+        }
+        Ok(id)
+    }
+}
+
+fn default_stripes() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+    (cpus * 4).next_power_of_two().clamp(4, 64)
+}
+
+// ---------------------------------------------------------------------------
+// The log.
+
+/// The changesets of one plan execution: changes are recorded into the most
+/// recently started changeset that is still open. Lock-free: see the
+/// [module docs](self) for the protocol.
+///
+/// ```
+/// use raceless::changeset::ChangesetLog;
+/// use std::sync::Arc;
+///
+/// let log = Arc::new(ChangesetLog::new());
+/// let id = log.start_changeset();
+/// let workers: Vec<_> = (0..4)
+///     .map(|t| {
+///         let log = Arc::clone(&log);
+///         std::thread::spawn(move || {
+///             for i in 0..100 {
+///                 assert_eq!(log.record_change((t, i)), Ok(id));
+///             }
+///         })
+///     })
+///     .collect();
+/// for w in workers {
+///     w.join().unwrap();
+/// }
+/// log.seal(id).unwrap();
+/// assert_eq!(log.changes(id).unwrap().len(), 400);
+/// ```
+pub struct ChangesetLog<C> {
+    root: ArcSwap<Root<C>>,
+    sets: ShardedMap<ChangesetId, Arc<Changeset<C>>>,
+    next_id: AtomicU64,
+    stripes: usize,
+    /// Identifies this log in a thread's lease.
+    #[cfg_attr(raceless_loom, allow(dead_code))]
+    log_id: u64,
+}
+
+impl<C: Clone + Send + Sync + 'static> Default for ChangesetLog<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C> fmt::Debug for ChangesetLog<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let root = self.root.load();
+        f.debug_struct("ChangesetLog")
+            .field(
+                "active",
+                &root.open.iter().rev().map(|c| c.id).collect::<Vec<_>>(),
+            )
+            .field("stripes", &self.stripes)
+            .finish()
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
+    /// An empty log with the default number of stripes (a few per CPU).
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<String>::new();
+    /// assert!(log.active().is_empty());
+    /// ```
+    pub fn new() -> Self {
+        Self::with_stripes(default_stripes())
+    }
+
+    /// An empty log whose changesets spread concurrent recorders over
+    /// `stripes` cache lines (rounded up to a power of two, at least 1).
+    /// More stripes: less contention, more memory per changeset (about
+    /// 1 KiB per stripe). Entries of different stripes are not ordered with
+    /// each other; one thread always records into one stripe.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::with_stripes(1);
+    /// let id = log.start_changeset();
+    /// log.record_change(1).unwrap();
+    /// log.record_change(2).unwrap();
+    /// assert_eq!(log.changes(id), Some(vec![1, 2]));
+    /// ```
+    pub fn with_stripes(stripes: usize) -> Self {
+        Self {
+            root: ArcSwap::from_value(Root {
+                version: 0,
+                open: Vec::new(),
+                then: None,
+            }),
+            sets: ShardedMap::new(),
+            next_id: AtomicU64::new(1),
+            log_id: next_log_id(),
+            stripes: stripes.max(1).next_power_of_two(),
+        }
+    }
+
+    /// Opens a new changeset on top of the open ones and returns its id;
+    /// from the root swap on (its linearization point), changes go to it.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<u8>::new();
+    /// let a = log.start_changeset();
+    /// let b = log.start_changeset();
+    /// assert_ne!(a, b);
+    /// assert_eq!(log.active(), vec![b, a]);
+    /// ```
+    pub fn start_changeset(&self) -> ChangesetId {
+        // Relaxed: only uniqueness matters.
+        let id = ChangesetId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let set = Arc::new(Changeset::new(id, self.stripes));
+        // Known by id before it is published, so a seal or read that learns
+        // the id from `active()` finds it.
+        self.sets.insert(id, Arc::clone(&set));
+        self.transition(|open| {
+            let mut next = Vec::with_capacity(open.len() + 1);
+            next.extend(open.iter().cloned());
+            next.push(Arc::clone(&set));
+            Some(next)
+        });
+        tracing::debug!(%id, "changeset started");
+        id
+    }
+
+    /// Records `entry` into the most recently started changeset that is
+    /// still open and returns its id, or `Err(NoActiveChangeset)` if none
+    /// is open. Never waits and never panics.
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetError, ChangesetLog};
+    /// let log = ChangesetLog::new();
+    /// assert_eq!(log.record_change('a'), Err(ChangesetError::NoActiveChangeset));
+    /// let id = log.start_changeset();
+    /// assert_eq!(log.record_change('a'), Ok(id));
+    /// ```
+    pub fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        #[cfg(not(raceless_loom))]
+        let entry = match lease::record(self.log_id, entry) {
+            Ok(id) => return Ok(id),
+            Err(entry) => entry,
+        };
+        let hint = stripe_hint();
+        let mut entry = entry;
+        loop {
+            let root = self.root.load();
+            if root.then.is_some() {
+                self.help(&root);
+                continue;
+            }
+            let Some(top) = root.open.last() else {
+                return Err(ChangesetError::NoActiveChangeset);
+            };
+            let at = hint & (top.stripes.len() - 1);
+            let (index, got) = match top.stripes[at].reserve(root.version as u32, LEASE) {
+                Ok(reserved) => reserved,
+                Err(Missed::Retry(())) => continue,
+                Err(Missed::Full) => return Err(ChangesetError::CapacityExceeded(top.id)),
+            };
+            match top.stripes[at].commit(index, entry) {
+                Ok(()) => {
+                    #[cfg(not(raceless_loom))]
+                    lease::store(lease::Lease {
+                        log: self.log_id,
+                        set: Arc::clone(top),
+                        stripe: at,
+                        next: index + 1,
+                        end: index + got,
+                    });
+                    #[cfg(raceless_loom)]
+                    let _ = got;
+                    return Ok(top.id);
+                }
+                Err(back) => entry = back,
+            }
+        }
+    }
+
+    /// Seals `id`: from its root swap on, no entry is ever added to it, and
+    /// every `record_change` that returned `Ok(id)` is in `changes(id)`.
+    /// Sealing a sealed changeset is a no-op; an unknown id is
+    /// `Err(UnknownChangeset)`.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::new();
+    /// let a = log.start_changeset();
+    /// log.record_change(1).unwrap();
+    /// log.seal(a).unwrap();
+    /// log.seal(a).unwrap(); // no-op
+    /// assert!(log.record_change(2).is_err());
+    /// assert_eq!(log.changes(a), Some(vec![1]));
+    /// ```
+    pub fn seal(&self, id: ChangesetId) -> Result<(), ChangesetError> {
+        let Some(set) = self.sets.get(&id) else {
+            return Err(ChangesetError::UnknownChangeset(id));
+        };
+        let mut published = true;
+        let removed = self.transition(|open| {
+            match open.iter().position(|c| c.id == id) {
+                Some(at) => {
+                    // Before the root swap: once it is out of the root, it
+                    // reads as sealed.
+                    set.sealed.store(true, Ordering::Release);
+                    let mut next = open.to_vec();
+                    next.remove(at);
+                    Some(next)
+                }
+                None => {
+                    published = set.sealed.load(Ordering::Acquire);
+                    None
+                }
+            }
+        });
+        if removed {
+            tracing::debug!(%id, "changeset sealed");
+        }
+        if published {
+            Ok(())
+        } else {
+            // Not started yet (its start is still in flight): unknown so far.
+            Err(ChangesetError::UnknownChangeset(id))
+        }
+    }
+
+    /// The entries of changeset `id`, in record order per recording thread
+    /// (entries of one thread keep their order; entries of different
+    /// threads are grouped by stripe and lease), or `None` for an unknown
+    /// id. Exact and final once
+    /// the changeset is sealed; for an open one, it holds at least every
+    /// entry recorded before the call.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::new();
+    /// let id = log.start_changeset();
+    /// log.record_change("a").unwrap();
+    /// log.record_change("b").unwrap();
+    /// assert_eq!(log.changes(id), Some(vec!["a", "b"]));
+    /// ```
+    pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
+        let set = self.sets.get(&id)?;
+        // Open or sealed both read the entries, so the root is only needed
+        // to tell a not-yet-published changeset (neither sealed nor in the
+        // root) apart; a sealed one skips it. The second `sealed` load
+        // covers a seal that removed it between the first load and the
+        // root load (the flag is set before that removal).
+        let known = set.sealed.load(Ordering::Acquire)
+            || self.root.load().open.iter().any(|c| c.id == id)
+            || set.sealed.load(Ordering::Acquire);
+        known.then(|| set.entries())
+    }
+
+    /// The open changesets, newest first (one atomic snapshot).
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<u8>::new();
+    /// let a = log.start_changeset();
+    /// let b = log.start_changeset();
+    /// let c = log.start_changeset();
+    /// log.seal(b).unwrap();
+    /// assert_eq!(log.active(), vec![c, a]);
+    /// ```
+    pub fn active(&self) -> Vec<ChangesetId> {
+        self.root.load().open.iter().rev().map(|c| c.id).collect()
+    }
+
+    /// Whether `id` is open: `Some(true)` open, `Some(false)` sealed,
+    /// `None` unknown.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<u8>::new();
+    /// let a = log.start_changeset();
+    /// assert_eq!(log.is_open(a), Some(true));
+    /// log.seal(a).unwrap();
+    /// assert_eq!(log.is_open(a), Some(false));
+    /// ```
+    pub fn is_open(&self, id: ChangesetId) -> Option<bool> {
+        match self.lookup(id) {
+            Lookup::Unknown => None,
+            Lookup::Open => Some(true),
+            Lookup::Sealed => Some(false),
+        }
+    }
+
+    /// Removes the sealed changeset `id` and returns its entries, freeing
+    /// it (`changes(id)` is `None` afterwards). `Err(StillOpen)` for an open
+    /// changeset, `Err(UnknownChangeset)` for an unknown or already taken
+    /// one. Of two concurrent `take`s of one id, exactly one succeeds.
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetError, ChangesetLog};
+    /// let log = ChangesetLog::new();
+    /// let a = log.start_changeset();
+    /// log.record_change(5).unwrap();
+    /// assert_eq!(log.take(a), Err(ChangesetError::StillOpen(a)));
+    /// log.seal(a).unwrap();
+    /// assert_eq!(log.take(a), Ok(vec![5]));
+    /// assert_eq!(log.changes(a), None);
+    /// ```
+    pub fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
+        match self.lookup(id) {
+            Lookup::Unknown => Err(ChangesetError::UnknownChangeset(id)),
+            Lookup::Open => Err(ChangesetError::StillOpen(id)),
+            Lookup::Sealed => match self.sets.remove(&id) {
+                // Sealed contents are final, so reading after removal is exact.
+                Some((_, set)) => Ok(set.entries()),
+                None => Err(ChangesetError::UnknownChangeset(id)),
+            },
+        }
+    }
+
+    fn lookup(&self, id: ChangesetId) -> Lookup {
+        let Some(set) = self.sets.get(&id) else {
+            return Lookup::Unknown;
+        };
+        if self.root.load().open.iter().any(|c| c.id == id) {
+            Lookup::Open
+        } else if set.sealed.load(Ordering::Acquire) {
+            Lookup::Sealed
+        } else {
+            // Its start has not reached its root swap yet.
+            Lookup::Unknown
+        }
+    }
+
+    /// Installs the root computed by `next` from the current open list;
+    /// `next` returning `None` means no change. Returns whether this call
+    /// made the change.
+    ///
+    /// A change of the top goes through a pending root (see [`Root::then`]):
+    /// the old top must be closed before the new root is installed, and
+    /// whoever meets the pending root finishes that, so nobody waits for
+    /// the thread that started the transition.
+    fn transition(
+        &self,
+        mut next: impl FnMut(&[Arc<Changeset<C>>]) -> Option<Vec<Arc<Changeset<C>>>>,
+    ) -> bool {
+        loop {
+            let current = self.root.load_full();
+            if current.then.is_some() {
+                self.help(&current);
+                continue;
+            }
+            let Some(open) = next(&current.open) else {
+                return false;
+            };
+            let version = current.version.wrapping_add(1);
+            let top_changes = match (current.open.last(), open.last()) {
+                (Some(old), Some(new)) => !Arc::ptr_eq(old, new),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let done = Arc::new(Root {
+                version,
+                open,
+                then: None,
+            });
+            let new = if top_changes {
+                Arc::new(Root {
+                    version,
+                    open: current.open.clone(),
+                    then: Some(done),
+                })
+            } else {
+                done
+            };
+            let previous = self.root.compare_and_swap(&current, Arc::clone(&new));
+            if Arc::ptr_eq(&previous, &current) {
+                if new.then.is_some() {
+                    self.help(&new);
+                }
+                return true;
+            }
+        }
+    }
+
+    /// Completes the pending root `pending`: closes its top for its version,
+    /// then installs its successor (a no-op if someone already did).
+    fn help(&self, pending: &Arc<Root<C>>) {
+        let Some(then) = &pending.then else { return };
+        if let Some(top) = pending.open.last() {
+            top.close(pending.version as u32);
+        }
+        // Only a helper of `pending` ever swaps it out, so failure means
+        // `then` is installed already.
+        let _ = self.root.compare_and_swap(pending, Arc::clone(then));
+    }
+}
+
+impl<C: Clone + Send + Sync + 'static> ChangesetStore<C> for ChangesetLog<C> {
+    fn start_changeset(&self) -> ChangesetId {
+        ChangesetLog::start_changeset(self)
+    }
+    fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        ChangesetLog::record_change(self, entry)
+    }
+    fn seal(&self, id: ChangesetId) -> Result<(), ChangesetError> {
+        ChangesetLog::seal(self, id)
+    }
+    fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
+        ChangesetLog::changes(self, id)
+    }
+    fn active(&self) -> Vec<ChangesetId> {
+        ChangesetLog::active(self)
+    }
+    fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
+        ChangesetLog::take(self, id)
+    }
+}
+
+#[cfg(all(test, not(raceless_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_covers_every_index_once() {
+        let mut expect = (0usize, 0usize);
+        for i in 0..10_000u32 {
+            let (k, off) = locate(i);
+            assert_eq!((k, off), expect, "index {i}");
+            assert_eq!(chunk_start(k) + off as u64, u64::from(i));
+            expect = if off + 1 == (FIRST << k) as usize {
+                (k + 1, 0)
+            } else {
+                (k, off + 1)
+            };
+        }
+        assert!(locate(u32::MAX - 1).0 < CHUNKS);
+    }
+
+    #[test]
+    fn serial_versions() {
+        assert!(newer(1, 0));
+        assert!(!newer(0, 0));
+        assert!(newer(0, u32::MAX));
+        assert!(!newer(u32::MAX, 0));
+    }
+}

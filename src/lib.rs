@@ -63,6 +63,7 @@ pub mod bus;
 pub use bus::EventBus;
 // changeset
 pub mod changeset;
+pub use changeset::ChangesetLog;
 // stream
 pub mod stream;
 pub use stream::StreamRegistry;

@@ -1,8 +1,440 @@
-//! Scaffolding of the `changeset` component (to be built: see its issue).
+//! The `changeset` component's racy variant, sequential model, workloads and
+//! seed-bug reproduction.
 
-use crate::workload::WorkloadDef;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
-/// The workloads of this component (none yet).
+use raceless::baseline::{MutexChangesets, ParkingLotMutex, StdMutex};
+use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog, ChangesetStore};
+
+use crate::model::SequentialSpec;
+use crate::threads::run_concurrently;
+use crate::workload::{impl_name, Reproduction, Workload, WorkloadDef};
+
+// ---------------------------------------------------------------------------
+// The racy variant.
+
+/// The seed's own "fix", kept racy on purpose: `record_change` reads the
+/// latest open id under the list lock, yields, then appends to the store in
+/// a separate step — so an entry can land in a changeset sealed (or no
+/// longer the latest) in between. Tests show that the checks catch it.
+pub struct RacyChangesets<C> {
+    open: Mutex<Vec<ChangesetId>>,
+    store: Mutex<HashMap<ChangesetId, (Vec<C>, bool)>>,
+    next_id: AtomicU64,
+}
+
+impl<C> Default for RacyChangesets<C> {
+    fn default() -> Self {
+        Self {
+            open: Mutex::new(Vec::new()),
+            store: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl<C> RacyChangesets<C> {
+    /// An empty racy log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<C: Clone + Send + Sync> ChangesetStore<C> for RacyChangesets<C> {
+    fn start_changeset(&self) -> ChangesetId {
+        let id = ChangesetId::from_raw(self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.store.lock().unwrap().insert(id, (Vec::new(), false));
+        self.open.lock().unwrap().push(id);
+        id
+    }
+
+    fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        // Check ...
+        let id = *self
+            .open
+            .lock()
+            .unwrap()
+            .last()
+            .ok_or(ChangesetError::NoActiveChangeset)?;
+        std::thread::yield_now();
+        // ... then act, on a possibly stale id (the store does not know seals).
+        if let Some((entries, _)) = self.store.lock().unwrap().get_mut(&id) {
+            entries.push(entry);
+        }
+        Ok(id)
+    }
+
+    fn seal(&self, id: ChangesetId) -> Result<(), ChangesetError> {
+        let mut store = self.store.lock().unwrap();
+        let (_, sealed) = store
+            .get_mut(&id)
+            .ok_or(ChangesetError::UnknownChangeset(id))?;
+        *sealed = true;
+        drop(store);
+        self.open.lock().unwrap().retain(|&o| o != id);
+        Ok(())
+    }
+
+    fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
+        self.store.lock().unwrap().get(&id).map(|(e, _)| e.clone())
+    }
+
+    fn active(&self) -> Vec<ChangesetId> {
+        self.open.lock().unwrap().iter().rev().copied().collect()
+    }
+
+    fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
+        let mut store = self.store.lock().unwrap();
+        match store.get(&id) {
+            None => Err(ChangesetError::UnknownChangeset(id)),
+            Some((_, false)) => Err(ChangesetError::StillOpen(id)),
+            Some(_) => Ok(store.remove(&id).map(|(e, _)| e).unwrap_or_default()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sequential model.
+
+/// One operation on a changeset log of `u32` entries; ids are raw values
+/// (a log hands out 1, 2, 3, … when used from one thread).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `start_changeset()`.
+    Start,
+    /// `record_change(entry)`.
+    Record(u32),
+    /// `seal(id)`.
+    Seal(u64),
+    /// `changes(id)`.
+    Changes(u64),
+    /// `active()`.
+    Active,
+    /// `take(id)`.
+    Take(u64),
+}
+
+/// What an [`Op`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// From `start_changeset`.
+    Id(ChangesetId),
+    /// From `record_change`.
+    Recorded(Result<ChangesetId, ChangesetError>),
+    /// From `seal`.
+    Sealed(Result<(), ChangesetError>),
+    /// From `changes`.
+    Changes(Option<Vec<u32>>),
+    /// From `active`.
+    Active(Vec<ChangesetId>),
+    /// From `take`.
+    Taken(Result<Vec<u32>, ChangesetError>),
+}
+
+/// The sequential specification of a changeset log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Model {
+    /// Open ids, oldest first.
+    pub open: Vec<u64>,
+    /// Every known changeset: entries and whether it is sealed.
+    pub sets: BTreeMap<u64, (Vec<u32>, bool)>,
+    /// The next id handed out.
+    pub next: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Self {
+            open: Vec::new(),
+            sets: BTreeMap::new(),
+            next: 1,
+        }
+    }
+}
+
+impl SequentialSpec for Model {
+    type Op = Op;
+    type Ret = Ret;
+
+    fn apply(&mut self, op: &Op) -> Ret {
+        let id = ChangesetId::from_raw;
+        match *op {
+            Op::Start => {
+                let n = self.next;
+                self.next += 1;
+                self.open.push(n);
+                self.sets.insert(n, (Vec::new(), false));
+                Ret::Id(id(n))
+            }
+            Op::Record(e) => Ret::Recorded(match self.open.last() {
+                None => Err(ChangesetError::NoActiveChangeset),
+                Some(&n) => {
+                    self.sets.entry(n).or_default().0.push(e);
+                    Ok(id(n))
+                }
+            }),
+            Op::Seal(n) => Ret::Sealed(match self.sets.get_mut(&n) {
+                None => Err(ChangesetError::UnknownChangeset(id(n))),
+                Some(set) => {
+                    set.1 = true;
+                    self.open.retain(|&o| o != n);
+                    Ok(())
+                }
+            }),
+            Op::Changes(n) => Ret::Changes(self.sets.get(&n).map(|s| s.0.clone())),
+            Op::Active => Ret::Active(self.open.iter().rev().map(|&n| id(n)).collect()),
+            Op::Take(n) => Ret::Taken(match self.sets.get(&n) {
+                None => Err(ChangesetError::UnknownChangeset(id(n))),
+                Some((_, false)) => Err(ChangesetError::StillOpen(id(n))),
+                Some(_) => Ok(self.sets.remove(&n).map(|s| s.0).unwrap_or_default()),
+            }),
+        }
+    }
+}
+
+/// Applies `op` to a real implementation, returning what the model would.
+pub fn apply<S: ChangesetStore<u32> + ?Sized>(log: &S, op: &Op) -> Ret {
+    let id = ChangesetId::from_raw;
+    match *op {
+        Op::Start => Ret::Id(log.start_changeset()),
+        Op::Record(e) => Ret::Recorded(log.record_change(e)),
+        Op::Seal(n) => Ret::Sealed(log.seal(id(n))),
+        Op::Changes(n) => Ret::Changes(log.changes(id(n))),
+        Op::Active => Ret::Active(log.active()),
+        Op::Take(n) => Ret::Taken(log.take(id(n))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency checks, shared by the tests and the reproduction.
+
+/// What went wrong in a seal-vs-record round.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SealAnomalies {
+    /// Entries whose `record_change` returned `Ok(id)` but are missing from
+    /// `changes(id)` (or present more than once).
+    pub lost: u64,
+    /// Entries that appeared in a changeset after its `seal` returned.
+    pub added_after_seal: u64,
+}
+
+impl SealAnomalies {
+    /// Both counts together.
+    pub fn total(self) -> u64 {
+        self.lost + self.added_after_seal
+    }
+}
+
+/// Thread 0 repeatedly starts a changeset and seals the previous one,
+/// snapshotting each sealed changeset right after `seal` returns; the other
+/// `threads - 1` threads record `per_thread` tagged entries each. Afterwards
+/// every changeset's final contents are compared with its snapshot (nothing
+/// added after the seal) and with the `Ok(id)` results (nothing lost or
+/// duplicated).
+pub fn seal_race<S: ChangesetStore<u64>>(
+    log: &S,
+    threads: usize,
+    per_thread: usize,
+) -> SealAnomalies {
+    assert!(threads >= 2);
+    let first = log.start_changeset();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let recorders = threads - 1;
+    let results = run_concurrently(threads, |t| {
+        if t == 0 {
+            // The sealer: rotate until every recorder is done.
+            let mut snapshots = Vec::new();
+            let mut current = first;
+            while done.load(Ordering::Acquire) < recorders {
+                let next = log.start_changeset();
+                std::thread::yield_now();
+                let _ = log.seal(current);
+                snapshots.push((current, log.changes(current).unwrap_or_default()));
+                current = next;
+            }
+            (snapshots, Vec::new())
+        } else {
+            let mut recorded = Vec::with_capacity(per_thread);
+            for i in 0..per_thread {
+                let entry = ((t as u64) << 32) | i as u64;
+                if let Ok(id) = log.record_change(entry) {
+                    recorded.push((id, entry));
+                }
+            }
+            done.fetch_add(1, Ordering::Release);
+            (Vec::new(), recorded)
+        }
+    });
+    let mut anomalies = SealAnomalies::default();
+    let mut final_contents: HashMap<ChangesetId, Vec<u64>> = HashMap::new();
+    let mut contents = |id: ChangesetId| {
+        final_contents
+            .entry(id)
+            .or_insert_with(|| log.changes(id).unwrap_or_default())
+            .clone()
+    };
+    for (snapshots, _) in &results {
+        for (id, snapshot) in snapshots {
+            let now = contents(*id);
+            anomalies.added_after_seal += now.len().saturating_sub(snapshot.len()) as u64;
+        }
+    }
+    let mut expected: HashMap<ChangesetId, HashMap<u64, usize>> = HashMap::new();
+    for (_, recorded) in &results {
+        for &(id, entry) in recorded {
+            *expected.entry(id).or_default().entry(entry).or_default() += 1;
+        }
+    }
+    for (id, want) in expected {
+        let mut have: HashMap<u64, usize> = HashMap::new();
+        for e in contents(id) {
+            *have.entry(e).or_default() += 1;
+        }
+        for (entry, n) in want {
+            if have.get(&entry) != Some(&n) {
+                anomalies.lost += 1;
+            }
+        }
+    }
+    anomalies
+}
+
+// ---------------------------------------------------------------------------
+// Workloads.
+
+/// Entries recorded by the workloads: a small `Copy` value, as a change
+/// entry handle would be.
+pub type Entry = u64;
+
+struct Rotating<S> {
+    log: S,
+    /// Thread 0 starts a new changeset and seals (and frees) the previous
+    /// one every `every` of its operations.
+    every: u64,
+    /// One operation in `read_every` is a read (`changes` of a small sealed
+    /// changeset, or `active`) instead of a record; 0: records only.
+    read_every: u64,
+    current: AtomicU64,
+    reference: ChangesetId,
+}
+
+impl<S: ChangesetStore<Entry>> Rotating<S> {
+    fn new(log: S, every: u64, read_every: u64) -> Self {
+        let reference = log.start_changeset();
+        for i in 0..16 {
+            let _ = log.record_change(i);
+        }
+        let _ = log.seal(reference);
+        let current = log.start_changeset();
+        Self {
+            log,
+            every,
+            read_every,
+            current: AtomicU64::new(current.raw()),
+            reference,
+        }
+    }
+
+    fn rotate(&self) {
+        let old = ChangesetId::from_raw(self.current.load(Ordering::Relaxed));
+        let new = self.log.start_changeset();
+        self.current.store(new.raw(), Ordering::Relaxed);
+        let _ = self.log.seal(old);
+        let _ = self.log.take(old);
+    }
+}
+
+impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        let tag = (thread as u64) << 40;
+        for i in 0..ops {
+            if thread == 0 && i % self.every == self.every - 1 {
+                self.rotate();
+            } else if self.read_every != 0 && i % self.read_every != 0 {
+                if i % 4 == 1 {
+                    std::hint::black_box(self.log.active());
+                } else {
+                    std::hint::black_box(self.log.changes(self.reference));
+                }
+            } else {
+                let _ = std::hint::black_box(self.log.record_change(tag | i));
+            }
+        }
+    }
+}
+
+fn make<S: ChangesetStore<Entry> + 'static>(
+    log: S,
+    every: u64,
+    read_every: u64,
+) -> Box<dyn Workload> {
+    Box::new(Rotating::new(log, every, read_every))
+}
+
+macro_rules! impls {
+    ($every:expr, $read:expr) => {
+        vec![
+            (
+                impl_name::LOCK_FREE,
+                (|| make(ChangesetLog::<Entry>::new(), $every, $read)) as fn() -> Box<dyn Workload>,
+            ),
+            (impl_name::STD_MUTEX, || {
+                make(MutexChangesets::<Entry, StdMutex>::new(), $every, $read)
+            }),
+            (impl_name::PARKING_LOT, || {
+                make(
+                    MutexChangesets::<Entry, ParkingLotMutex>::new(),
+                    $every,
+                    $read,
+                )
+            }),
+        ]
+    };
+}
+
+/// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
-    Vec::new()
+    vec![
+        WorkloadDef {
+            component: "changeset",
+            name: "record",
+            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory",
+            impls: impls!(65_536, 0),
+        },
+        WorkloadDef {
+            component: "changeset",
+            name: "record-rotating",
+            description: "every thread records; thread 0 starts a new changeset and seals and takes the previous one every 256 of its ops",
+            impls: impls!(256, 0),
+        },
+        WorkloadDef {
+            component: "changeset",
+            name: "read-heavy",
+            description: "7 of 8 ops read (active() or changes() of a 16-entry sealed changeset), 1 records; thread 0 rotates every 4096 ops",
+            impls: impls!(4096, 8),
+        },
+    ]
+}
+
+/// The seed-bug reproduction: [`seal_race`] on the racy variant and on the
+/// lock-free log; counts entries added after a seal or lost.
+pub fn reproduction() -> Reproduction {
+    fn racy(threads: usize, rounds: usize) -> u64 {
+        (0..rounds)
+            .map(|_| seal_race(&RacyChangesets::new(), threads.max(2), 2_000).total())
+            .sum()
+    }
+    fn lock_free(threads: usize, rounds: usize) -> u64 {
+        (0..rounds)
+            .map(|_| seal_race(&ChangesetLog::new(), threads.max(2), 2_000).total())
+            .sum()
+    }
+    Reproduction {
+        component: "changeset",
+        what_is_lost: "entries recorded into a sealed changeset (or lost)",
+        racy,
+        lock_free,
+    }
 }

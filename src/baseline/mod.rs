@@ -103,6 +103,7 @@ mod bus;
 pub use bus::MutexBus;
 // changeset
 mod changeset;
+pub use changeset::MutexChangesets;
 // stream
 mod stream;
 pub use stream::MutexStreams;

@@ -1,0 +1,122 @@
+//! loom models of the `changeset` races, through the public API (one stripe:
+//! every thread contends on the same stripe word).
+//!
+//! ```text
+//! RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 \
+//!   CARGO_TARGET_DIR=target/loom cargo test --release --test loom_changeset
+//! ```
+#![cfg(raceless_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use raceless::changeset::ChangesetLog;
+
+/// record vs start: the entry lands in a changeset that was open and the
+/// latest at the record's linearization point. If it lands in the old
+/// changeset `a`, the record linearized before `start(b)`, so a read of `a`
+/// after `start(b)` returned must already hold it (the seed's bug: the
+/// entry shows up in `a` later, after `b` was the latest).
+#[test]
+fn record_vs_start() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let a = log.start_changeset();
+        let starter = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let b = log.start_changeset();
+                (b, log.changes(a).unwrap())
+            })
+        };
+        let got = log.record_change(7).unwrap();
+        let (b, a_after_start) = starter.join().unwrap();
+        let in_a = log.changes(a).unwrap();
+        let in_b = log.changes(b).unwrap();
+        if got == a {
+            assert_eq!(in_a, vec![7]);
+            assert!(in_b.is_empty());
+            assert_eq!(
+                a_after_start,
+                vec![7],
+                "recorded into a after b was the latest"
+            );
+        } else {
+            assert_eq!(got, b);
+            assert_eq!(in_b, vec![7]);
+            assert!(in_a.is_empty());
+            assert!(a_after_start.is_empty());
+        }
+        assert_eq!(log.active(), vec![b, a]);
+    });
+}
+
+/// record vs seal: never into a sealed changeset, never lost. The recorder
+/// lands either in `top` before the seal takes effect (then `changes(top)`
+/// read right after `seal` returned holds it, and stays so) or in `below`.
+#[test]
+fn record_vs_seal() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let below = log.start_changeset();
+        let top = log.start_changeset();
+        let sealer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                log.seal(top).unwrap();
+                log.changes(top).unwrap()
+            })
+        };
+        let got = log.record_change(7).unwrap();
+        let top_at_seal = sealer.join().unwrap();
+        let top_now = log.changes(top).unwrap();
+        let below_now = log.changes(below).unwrap();
+        assert_eq!(
+            top_now, top_at_seal,
+            "sealed contents changed after seal returned"
+        );
+        if got == top {
+            assert_eq!(top_now, vec![7]);
+            assert!(below_now.is_empty());
+        } else {
+            assert_eq!(got, below);
+            assert_eq!(below_now, vec![7]);
+            assert!(top_now.is_empty());
+        }
+        assert_eq!(log.active(), vec![below]);
+    });
+}
+
+/// Two recorders on one stripe against a seal of the only changeset: each
+/// either lands before the seal (and is in the sealed contents) or gets
+/// `NoActiveChangeset`; nothing is added after the seal.
+#[test]
+fn two_records_vs_seal() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let only = log.start_changeset();
+        let other = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || log.record_change(1).ok())
+        };
+        let sealer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                log.seal(only).unwrap();
+                log.changes(only).unwrap()
+            })
+        };
+        let mine = log.record_change(2).ok();
+        let theirs = other.join().unwrap();
+        let at_seal = sealer.join().unwrap();
+        let mut now = log.changes(only).unwrap();
+        assert_eq!(now, at_seal);
+        let mut want: Vec<u32> = [(theirs, 1), (mine, 2)]
+            .into_iter()
+            .filter(|(r, _)| *r == Some(only))
+            .map(|(_, e)| e)
+            .collect();
+        want.sort_unstable();
+        now.sort_unstable();
+        assert_eq!(now, want);
+    });
+}
