@@ -168,7 +168,7 @@ impl Options {
         if self.quick {
             Duration::from_secs(15)
         } else {
-            Duration::from_secs(140)
+            Duration::from_secs(135)
         }
     }
 }

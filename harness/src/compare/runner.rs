@@ -238,15 +238,16 @@ fn drive(
     })
 }
 
-/// Runs a seed-bug reproduction: the racy variant for at least
-/// `min_rounds` rounds (200, or 50 with `quick`) and then until it has lost
-/// something or its time budget (5 s, 1 s with `quick`) is spent; then the
-/// lock-free type for the same number of rounds.
+/// Runs a seed-bug reproduction: the racy variant in growing chunks of
+/// rounds until it has lost something and has run at least `min_rounds`
+/// rounds or a soft time limit (200 rounds or 1 s; 50 rounds or 0.25 s with
+/// `quick`), giving up after a hard limit (5 s; 1 s) if it loses nothing;
+/// then the lock-free type for the same number of rounds.
 pub fn reproduce(reproduction: &Reproduction, threads: usize, quick: bool) -> ReproductionResult {
-    let (min_rounds, budget) = if quick {
-        (50, Duration::from_secs(1))
+    let (min_rounds, soft, hard) = if quick {
+        (50, Duration::from_millis(250), Duration::from_secs(1))
     } else {
-        (200, Duration::from_secs(5))
+        (200, Duration::from_secs(1), Duration::from_secs(5))
     };
     let mut result = ReproductionResult {
         what_is_lost: reproduction.what_is_lost.to_string(),
@@ -266,13 +267,14 @@ pub fn reproduce(reproduction: &Reproduction, threads: usize, quick: bool) -> Re
             result.racy += (reproduction.racy)(threads, chunk);
             result.rounds += chunk;
             let elapsed = started.elapsed();
-            let done = result.rounds >= min_rounds && result.racy > 0;
-            if done || elapsed >= budget {
+            let enough = result.rounds >= min_rounds || elapsed >= soft;
+            if (result.racy > 0 && enough) || elapsed >= hard {
                 break;
             }
-            // Double, but do not overrun the budget by much.
+            // Double, but aim at the next limit rather than far past it.
+            let limit = if elapsed < soft { soft } else { hard };
             let per_round = begun.elapsed().as_secs_f64() / chunk as f64;
-            let fits = ((budget - elapsed).as_secs_f64() / per_round.max(1e-9)) as usize;
+            let fits = ((limit - elapsed).as_secs_f64() / per_round.max(1e-9)).ceil() as usize;
             chunk = result.rounds.min(fits).max(1);
         }
         result.racy_ms = started.elapsed().as_secs_f64() * 1e3;
