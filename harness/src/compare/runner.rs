@@ -11,8 +11,8 @@
 //! spread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -106,11 +106,12 @@ pub fn run(components: &[Component], options: &Options) -> Results {
                     let measured = catch_unwind(AssertUnwindSafe(|| {
                         let workload = make();
                         measure(&*workload, threads, warmup, duration, options.repeats)
-                    }));
+                    }))
+                    .unwrap_or_else(|panic| Err(panic_message(&panic)));
                     result.cells.push(match measured {
                         Ok(samples) => Cell::from_samples(name, threads, samples),
-                        Err(panic) => Cell {
-                            error: Some(panic_message(&panic)),
+                        Err(message) => Cell {
+                            error: Some(message),
                             ..Cell::from_samples(name, threads, Vec::new())
                         },
                     });
@@ -153,88 +154,90 @@ pub fn run(components: &[Component], options: &Options) -> Results {
     }
 }
 
-/// Measures one cell: a warm-up that sizes the batches, then `repeats`
-/// runs of `duration`; returns each run's operations per second.
+/// Measures one cell: a warm-up that sizes each thread's batches, then
+/// `repeats` runs of `duration`; returns each run's operations per second,
+/// or the message of a panic in the workload.
+///
+/// The threads are spawned once per cell and go through the phases
+/// together: each phase starts at a barrier, runs until the main thread
+/// raises the stop flag, and ends at the same barrier.
 pub fn measure(
     workload: &dyn Workload,
     threads: usize,
     warmup: Duration,
     duration: Duration,
     repeats: usize,
-) -> Vec<f64> {
-    let batch_time = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
-    let (_, _, batch) = drive(workload, threads, warmup, Batch::Grow(batch_time));
-    (0..repeats)
-        .map(|_| {
-            let (ops, elapsed, _) = drive(workload, threads, duration, Batch::Fixed(batch));
-            ops as f64 / elapsed.as_secs_f64()
-        })
-        .collect()
-}
-
-#[derive(Clone, Copy)]
-enum Batch {
-    /// Start at one operation and double while a batch is shorter than this.
-    Grow(Duration),
-    /// Always this many operations.
-    Fixed(u64),
-}
-
-/// Runs `workload` on `threads` threads released together for about
-/// `duration`; returns all threads' operations, the wall time from the
-/// release to the last thread's end, and the smallest batch a thread ended
-/// with.
-fn drive(
-    workload: &dyn Workload,
-    threads: usize,
-    duration: Duration,
-    batch: Batch,
-) -> (u64, Duration, u64) {
+) -> Result<Vec<f64>, String> {
+    let target = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
     let stop = AtomicBool::new(false);
+    let quit = AtomicBool::new(false);
+    let total = AtomicU64::new(0);
+    let panicked: Mutex<Option<String>> = Mutex::new(None);
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (stop, barrier) = (&stop, &barrier);
-                s.spawn(move || {
+        for t in 0..threads {
+            let (stop, quit, total, panicked, barrier) =
+                (&stop, &quit, &total, &panicked, &barrier);
+            s.spawn(move || {
+                // Grows (doubling) during the warm-up until a batch takes
+                // about `target`, then stays.
+                let mut size = 1u64;
+                let mut warming = true;
+                loop {
                     barrier.wait();
+                    // Relaxed (here and for `stop`): the flags are written
+                    // before, and read after, a barrier wait (a mutex
+                    // inside), which orders them; during a phase `stop` only
+                    // ends the loop, and the counts reach the main thread
+                    // through the end barrier.
+                    if quit.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let mut ops = 0u64;
-                    let mut size = match batch {
-                        Batch::Grow(_) => 1,
-                        Batch::Fixed(n) => n.max(1),
-                    };
                     loop {
                         let begun = Instant::now();
-                        workload.run(t, threads, size);
-                        ops += size;
-                        if let Batch::Grow(target) = batch {
-                            if begun.elapsed() < target && size < MAX_BATCH {
-                                size *= 2;
-                            }
+                        let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, size)));
+                        if let Err(panic) = ran {
+                            let mut slot = panicked.lock().unwrap_or_else(|e| e.into_inner());
+                            slot.get_or_insert(panic_message(&panic));
+                            break;
                         }
-                        // Relaxed: the flag only ends the loop; the counts
-                        // reach the main thread through `join`, which
-                        // synchronizes with the thread's end.
+                        ops += size;
+                        if warming && begun.elapsed() < target && size < MAX_BATCH {
+                            size *= 2;
+                        }
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
                     }
-                    (ops, size)
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let mut total = 0;
-        let mut smallest = u64::MAX;
-        for h in handles {
-            let (ops, size) = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            total += ops;
-            smallest = smallest.min(size);
+                    warming = false;
+                    total.fetch_add(ops, Ordering::Relaxed);
+                    barrier.wait();
+                }
+            });
         }
-        (total, started.elapsed(), smallest)
+        let mut samples = Vec::with_capacity(repeats);
+        let mut result = Ok(());
+        for phase in 0..=repeats {
+            stop.store(false, Ordering::Relaxed);
+            barrier.wait();
+            let started = Instant::now();
+            std::thread::sleep(if phase == 0 { warmup } else { duration });
+            stop.store(true, Ordering::Relaxed);
+            barrier.wait();
+            let elapsed = started.elapsed();
+            let ops = total.swap(0, Ordering::Relaxed);
+            if let Some(message) = panicked.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                result = Err(message);
+                break;
+            }
+            if phase > 0 {
+                samples.push(ops as f64 / elapsed.as_secs_f64());
+            }
+        }
+        quit.store(true, Ordering::Relaxed);
+        barrier.wait();
+        result.map(|()| samples)
     })
 }
 
@@ -314,17 +317,30 @@ mod tests {
     #[test]
     fn counts_every_operation() {
         let w = Counter(AtomicU64::new(0));
-        let (ops, elapsed, _) = drive(&w, 3, Duration::from_millis(5), Batch::Fixed(100));
-        assert_eq!(ops, w.0.load(Ordering::Relaxed));
-        assert!(ops >= 300);
-        assert!(elapsed >= Duration::from_millis(5));
+        let samples =
+            measure(&w, 3, Duration::from_millis(2), Duration::from_millis(3), 3).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert!(samples.iter().all(|&s| s > 0.0));
+        assert!(w.0.load(Ordering::Relaxed) >= 3 * 4);
+    }
+
+    struct Panics;
+    impl Workload for Panics {
+        fn run(&self, thread: usize, _: usize, _: u64) {
+            assert!(thread != 1, "thread 1 fails");
+        }
     }
 
     #[test]
-    fn measures_each_repeat() {
-        let w = Counter(AtomicU64::new(0));
-        let samples = measure(&w, 2, Duration::from_millis(2), Duration::from_millis(3), 3);
-        assert_eq!(samples.len(), 3);
-        assert!(samples.iter().all(|&s| s > 0.0));
+    fn a_panicking_workload_is_reported_not_hung() {
+        let err = measure(
+            &Panics,
+            2,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+            2,
+        )
+        .unwrap_err();
+        assert!(err.contains("thread 1 fails"), "{err}");
     }
 }
