@@ -169,6 +169,7 @@ fn demo_quick_run_writes_reports_and_shows_the_race() {
     assert_racy_loses_lock_free_does_not(&results);
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("lock-free / std-mutex"));
+    assert!(report.contains("geometric mean"));
     assert!(report.contains("lost increments"));
 
     // A second run against the first: every cell compared.

@@ -165,6 +165,74 @@ pub fn component_section(comp: &ComponentResult, threads: &[usize], level: usize
     out
 }
 
+/// The summary: per component, the geometric mean over its workloads of
+/// the lock-free / baseline ratio, at the fewest and the most threads.
+pub fn summary_table(results: &Results) -> String {
+    let threads = &results.settings.threads;
+    let (Some(&few), Some(&many)) = (threads.first(), threads.last()) else {
+        return String::new();
+    };
+    let ends: Vec<usize> = if few == many {
+        vec![few]
+    } else {
+        vec![few, many]
+    };
+    let mut headers = vec!["component".to_string(), "workloads".to_string()];
+    for b in RATIO_AGAINST {
+        for t in &ends {
+            headers.push(format!("{LOCK_FREE} / {b} @{t}"));
+        }
+    }
+    let rows: Vec<Vec<String>> = results
+        .components
+        .iter()
+        .filter(|c| !c.workloads.is_empty())
+        .map(|c| {
+            let mut row = vec![c.name.clone(), c.workloads.len().to_string()];
+            for b in RATIO_AGAINST {
+                for &t in &ends {
+                    let logs: Vec<f64> = c
+                        .workloads
+                        .iter()
+                        .filter_map(|wl| {
+                            let lf = wl.cell(lock_free_name(wl), t)?;
+                            let other = wl.cell(b, t)?;
+                            (lf.median > 0.0 && other.median > 0.0)
+                                .then(|| (lf.median / other.median).ln())
+                        })
+                        .collect();
+                    row.push(if logs.is_empty() {
+                        "—".to_string()
+                    } else {
+                        format!(
+                            "{:.2}×",
+                            (logs.iter().sum::<f64>() / logs.len() as f64).exp()
+                        )
+                    });
+                }
+            }
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut right = vec![false];
+    right.resize(headers.len(), true);
+    table(&headers, &right, &rows)
+}
+
+fn summary_section(results: &Results) -> String {
+    let table = summary_table(results);
+    if table.is_empty() {
+        return table;
+    }
+    format!(
+        "Summary: lock-free throughput ÷ baseline throughput, geometric mean over each component's workloads, \
+         at the fewest and the most threads (> 1: lock-free is faster).\n\n{table}\n"
+    )
+}
+
 /// The seed-bug reproduction table: what each racy variant lost next to
 /// the lock-free type's count.
 pub fn reproduction_table(results: &Results) -> String {
@@ -291,6 +359,7 @@ pub fn results_body(results: &Results, chart: &str) -> String {
     out += &settings_line(results);
     out += "\n";
     let _ = writeln!(out, "![throughput (ops/s) against threads]({chart})\n");
+    out += &summary_section(results);
     for comp in &results.components {
         out += &component_section(comp, &results.settings.threads, 3);
     }
@@ -326,6 +395,12 @@ pub fn terminal(results: &Results) -> String {
     out += "\n";
     for comp in &results.components {
         out += &component_section(comp, &results.settings.threads, 2);
+    }
+    let summary = summary_section(results);
+    if !summary.is_empty() {
+        out += "## Summary\n\n";
+        out += &summary;
+        out += "\n";
     }
     out += "## Seed-bug reproduction\n\n";
     out += &reproduction_table(results);
