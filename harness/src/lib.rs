@@ -27,3 +27,6 @@ pub mod bus;
 pub mod changeset;
 
 pub mod stream;
+
+// The comparison run (`examples/compare.rs`).
+pub mod compare;

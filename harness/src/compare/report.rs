@@ -1,0 +1,526 @@
+//! The tables: printed on the terminal, written to `report.md`, and
+//! spliced into `docs/benchmarks.md` by `--update-docs`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::results::{BaselineComparison, Cell, ComponentResult, Results, Verdict, WorkloadResult};
+use super::{io_err, CompareError, Component};
+use crate::workload::impl_name::{LOCK_FREE, PARKING_LOT, STD_MUTEX};
+
+/// The baselines the lock-free type's ratio is given against.
+const RATIO_AGAINST: [&str; 2] = [STD_MUTEX, PARKING_LOT];
+
+/// Formats operations per second with an SI prefix and three significant
+/// digits: `950`, `12.3 k`, `4.56 M`.
+pub fn ops(x: f64) -> String {
+    if x == 0.0 {
+        return "0".to_string();
+    }
+    let (value, prefix) = if x >= 1e9 {
+        (x / 1e9, " G")
+    } else if x >= 1e6 {
+        (x / 1e6, " M")
+    } else if x >= 1e3 {
+        (x / 1e3, " k")
+    } else {
+        (x, "")
+    };
+    let digits = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.digits$}{prefix}")
+}
+
+fn cell_text(cell: Option<&Cell>) -> String {
+    match cell {
+        None => "—".to_string(),
+        Some(c) if c.error.is_some() => "error".to_string(),
+        Some(c) if c.samples.len() > 1 => {
+            format!("{} ±{:.0}%", ops(c.median), c.spread() * 100.0)
+        }
+        Some(c) => ops(c.median),
+    }
+}
+
+fn ratio_text(lock_free: Option<&Cell>, other: Option<&Cell>) -> String {
+    match (lock_free, other) {
+        (Some(a), Some(b)) if a.median > 0.0 && b.median > 0.0 => {
+            format!("{:.2}×", a.median / b.median)
+        }
+        _ => "—".to_string(),
+    }
+}
+
+/// A Markdown table padded so that it also reads well as plain text.
+/// `right[i]` right-aligns column `i`.
+pub fn table(headers: &[String], right: &[bool], rows: &[Vec<String>]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, |s| s.chars().count()))
+            .chain([headers[i].chars().count(), 3])
+            .max()
+            .unwrap_or(3)
+    };
+    let widths: Vec<usize> = (0..headers.len()).map(width).collect();
+    let pad = |s: &str, i: usize| {
+        let fill = " ".repeat(widths[i].saturating_sub(s.chars().count()));
+        if right.get(i).copied().unwrap_or(false) {
+            format!("{fill}{s}")
+        } else {
+            format!("{s}{fill}")
+        }
+    };
+    let mut out = String::new();
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    out += &line(headers.iter().enumerate().map(|(i, h)| pad(h, i)).collect());
+    out += &line(
+        (0..headers.len())
+            .map(|i| {
+                let dashes = "-".repeat(widths[i].saturating_sub(1));
+                if right.get(i).copied().unwrap_or(false) {
+                    format!("{dashes}:")
+                } else {
+                    format!(":{dashes}")
+                }
+            })
+            .collect(),
+    );
+    for row in rows {
+        out += &line(
+            (0..headers.len())
+                .map(|i| pad(row.get(i).map_or("", String::as_str), i))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// The lock-free implementation's name in a workload (by name, else the
+/// first, as [`crate::workload::WorkloadDef`] orders them).
+fn lock_free_name(wl: &WorkloadResult) -> &str {
+    wl.impls
+        .iter()
+        .find(|i| i.as_str() == LOCK_FREE)
+        .or(wl.impls.first())
+        .map_or(LOCK_FREE, String::as_str)
+}
+
+/// One workload's table: ops/s (median ± half-range) per implementation and
+/// thread count, then the lock-free / baseline ratios.
+pub fn workload_table(wl: &WorkloadResult, threads: &[usize]) -> String {
+    let lf = lock_free_name(wl);
+    let against: Vec<&str> = RATIO_AGAINST
+        .into_iter()
+        .filter(|b| wl.impls.iter().any(|i| i == b))
+        .collect();
+    let mut headers = vec!["threads".to_string()];
+    headers.extend(wl.impls.iter().map(|i| format!("{i} ops/s")));
+    headers.extend(against.iter().map(|b| format!("{lf} / {b}")));
+    let right = vec![true; headers.len()];
+    let rows: Vec<Vec<String>> = threads
+        .iter()
+        .map(|&t| {
+            let mut row = vec![t.to_string()];
+            row.extend(wl.impls.iter().map(|i| cell_text(wl.cell(i, t))));
+            row.extend(
+                against
+                    .iter()
+                    .map(|b| ratio_text(wl.cell(lf, t), wl.cell(b, t))),
+            );
+            row
+        })
+        .collect();
+    table(&headers, &right, &rows)
+}
+
+/// A component's section: one table per workload.
+pub fn component_section(comp: &ComponentResult, threads: &[usize], level: usize) -> String {
+    let hashes = "#".repeat(level);
+    let mut out = format!("{hashes} {}\n\n", comp.name);
+    if comp.workloads.is_empty() {
+        out += "_No workloads yet._\n\n";
+    }
+    for wl in &comp.workloads {
+        let _ = writeln!(out, "{hashes}# {} / {}\n", comp.name, wl.name);
+        if !wl.description.is_empty() {
+            let _ = writeln!(out, "{}\n", wl.description);
+        }
+        out += &workload_table(wl, threads);
+        for cell in wl.cells.iter().filter(|c| c.error.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n{} ×{}: {}",
+                cell.implementation,
+                cell.threads,
+                cell.error.as_deref().unwrap_or_default()
+            );
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// The summary: per component, the geometric mean over its workloads of
+/// the lock-free / baseline ratio, at the fewest and the most threads.
+pub fn summary_table(results: &Results) -> String {
+    let threads = &results.settings.threads;
+    let (Some(&few), Some(&many)) = (threads.first(), threads.last()) else {
+        return String::new();
+    };
+    let ends: Vec<usize> = if few == many {
+        vec![few]
+    } else {
+        vec![few, many]
+    };
+    let mut headers = vec!["component".to_string(), "workloads".to_string()];
+    for b in RATIO_AGAINST {
+        for t in &ends {
+            headers.push(format!("{LOCK_FREE} / {b} @{t}"));
+        }
+    }
+    let rows: Vec<Vec<String>> = results
+        .components
+        .iter()
+        .filter(|c| !c.workloads.is_empty())
+        .map(|c| {
+            let mut row = vec![c.name.clone(), c.workloads.len().to_string()];
+            for b in RATIO_AGAINST {
+                for &t in &ends {
+                    let logs: Vec<f64> = c
+                        .workloads
+                        .iter()
+                        .filter_map(|wl| {
+                            let lf = wl.cell(lock_free_name(wl), t)?;
+                            let other = wl.cell(b, t)?;
+                            (lf.median > 0.0 && other.median > 0.0)
+                                .then(|| (lf.median / other.median).ln())
+                        })
+                        .collect();
+                    row.push(if logs.is_empty() {
+                        "—".to_string()
+                    } else {
+                        format!(
+                            "{:.2}×",
+                            (logs.iter().sum::<f64>() / logs.len() as f64).exp()
+                        )
+                    });
+                }
+            }
+            row
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut right = vec![false];
+    right.resize(headers.len(), true);
+    table(&headers, &right, &rows)
+}
+
+fn summary_section(results: &Results) -> String {
+    let table = summary_table(results);
+    if table.is_empty() {
+        return table;
+    }
+    format!(
+        "Summary: lock-free throughput ÷ baseline throughput, geometric mean over each component's workloads, \
+         at the fewest and the most threads (> 1: lock-free is faster).\n\n{table}\n"
+    )
+}
+
+/// The seed-bug reproduction table: what each racy variant lost next to
+/// the lock-free type's count.
+pub fn reproduction_table(results: &Results) -> String {
+    let headers: Vec<String> = [
+        "component",
+        "anomaly",
+        "racy check-then-act",
+        "lock-free",
+        "rounds × threads",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Vec<Vec<String>> = results
+        .components
+        .iter()
+        .map(|c| match &c.reproduction {
+            None => vec![
+                c.name.clone(),
+                "(no reproduction yet)".to_string(),
+                "—".to_string(),
+                "—".to_string(),
+                "—".to_string(),
+            ],
+            Some(r) => vec![
+                c.name.clone(),
+                r.what_is_lost.clone(),
+                match &r.error {
+                    Some(e) => e.clone(),
+                    None => r.racy.to_string(),
+                },
+                if r.error.is_some() {
+                    "—".to_string()
+                } else {
+                    r.lock_free.to_string()
+                },
+                format!("{} × {}", r.rounds, r.threads),
+            ],
+        })
+        .collect();
+    table(&headers, &[false, false, true, true, true], &rows)
+}
+
+/// The `--baseline` table: every cell's change, regressions flagged.
+pub fn baseline_table(cmp: &BaselineComparison) -> String {
+    let headers: Vec<String> = [
+        "component / workload",
+        "impl",
+        "threads",
+        "baseline ops/s",
+        "now ops/s",
+        "change",
+        "",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows: Vec<Vec<String>> = cmp
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                format!("{} / {}", c.component, c.workload),
+                c.implementation.clone(),
+                c.threads.to_string(),
+                ops(c.old),
+                ops(c.new),
+                format!("{:+.1}%", c.change * 100.0),
+                match c.verdict {
+                    Verdict::Regression => "REGRESSION".to_string(),
+                    Verdict::Improvement => "faster".to_string(),
+                    Verdict::Unchanged => String::new(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &headers,
+        &[false, false, true, true, true, true, false],
+        &rows,
+    )
+}
+
+fn baseline_section(cmp: &BaselineComparison) -> String {
+    let mut out = String::new();
+    if cmp.changes.is_empty() {
+        out += "No cell of this run is in the baseline.\n";
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Against the baseline (measured on: {}). A regression is a drop larger than both runs' spreads together.\n",
+        cmp.machine.describe()
+    );
+    out += &baseline_table(cmp);
+    let _ = writeln!(
+        out,
+        "\n{} of {} cells regressed beyond the measured spread.",
+        cmp.regressions(),
+        cmp.changes.len()
+    );
+    out
+}
+
+/// How the cells were measured, in one paragraph.
+fn settings_line(results: &Results) -> String {
+    let s = &results.settings;
+    format!(
+        "Each cell: a fresh instance, {:.0} ms warm-up, then {} × {:.0} ms with all threads released by a barrier; \
+         ops/s of all threads together, median ± half the range of the repetitions{}. \
+         Ratios > 1 mean the lock-free type is faster. Whole run: {:.0} s.\n",
+        s.warmup_ms,
+        s.repeats,
+        s.duration_ms,
+        if s.quick { " (--quick)" } else { "" },
+        s.wall_seconds
+    )
+}
+
+/// The results without a title: machine, settings, the tables, the
+/// reproduction and the chart (`chart` is its path relative to the
+/// Markdown file). Shared by `report.md` and `docs/benchmarks.md`.
+pub fn results_body(results: &Results, chart: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}.\n", results.machine.describe());
+    out += &settings_line(results);
+    out += "\n";
+    let _ = writeln!(out, "![throughput (ops/s) against threads]({chart})\n");
+    out += &summary_section(results);
+    for comp in &results.components {
+        out += &component_section(comp, &results.settings.threads, 3);
+    }
+    out += "### Seed-bug reproduction\n\n";
+    let _ = writeln!(
+        out,
+        "Each component's seed scenario, contended, on a racy check-then-act variant (the seed's \
+         original code) and on the lock-free type: anomalies counted.\n"
+    );
+    out += &reproduction_table(results);
+    out
+}
+
+/// The whole `report.md`.
+pub fn markdown(results: &Results, chart: &str) -> String {
+    let mut out = String::from("# raceless: lock-free vs mutex baselines\n\n");
+    out += &results_body(results, chart);
+    if let Some(cmp) = &results.baseline {
+        out += "\n## Change against the baseline\n\n";
+        out += &baseline_section(cmp);
+    }
+    out
+}
+
+/// What the command prints on stdout with `--format table`.
+pub fn terminal(results: &Results) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}", results.machine.describe());
+    if results.machine.profile == "debug" {
+        out += "warning: a debug build; run with --release for meaningful numbers\n";
+    }
+    out += &settings_line(results);
+    out += "\n";
+    for comp in &results.components {
+        out += &component_section(comp, &results.settings.threads, 2);
+    }
+    let summary = summary_section(results);
+    if !summary.is_empty() {
+        out += "## Summary\n\n";
+        out += &summary;
+        out += "\n";
+    }
+    out += "## Seed-bug reproduction\n\n";
+    out += &reproduction_table(results);
+    out += "\n";
+    if let Some(cmp) = &results.baseline {
+        out += "## Change against the baseline\n\n";
+        out += &baseline_section(cmp);
+        out += "\n";
+    }
+    out
+}
+
+/// The list of workloads, generated from the definitions.
+pub fn workloads_body(components: &[Component]) -> String {
+    let mut out = String::new();
+    for c in components {
+        let defs = (c.workloads)();
+        let _ = writeln!(out, "### {}\n", c.name);
+        if defs.is_empty() {
+            out += "_No workloads yet._\n";
+        }
+        for def in &defs {
+            let impls: Vec<&str> = def.impls.iter().map(|(n, _)| *n).collect();
+            let _ = writeln!(
+                out,
+                "- **`{}`** — {} _({})_",
+                def.name,
+                def.description,
+                impls.join(", ")
+            );
+        }
+        match c.reproduction {
+            Some(make) => {
+                let r = make();
+                let _ = writeln!(
+                    out,
+                    "- seed-bug reproduction: counts **{}** of the racy check-then-act variant against the lock-free type.",
+                    r.what_is_lost
+                );
+            }
+            None => out += "- seed-bug reproduction: not yet.\n",
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Replaces the text between `<!-- BEGIN GENERATED: {name} ... -->` and
+/// `<!-- END GENERATED: {name} -->` (appending the section when the
+/// markers are missing).
+pub fn splice(doc: &str, name: &str, body: &str) -> String {
+    let begin = format!("<!-- BEGIN GENERATED: {name}");
+    let end = format!("<!-- END GENERATED: {name} -->");
+    let begin_line =
+        format!("{begin} (cargo run --release --example compare -- --update-docs) -->");
+    match (doc.find(&begin), doc.find(&end)) {
+        (Some(b), Some(e)) if b < e => {
+            let after_begin = doc[b..].find('\n').map_or(doc.len(), |i| b + i + 1);
+            format!(
+                "{}\n{body}{}",
+                &doc[..after_begin.min(e)].trim_end(),
+                &doc[e..]
+            )
+        }
+        _ => format!("{}\n\n{begin_line}\n{body}{end}\n", doc.trim_end()),
+    }
+}
+
+/// `--update-docs`: refreshes the generated sections of `doc` (the
+/// workload list from `components`' definitions, the results of this run)
+/// and copies the chart beside it as `benchmarks-throughput.svg`.
+pub fn update_docs(
+    doc: &Path,
+    components: &[Component],
+    results: &Results,
+    chart: &Path,
+) -> Result<(), CompareError> {
+    let text = std::fs::read_to_string(doc).map_err(io_err(doc))?;
+    let chart_name = "benchmarks-throughput.svg";
+    let text = splice(&text, "workloads", &workloads_body(components));
+    let text = splice(&text, "results", &results_body(results, chart_name));
+    std::fs::write(doc, text).map_err(io_err(doc))?;
+    let target = doc.with_file_name(chart_name);
+    std::fs::copy(chart, &target).map_err(io_err(&target))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_ops() {
+        assert_eq!(ops(950.0), "950");
+        assert_eq!(ops(12_345.0), "12.3 k");
+        assert_eq!(ops(4_560_000.0), "4.56 M");
+        assert_eq!(ops(123_000_000.0), "123 M");
+    }
+
+    #[test]
+    fn splices_between_markers() {
+        let doc = "# T\n\n<!-- BEGIN GENERATED: results (x) -->\nold\n<!-- END GENERATED: results -->\ntail\n";
+        let out = splice(doc, "results", "new\n");
+        assert_eq!(
+            out,
+            "# T\n\n<!-- BEGIN GENERATED: results (x) -->\nnew\n<!-- END GENERATED: results -->\ntail\n"
+        );
+        assert_eq!(splice(&out, "results", "new\n"), out);
+        let appended = splice("# T\n", "workloads", "w\n");
+        assert!(appended.contains("<!-- BEGIN GENERATED: workloads"));
+        assert!(appended.ends_with("w\n<!-- END GENERATED: workloads -->\n"));
+    }
+
+    #[test]
+    fn pads_tables() {
+        let t = table(
+            &["a".to_string(), "bb".to_string()],
+            &[false, true],
+            &[vec!["xyz".to_string(), "1".to_string()]],
+        );
+        assert_eq!(t, "| a   |  bb |\n| :-- | --: |\n| xyz |   1 |\n");
+    }
+}

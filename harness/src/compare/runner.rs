@@ -1,0 +1,346 @@
+//! The measurement and the seed-bug reproductions.
+//!
+//! A *cell* is one implementation of one workload at one thread count. Each
+//! cell gets a fresh instance, a warm-up (which also sizes the batches),
+//! then `repeats` timed runs of a fixed duration: `threads` threads,
+//! released together by a barrier, each calling [`Workload::run`] in
+//! batches until the main thread raises the stop flag; the cell's sample
+//! is all threads' operations divided by the wall time from the release to
+//! the last thread's end (so the overshoot of the last batch is counted on
+//! both sides). The report gives the median of the samples and their
+//! spread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::results::{
+    Cell, ComponentResult, Machine, ReproductionResult, Results, Settings, WorkloadResult, FORMAT,
+};
+use super::{Component, Options};
+use crate::workload::{Reproduction, Workload, WorkloadDef};
+
+/// The shortest and longest derived duration of one repetition.
+const MIN_DURATION: Duration = Duration::from_millis(5);
+const MAX_DURATION: Duration = Duration::from_secs(1);
+/// Batches grow (during the warm-up) until one takes this long, at most.
+const MAX_BATCH_TIME: Duration = Duration::from_millis(1);
+const MAX_BATCH: u64 = 1 << 24;
+
+/// Threads of every seed-bug reproduction: more than the 2 cores of the
+/// reference machine, so a check-then-act window is preempted often.
+pub const REPRODUCTION_THREADS: usize = 4;
+
+/// How long one repetition of a cell runs: `options.duration`, or the
+/// time budget shared by `cells` cells of `repeats` repetitions and a
+/// half-length warm-up each, clamped to 5 ms ..= 1 s.
+pub fn cell_duration(options: &Options, cells: usize) -> Duration {
+    if let Some(d) = options.duration {
+        return d;
+    }
+    if cells == 0 {
+        return MIN_DURATION;
+    }
+    let per_cell = options.budget().as_secs_f64() / cells as f64;
+    let d = Duration::from_secs_f64(per_cell / (options.repeats as f64 + 0.5));
+    d.clamp(MIN_DURATION, MAX_DURATION)
+}
+
+/// The warm-up of a cell whose repetitions last `duration`.
+pub fn warmup(duration: Duration) -> Duration {
+    (duration / 2).max(Duration::from_millis(2))
+}
+
+/// Runs every cell and reproduction of `components` (already filtered).
+pub fn run(components: &[Component], options: &Options) -> Results {
+    let started = Instant::now();
+    let defs: Vec<Vec<WorkloadDef>> = components.iter().map(|c| (c.workloads)()).collect();
+    let cells: usize = defs
+        .iter()
+        .flatten()
+        .map(|d| d.impls.len() * options.threads.len())
+        .sum();
+    let reproductions = components
+        .iter()
+        .filter(|c| c.reproduction.is_some())
+        .count();
+    let duration = cell_duration(options, cells);
+    let warmup = warmup(duration);
+
+    let progress = ProgressBar::with_draw_target(
+        Some((cells + reproductions) as u64),
+        ProgressDrawTarget::stderr(),
+    );
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let estimate = (warmup + duration * options.repeats as u32) * cells as u32;
+    progress.println(format!(
+        "{cells} cells × {} repetitions of {} ms (+{} ms warm-up): about {:.0} s, then {reproductions} reproductions",
+        options.repeats,
+        duration.as_millis(),
+        warmup.as_millis(),
+        estimate.as_secs_f64()
+    ));
+
+    let mut out = Vec::new();
+    for (component, defs) in components.iter().zip(&defs) {
+        let mut workloads = Vec::new();
+        for def in defs {
+            let mut result = WorkloadResult {
+                name: def.name.to_string(),
+                description: def.description.to_string(),
+                impls: def.impls.iter().map(|(n, _)| n.to_string()).collect(),
+                cells: Vec::new(),
+            };
+            for &threads in &options.threads {
+                for &(name, make) in &def.impls {
+                    progress
+                        .set_message(format!("{}/{} {name} ×{threads}", component.name, def.name));
+                    let measured = catch_unwind(AssertUnwindSafe(|| {
+                        let workload = make();
+                        measure(&*workload, threads, warmup, duration, options.repeats)
+                    }))
+                    .unwrap_or_else(|panic| Err(panic_message(&panic)));
+                    result.cells.push(match measured {
+                        Ok(samples) => Cell::from_samples(name, threads, samples),
+                        Err(message) => Cell {
+                            error: Some(message),
+                            ..Cell::from_samples(name, threads, Vec::new())
+                        },
+                    });
+                    progress.inc(1);
+                }
+            }
+            workloads.push(result);
+        }
+        let reproduction = component.reproduction.map(|make| {
+            progress.set_message(format!("{}: seed-bug reproduction", component.name));
+            let r = reproduce(&make(), REPRODUCTION_THREADS, options.quick);
+            progress.inc(1);
+            r
+        });
+        out.push(ComponentResult {
+            name: component.name.to_string(),
+            workloads,
+            reproduction,
+        });
+    }
+    progress.finish_and_clear();
+
+    Results {
+        format: FORMAT.to_string(),
+        finished_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        machine: Machine::detect(),
+        settings: Settings {
+            threads: options.threads.clone(),
+            duration_ms: duration.as_secs_f64() * 1e3,
+            warmup_ms: warmup.as_secs_f64() * 1e3,
+            repeats: options.repeats,
+            quick: options.quick,
+            reproduction_threads: REPRODUCTION_THREADS,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        },
+        components: out,
+        baseline: None,
+    }
+}
+
+/// Measures one cell: a warm-up that sizes each thread's batches, then
+/// `repeats` runs of `duration`; returns each run's operations per second,
+/// or the message of a panic in the workload.
+///
+/// The threads are spawned once per cell and go through the phases
+/// together: each phase starts at a barrier, runs until the main thread
+/// raises the stop flag, and ends at the same barrier.
+pub fn measure(
+    workload: &dyn Workload,
+    threads: usize,
+    warmup: Duration,
+    duration: Duration,
+    repeats: usize,
+) -> Result<Vec<f64>, String> {
+    let target = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
+    let stop = AtomicBool::new(false);
+    let quit = AtomicBool::new(false);
+    let total = AtomicU64::new(0);
+    let panicked: Mutex<Option<String>> = Mutex::new(None);
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (stop, quit, total, panicked, barrier) =
+                (&stop, &quit, &total, &panicked, &barrier);
+            s.spawn(move || {
+                // Grows (doubling) during the warm-up until a batch takes
+                // about `target`, then stays.
+                let mut size = 1u64;
+                let mut warming = true;
+                loop {
+                    barrier.wait();
+                    // Relaxed (here and for `stop`): the flags are written
+                    // before, and read after, a barrier wait (a mutex
+                    // inside), which orders them; during a phase `stop` only
+                    // ends the loop, and the counts reach the main thread
+                    // through the end barrier.
+                    if quit.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut ops = 0u64;
+                    loop {
+                        let begun = Instant::now();
+                        let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, size)));
+                        if let Err(panic) = ran {
+                            let mut slot = panicked.lock().unwrap_or_else(|e| e.into_inner());
+                            slot.get_or_insert(panic_message(&panic));
+                            break;
+                        }
+                        ops += size;
+                        if warming && begun.elapsed() < target && size < MAX_BATCH {
+                            size *= 2;
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    warming = false;
+                    total.fetch_add(ops, Ordering::Relaxed);
+                    barrier.wait();
+                }
+            });
+        }
+        let mut samples = Vec::with_capacity(repeats);
+        let mut result = Ok(());
+        for phase in 0..=repeats {
+            stop.store(false, Ordering::Relaxed);
+            barrier.wait();
+            let started = Instant::now();
+            std::thread::sleep(if phase == 0 { warmup } else { duration });
+            stop.store(true, Ordering::Relaxed);
+            barrier.wait();
+            let elapsed = started.elapsed();
+            let ops = total.swap(0, Ordering::Relaxed);
+            if let Some(message) = panicked.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                result = Err(message);
+                break;
+            }
+            if phase > 0 {
+                samples.push(ops as f64 / elapsed.as_secs_f64());
+            }
+        }
+        quit.store(true, Ordering::Relaxed);
+        barrier.wait();
+        result.map(|()| samples)
+    })
+}
+
+/// Runs a seed-bug reproduction: the racy variant in growing chunks of
+/// rounds until it has lost something and has run at least `min_rounds`
+/// rounds or a soft time limit (200 rounds or 1 s; 50 rounds or 0.25 s with
+/// `quick`), giving up after a hard limit (5 s; 1 s) if it loses nothing;
+/// then the lock-free type for the same number of rounds.
+pub fn reproduce(reproduction: &Reproduction, threads: usize, quick: bool) -> ReproductionResult {
+    let (min_rounds, soft, hard) = if quick {
+        (50, Duration::from_millis(250), Duration::from_secs(1))
+    } else {
+        (200, Duration::from_secs(1), Duration::from_secs(5))
+    };
+    let mut result = ReproductionResult {
+        what_is_lost: reproduction.what_is_lost.to_string(),
+        threads,
+        rounds: 0,
+        racy: 0,
+        lock_free: 0,
+        racy_ms: 0.0,
+        lock_free_ms: 0.0,
+        error: None,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let started = Instant::now();
+        let mut chunk = min_rounds.min(16);
+        loop {
+            let begun = Instant::now();
+            result.racy += (reproduction.racy)(threads, chunk);
+            result.rounds += chunk;
+            let elapsed = started.elapsed();
+            let enough = result.rounds >= min_rounds || elapsed >= soft;
+            if (result.racy > 0 && enough) || elapsed >= hard {
+                break;
+            }
+            // Double, but aim at the next limit rather than far past it.
+            let limit = if elapsed < soft { soft } else { hard };
+            let per_round = begun.elapsed().as_secs_f64() / chunk as f64;
+            let fits = ((limit - elapsed).as_secs_f64() / per_round.max(1e-9)).ceil() as usize;
+            chunk = result.rounds.min(fits).max(1);
+        }
+        result.racy_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        result.lock_free = (reproduction.lock_free)(threads, result.rounds);
+        result.lock_free_ms = started.elapsed().as_secs_f64() * 1e3;
+    }));
+    if let Err(panic) = outcome {
+        result.error = Some(panic_message(&panic));
+    }
+    result
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    format!("panicked: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    struct Counter(AtomicU64);
+    impl Workload for Counter {
+        fn run(&self, _: usize, _: usize, ops: u64) {
+            for _ in 0..ops {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_every_operation() {
+        let w = Counter(AtomicU64::new(0));
+        let samples =
+            measure(&w, 3, Duration::from_millis(2), Duration::from_millis(3), 3).unwrap();
+        assert_eq!(samples.len(), 3);
+        assert!(samples.iter().all(|&s| s > 0.0));
+        assert!(w.0.load(Ordering::Relaxed) >= 3 * 4);
+    }
+
+    struct Panics;
+    impl Workload for Panics {
+        fn run(&self, thread: usize, _: usize, _: u64) {
+            assert!(thread != 1, "thread 1 fails");
+        }
+    }
+
+    #[test]
+    fn a_panicking_workload_is_reported_not_hung() {
+        let err = measure(
+            &Panics,
+            2,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+            2,
+        )
+        .unwrap_err();
+        assert!(err.contains("thread 1 fails"), "{err}");
+    }
+}
