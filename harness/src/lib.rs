@@ -5,6 +5,7 @@
 //! - [`workload`]: the workload definitions that `benches/` and the
 //!   comparison run (`examples/compare.rs`) both measure.
 //! - [`model`]: the `SequentialSpec` trait that component models implement.
+//! - [`linearizability`]: record concurrent histories, check them against a model.
 //! - [`bench`]: criterion glue (`BenchmarkId::new(impl, threads)`,
 //!   `iter_custom` behind a barrier).
 //! - one module per component: its racy (check-then-act) variant, its
@@ -13,6 +14,7 @@
 //! Not part of raceless's public API.
 
 pub mod bench;
+pub mod linearizability;
 pub mod model;
 pub mod threads;
 pub mod workload;
