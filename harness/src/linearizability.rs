@@ -565,6 +565,61 @@ where
     explore(make_sut, init, apply, gen_op, config).err()
 }
 
+impl Config {
+    /// For hunting a violation in a racy variant: the search stops at the
+    /// first non-linearizable history, so allow many (`iterations(3000)`).
+    pub fn catching() -> Self {
+        Self {
+            histories: iterations(3_000),
+            ..Self::default()
+        }
+    }
+}
+
+/// Checks `config.histories` histories of `make_sut()` (see [`explore`])
+/// and panics with the readable [`Report`] of the first non-linearizable
+/// one: the assertion for a lock-free type or a baseline.
+pub fn assert_linearizable<S, T>(
+    what: &str,
+    make_sut: impl Fn() -> T,
+    init: S,
+    apply: impl Fn(&T, &S::Op) -> S::Ret + Sync,
+    gen_op: impl Fn(&mut SmallRng) -> S::Op,
+    config: &Config,
+) -> Explored
+where
+    S: SequentialSpec,
+    T: Sync,
+{
+    explore(make_sut, init, apply, gen_op, config)
+        .unwrap_or_else(|report| panic!("{what}: {report}"))
+}
+
+/// Hunts a non-linearizable history of `make_sut()` (see [`find_violation`])
+/// and panics if every history passed: the assertion that the check can
+/// fail, for a racy variant. Returns the report it found.
+pub fn assert_caught<S, T>(
+    what: &str,
+    make_sut: impl Fn() -> T,
+    init: S,
+    apply: impl Fn(&T, &S::Op) -> S::Ret + Sync,
+    gen_op: impl Fn(&mut SmallRng) -> S::Op,
+    config: &Config,
+) -> Report
+where
+    S: SequentialSpec,
+    T: Sync,
+{
+    let report = find_violation(make_sut, init, apply, gen_op, config).unwrap_or_else(|| {
+        panic!(
+            "{what}: all {} histories were linearizable; the racy variant was not caught",
+            config.histories
+        )
+    });
+    eprintln!("{what} caught as expected: {}", summary(&report));
+    report
+}
+
 /// Renders a report's first lines (for test logs that should stay short).
 pub fn summary(report: &Report) -> String {
     let mut s = String::new();
