@@ -10,12 +10,14 @@
 //! component only says how to build its types, draw an operation and apply
 //! one to the real type.
 
-use raceless_harness::linearizability::{assert_caught, assert_linearizable, Config};
-#[allow(unused_imports)] // used by the operation generators
-use raceless_harness::linearizability::{Rng, SmallRng};
+#[allow(unused_imports)] // the generators use some, the macro the others
+use raceless_harness::linearizability::{
+    assert_caught, assert_linearizable, Config, Rng, SmallRng,
+};
 
 /// One test per correct implementation (must be linearizable) and one for
 /// the racy variant (must be caught), for each component.
+#[allow(unused_macros)] // until a component is listed
 macro_rules! linearizability_tests {
     ($(
         $component:ident {
@@ -56,56 +58,4 @@ macro_rules! linearizability_tests {
             }
         }
     )*};
-}
-
-// ---------------------------------------------------------------------------
-// breaker
-
-mod breaker_glue {
-    use super::*;
-    use raceless_harness::breaker::Op;
-
-    /// The threshold of every breaker here: low, so names open and close.
-    pub(crate) const THRESHOLD: u32 = 2;
-
-    const NAMES: [&str; 2] = ["a", "b"];
-
-    /// Mostly failures on two names, with reads, successes and resets.
-    pub(crate) fn op(rng: &mut SmallRng) -> Op {
-        let name = NAMES[rng.gen_range(0..NAMES.len())].to_string();
-        match rng.gen_range(0..20) {
-            0..=7 => Op::RecordFailure(name),
-            8..=9 => Op::RecordSuccess(name),
-            10..=12 => Op::Failures(name),
-            13..=14 => Op::IsOpen(name),
-            15 => Op::TimesOpened(name),
-            16 => Op::Admit(name),
-            17 => Op::Reset(name),
-            _ => Op::ResetAll,
-        }
-    }
-}
-
-linearizability_tests! {
-    breaker {
-        model: raceless_harness::breaker::Model::new(breaker_glue::THRESHOLD),
-        op: breaker_glue::op,
-        apply: raceless_harness::breaker::apply,
-        linearizable: {
-            lock_free => || raceless::CircuitBreaker::new(breaker_glue::THRESHOLD).unwrap(),
-            std_mutex => || {
-                raceless::baseline::MutexBreaker::<raceless::baseline::StdMutex>::new(
-                    breaker_glue::THRESHOLD,
-                )
-                .unwrap()
-            },
-            parking_lot => || {
-                raceless::baseline::MutexBreaker::<raceless::baseline::ParkingLotMutex>::new(
-                    breaker_glue::THRESHOLD,
-                )
-                .unwrap()
-            },
-        },
-        racy: || raceless_harness::breaker::RacyBreaker::new(breaker_glue::THRESHOLD),
-    }
 }

@@ -2,10 +2,10 @@
 //!
 //! Said once, used everywhere:
 //! - [`threads`]: run a closure on N threads released together by a barrier.
+//! - [`linearizability`]: record concurrent histories, check them against a model.
 //! - [`workload`]: the workload definitions that `benches/` and the
 //!   comparison run (`examples/compare.rs`) both measure.
 //! - [`model`]: the `SequentialSpec` trait that component models implement.
-//! - [`linearizability`]: record concurrent histories, check them against a model.
 //! - [`bench`]: criterion glue (`BenchmarkId::new(impl, threads)`,
 //!   `iter_custom` behind a barrier).
 //! - one module per component: its racy (check-then-act) variant, its
