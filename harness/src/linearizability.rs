@@ -264,8 +264,18 @@ struct Search<'h, S: SequentialSpec> {
     linearized: BitSet,
     seen: HashSet<(BitSet, S)>,
     path: Vec<usize>,
-    /// Deepest point reached: (prefix, state there, candidates tried).
-    deepest: Option<(Vec<usize>, S, Vec<(usize, S::Ret)>)>,
+    /// Deepest point reached.
+    deepest: Option<Deepest<S>>,
+}
+
+/// The deepest point a failed search reached, for the report.
+struct Deepest<S: SequentialSpec> {
+    /// The linearized prefix (operation indices, in order).
+    prefix: Vec<usize>,
+    /// The model state after it.
+    state: S,
+    /// Every candidate for the next step, with what the model returned.
+    stuck: Vec<(usize, S::Ret)>,
 }
 
 impl<S: SequentialSpec> Search<'_, S> {
@@ -308,10 +318,10 @@ impl<S: SequentialSpec> Search<'_, S> {
                 tried.push((i, ret));
             }
         }
-        let deeper = self
-            .deepest
-            .as_ref()
-            .map_or(true, |(p, _, _)| self.path.len() > p.len());
+        let deeper = match &self.deepest {
+            Some(d) => self.path.len() > d.prefix.len(),
+            None => true,
+        };
         if deeper {
             // Also list candidates whose model result matched but led to a
             // dead end, so the report shows every choice there was.
@@ -326,7 +336,11 @@ impl<S: SequentialSpec> Search<'_, S> {
                 }
             }
             all.sort_by_key(|(i, _)| *i);
-            self.deepest = Some((self.path.clone(), state.clone(), all));
+            self.deepest = Some(Deepest {
+                prefix: self.path.clone(),
+                state: state.clone(),
+                stuck: all,
+            });
         }
         false
     }
@@ -376,10 +390,15 @@ pub fn check_history<S: SequentialSpec>(
         return Ok(());
     }
     // A failed search always records a deepest point (the root at least).
-    let (prefix, state, stuck) = search
-        .deepest
-        .take()
-        .unwrap_or_else(|| (Vec::new(), init, Vec::new()));
+    let Deepest {
+        prefix,
+        state,
+        stuck,
+    } = search.deepest.take().unwrap_or(Deepest {
+        prefix: Vec::new(),
+        state: init,
+        stuck: Vec::new(),
+    });
     Err(NonLinearizable {
         history: history.to_string(),
         longest_prefix: prefix
