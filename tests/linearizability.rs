@@ -16,7 +16,9 @@ use raceless_harness::linearizability::{
 };
 
 /// One test per correct implementation (must be linearizable) and one for
-/// the racy variant (must be caught), for each component.
+/// the racy variant (must be caught), for each component. An
+/// implementation may name its own model (`=> make, model: expr`) where it
+/// documents a weaker guarantee than the component's default model.
 #[allow(unused_macros)] // until a component is listed
 macro_rules! linearizability_tests {
     ($(
@@ -24,7 +26,7 @@ macro_rules! linearizability_tests {
             model: $init:expr,
             op: $gen:expr,
             apply: $apply:path,
-            linearizable: { $($impl_name:ident => $make:expr),+ $(,)? },
+            linearizable: { $($impl_name:ident => $make:expr $(, model: $own:expr)?;)+ },
             racy: $racy:expr $(,)?
         }
     )*) => {$(
@@ -37,7 +39,7 @@ macro_rules! linearizability_tests {
                     assert_linearizable(
                         concat!(stringify!($component), "::", stringify!($impl_name)),
                         $make,
-                        $init,
+                        first!($($own,)? $init),
                         $apply,
                         $gen,
                         &Config::default(),
@@ -58,4 +60,12 @@ macro_rules! linearizability_tests {
             }
         }
     )*};
+}
+
+/// The first of its arguments.
+#[allow(unused_macros)] // until a component is listed
+macro_rules! first {
+    ($first:expr $(, $rest:expr)*) => {
+        $first
+    };
 }

@@ -22,7 +22,8 @@
 //!   just-in-time refinement and memoization (the "WGL" algorithm): at each
 //!   step only operations invoked before the earliest pending return may be
 //!   linearized next; each candidate is applied to a clone of the model
-//!   state and kept only if the model returns what the thread saw; a
+//!   state and kept only if the model returns what the thread saw
+//!   ([`SequentialSpec::step`]); a
 //!   `(linearized set, model state)` pair that was already explored is not
 //!   explored again. With per-thread sequential logs the candidates at each
 //!   step are at most one per thread, so small histories (2–4 threads, a few
@@ -305,8 +306,7 @@ impl<S: SequentialSpec> Search<'_, S> {
                 continue;
             }
             let mut next = state.clone();
-            let ret = next.apply(&o.op);
-            if ret == o.ret {
+            if next.step(&o.op, &o.ret) {
                 self.linearized.insert(i);
                 self.path.push(i);
                 if self.run(&next) {
@@ -315,7 +315,7 @@ impl<S: SequentialSpec> Search<'_, S> {
                 self.path.pop();
                 self.linearized.remove(i);
             } else {
-                tried.push((i, ret));
+                tried.push((i, state.clone().apply(&o.op)));
             }
         }
         let deeper = match &self.deepest {
