@@ -5,7 +5,7 @@
 //! (a) keeps each operation inside its own invoke–return interval, so an
 //! operation that returned before another was invoked comes first, and
 //! (b) gives, when replayed on the sequential model
-//! ([`SequentialSpec`](crate::model::SequentialSpec)), exactly the results
+//! ([`SequentialSpec`]), exactly the results
 //! the threads observed.
 //!
 //! This module has two halves:
@@ -431,7 +431,7 @@ pub struct Config {
     /// Operations each thread runs per history.
     pub ops_per_thread: usize,
     /// Histories to record and check (shrink with
-    /// [`iterations`](crate::threads::iterations) for Miri).
+    /// [`iterations`] for Miri).
     pub histories: usize,
     /// Seed of the first history; history `i` uses `seed + i`, so a
     /// reported failure can be replayed by setting `seed` to its seed and
