@@ -48,6 +48,9 @@ macro_rules! linearizability_tests {
             )+
 
             #[test]
+            // Under Miri (2–6 histories, no preemption) a race may not show
+            // up; Miri's job here is UB on the real types.
+            #[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
             fn racy_variant_is_caught() {
                 assert_caught(
                     concat!(stringify!($component), "::racy"),
