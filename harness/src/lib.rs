@@ -2,6 +2,7 @@
 //!
 //! Said once, used everywhere:
 //! - [`threads`]: run a closure on N threads released together by a barrier.
+//! - [`linearizability`]: record concurrent histories, check them against a model.
 //! - [`workload`]: the workload definitions that `benches/` and the
 //!   comparison run (`examples/compare.rs`) both measure.
 //! - [`model`]: the `SequentialSpec` trait that component models implement.
@@ -13,6 +14,7 @@
 //! Not part of raceless's public API.
 
 pub mod bench;
+pub mod linearizability;
 pub mod model;
 pub mod threads;
 pub mod workload;

@@ -20,4 +20,18 @@ pub trait SequentialSpec: Clone + Eq + Hash + Debug {
     type Ret: Clone + Debug + Eq + Hash + Send;
     /// Applies `op` to the state and returns its result.
     fn apply(&mut self, op: &Self::Op) -> Self::Ret;
+
+    /// Whether `op` may return `ret` from this state, applying it if so.
+    ///
+    /// The linearizability checker calls this rather than [`apply`]; the
+    /// default is `apply(op) == ret`. A spec whose results are not all
+    /// determined by its state (a fresh id from a counter that concurrent
+    /// calls draw in another order than they take effect) overrides it to
+    /// accept every valid result and move to the state that result implies.
+    /// On `false` the state is unspecified (the checker discards it).
+    ///
+    /// [`apply`]: SequentialSpec::apply
+    fn step(&mut self, op: &Self::Op, ret: &Self::Ret) -> bool {
+        self.apply(op) == *ret
+    }
 }
