@@ -76,7 +76,6 @@ macro_rules! first {
 // ---------------------------------------------------------------------------
 // breaker
 
-#[cfg(any())] // breaker is not in main yet: delete this line once it is
 mod breaker_glue {
     use super::*;
     use raceless_harness::breaker::Op;
@@ -102,7 +101,6 @@ mod breaker_glue {
     }
 }
 
-#[cfg(any())] // breaker is not in main yet: delete this line once it is
 linearizability_tests! {
     breaker {
         model: raceless_harness::breaker::Model::new(breaker_glue::THRESHOLD),
@@ -130,7 +128,6 @@ linearizability_tests! {
 // ---------------------------------------------------------------------------
 // arcs
 
-#[cfg(any())] // arcs is not in main yet: delete this line once it is
 mod arcs_glue {
     use super::*;
     use raceless::arcs::{ArcEngineBuilder, ArcPhase, ArcRegistry};
@@ -198,7 +195,6 @@ mod arcs_glue {
     }
 }
 
-#[cfg(any())] // arcs is not in main yet: delete this line once it is
 linearizability_tests! {
     arcs {
         model: raceless_harness::arcs::Model::default(),
@@ -218,7 +214,6 @@ linearizability_tests! {
 // ---------------------------------------------------------------------------
 // changeset
 
-#[cfg(any())] // changeset is not in main yet: delete this line once it is
 mod changeset_glue {
     use super::*;
     use raceless_harness::changeset::{Model, Op, Ret};
@@ -320,7 +315,6 @@ mod changeset_glue {
     }
 }
 
-#[cfg(any())] // changeset is not in main yet: delete this line once it is
 linearizability_tests! {
     changeset {
         model: changeset_glue::Spec::record_order(),
@@ -342,7 +336,6 @@ linearizability_tests! {
 // ---------------------------------------------------------------------------
 // bus
 
-#[cfg(any())] // bus is not in main yet: delete this line once it is
 mod bus_glue {
     use super::*;
     use raceless::bus::{Bus, SubscriptionId};
@@ -543,7 +536,6 @@ mod bus_glue {
     }
 }
 
-#[cfg(any())] // bus is not in main yet: delete this line once it is
 linearizability_tests! {
     bus {
         model: bus_glue::Spec::new(),
@@ -566,7 +558,6 @@ linearizability_tests! {
 // reader shows the event before ones the first reader already saw), which
 // this check does find. The contract asks for bounded, newest, none twice,
 // none torn: `tests/bus.rs` checks those on every implementation.
-#[cfg(any())] // bus is not in main yet: delete this line once it is
 linearizability_tests! {
     bus_audit_log {
         model: bus_glue::Spec::new(),
@@ -585,7 +576,6 @@ linearizability_tests! {
 // ---------------------------------------------------------------------------
 // stream
 
-#[cfg(any())] // stream is not in main yet: delete this line once it is
 mod stream_glue {
     use super::*;
     use raceless::stream::{Pending, Session, StreamId, StreamOptions, StreamSlots};
@@ -738,7 +728,6 @@ mod stream_glue {
     }
 }
 
-#[cfg(any())] // stream is not in main yet: delete this line once it is
 linearizability_tests! {
     stream {
         model: stream_glue::Spec::default(),

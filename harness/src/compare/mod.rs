@@ -50,33 +50,31 @@ pub struct Component {
 /// The five components, in the spec's order. This is the only place the
 /// comparison run names them.
 pub fn components() -> Vec<Component> {
-    // A component's `reproduction: None` becomes
-    // `Some(crate::<component>::reproduction)` once that function exists.
     vec![
         Component {
             name: "arcs",
             workloads: crate::arcs::workloads,
-            reproduction: None,
+            reproduction: Some(crate::arcs::reproduction),
         },
         Component {
             name: "breaker",
             workloads: crate::breaker::workloads,
-            reproduction: None,
+            reproduction: Some(crate::breaker::reproduction),
         },
         Component {
             name: "bus",
             workloads: crate::bus::workloads,
-            reproduction: None,
+            reproduction: Some(crate::bus::reproduction),
         },
         Component {
             name: "changeset",
             workloads: crate::changeset::workloads,
-            reproduction: None,
+            reproduction: Some(crate::changeset::reproduction),
         },
         Component {
             name: "stream",
             workloads: crate::stream::workloads,
-            reproduction: None,
+            reproduction: Some(crate::stream::reproduction),
         },
     ]
 }
