@@ -72,8 +72,14 @@
 //!   what its writer did before — a reader that sees a published arc sees
 //!   the start hook's effects (e.g. its database row).
 //! * The active-arc counter behind [`ArcEngine::len`] (striped over
-//!   cache-padded atomics): `Relaxed`, because it publishes no data; it is
-//!   a statistic, exact whenever no start/end is in flight.
+//!   cache-padded atomics by pair hash): `Relaxed`, because it publishes no
+//!   data. Each pair counts 0 or 1 at every moment: its increment happens
+//!   before the arc is published and its decrement under the shard lock
+//!   that the pair's next start must take, so the operations of one pair
+//!   are ordered by happens-before and hence in the stripe's modification
+//!   order. `len` is therefore never more than the number of pairs with a
+//!   live (or just-ending) arc, never wraps below zero, and is exact
+//!   whenever no start or end is in flight.
 //!
 //! # Events
 //!
@@ -106,12 +112,14 @@
 //! ```
 
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
-use crate::sync::{Arc, AtomicU64, AtomicUsize, CachePadded, Entry, Ordering, ShardedMap};
+use crate::sync::{
+    Arc, AtomicU64, AtomicUsize, CachePadded, Entry, Ordering, ShardedMap, StripeHasher,
+};
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
 /// after twice that duration is expired by [`ArcEngine::process_all`].
@@ -755,6 +763,9 @@ struct Cell<A, K> {
     agents: (A, A),
     kind: K,
     started_at: SystemTime,
+    /// The stripe of the active-arc counter this pair counts in (from the
+    /// pair's hash: the same for every arc of the pair).
+    stripe: usize,
     /// The packed [`State`]. Transitions are compare-and-swaps with
     /// `AcqRel` (on failure `Acquire`), loads are `Acquire`: the word
     /// carries all the mutable data itself (single-location coherence
@@ -818,26 +829,9 @@ impl<A: Clone, K: Clone> Cell<A, K> {
 /// Stripes of the active-arc counter.
 const STRIPES: usize = 16;
 
-/// The counter stripe of `cell` (by its address: the same for its start
-/// and its end).
-fn stripe<'a, T>(
-    stripes: &'a [CachePadded<AtomicUsize>; STRIPES],
-    cell: &Arc<T>,
-) -> &'a AtomicUsize {
-    let addr = Arc::as_ptr(cell) as *const u8 as usize;
-    &stripes[(addr >> 6) % STRIPES]
-}
-
-/// The striped count (see `ArcEngine::active`).
+/// The striped count (see `ArcEngine::len`).
 fn count(stripes: &[CachePadded<AtomicUsize>; STRIPES]) -> usize {
-    let n = stripes
-        .iter()
-        .fold(0usize, |n, s| n.wrapping_add(s.load(Ordering::Relaxed)));
-    if n > isize::MAX as usize {
-        0 // transiently negative
-    } else {
-        n
-    }
+    stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum()
 }
 
 /// At most one active arc per unordered agent pair, lock-free.
@@ -858,13 +852,21 @@ fn count(stripes: &[CachePadded<AtomicUsize>; STRIPES]) -> usize {
 /// ```
 pub struct ArcEngine<A, K> {
     map: ShardedMap<(A, A), Arc<Cell<A, K>>>,
-    /// Published, not yet ended arcs, striped so that starts and ends on
-    /// different cores do not bounce one cache line: an arc counts in and
-    /// out of the stripe its cell's address picks. `Relaxed`: a statistic
-    /// publishing no data. A stripe may transiently wrap below zero when an
-    /// end's decrement overtakes its start's increment; `len` sums the
-    /// stripes with wrapping arithmetic and reads a negative total as 0.
+    /// Published arcs that have not left the map yet, striped so that
+    /// starts and ends of different pairs do not bounce one cache line. A
+    /// pair always counts in the stripe its hash picks, and its count is
+    /// only ever 0 or 1: the increment happens before the arc is published
+    /// (under the shard lock, or while the cell is still `Starting` and so
+    /// exclusively ours), the decrement under the shard lock by whoever
+    /// unlinks the ended cell (`retire`'s `remove_if` or the next start
+    /// replacing it), so the shard lock orders a pair's decrement before
+    /// the next start's increment. `Relaxed` is enough for that: those
+    /// operations are already ordered by happens-before (shard lock, state
+    /// word acquire/release), so coherence puts them in that order in the
+    /// stripe's modification order; the count publishes no data.
     active: [CachePadded<AtomicUsize>; STRIPES],
+    /// Picks a pair's counter stripe.
+    stripe_hasher: StripeHasher,
     clock: SharedClock,
     start_hook: Option<StartHook<A, K>>,
     process_hook: Option<ProcessHook<A, K>>,
@@ -933,6 +935,7 @@ where
         Self {
             map: ShardedMap::new(),
             active: std::array::from_fn(|_| CachePadded::new(AtomicUsize::new(0))),
+            stripe_hasher: StripeHasher::default(),
             clock: b.clock,
             start_hook: b.start_hook,
             process_hook: b.process_hook,
@@ -980,26 +983,40 @@ where
             delta_ms: 0,
         };
         let cell = Arc::new(Cell {
+            stripe: self.stripe_hasher.hash_one(&key) as usize % STRIPES,
             agents: key.clone(),
             kind,
             started_at: now,
             word: AtomicU64::new(initial.pack()),
         });
+        let counter = &self.active[cell.stripe];
         // Linearization point of the start: the claim under the shard lock.
         // The closure only inspects cells' states; no user code, no map call.
-        let claim = self.map.entry(key, |e| match e {
-            Entry::Vacant(v) => {
-                v.insert(cell.clone());
-                Claim::Ours
+        // The counter moves under the shard lock (see `ArcEngine::active`).
+        let claim = self.map.entry(key, |e| {
+            let claim = match e {
+                Entry::Vacant(v) => {
+                    v.insert(cell.clone());
+                    Claim::Ours
+                }
+                Entry::Occupied(mut o) => match o.get().state().life {
+                    Life::Starting | Life::Active => return Claim::Theirs(o.get().clone()),
+                    // A dead cell whose ender has not removed it yet:
+                    // replace it (the ender's `remove_if` checks identity)
+                    // and count it out for the ender. The displaced cell is
+                    // handed out of the closure so that no drop of user
+                    // data can happen under the shard lock.
+                    Life::Ended => {
+                        counter.fetch_sub(1, Ordering::Relaxed);
+                        Claim::Replaced(o.insert(cell.clone()))
+                    }
+                    Life::Aborted => Claim::Replaced(o.insert(cell.clone())),
+                },
+            };
+            if initial.life == Life::Active {
+                counter.fetch_add(1, Ordering::Relaxed);
             }
-            Entry::Occupied(mut o) => match o.get().state().life {
-                Life::Starting | Life::Active => Claim::Theirs(o.get().clone()),
-                // A dead cell whose ender has not removed it yet: replace
-                // it (the ender's `remove_if` checks identity).
-                // The displaced cell is handed out of the closure so that
-                // no drop of user data can happen under the shard lock.
-                Life::Ended | Life::Aborted => Claim::Replaced(o.insert(cell.clone())),
-            },
+            claim
         });
         match claim {
             Claim::Theirs(existing) => {
@@ -1025,6 +1042,8 @@ where
                 tracing::warn!(error = %e, "arc start hook failed; start rolled back");
                 return Err(ArcError::Hook(e));
             }
+            // Counted in while still exclusively ours (see `active`).
+            counter.fetch_add(1, Ordering::Relaxed);
             cell.transition(|s| {
                 (s.life == Life::Starting).then_some(State {
                     life: Life::Active,
@@ -1032,7 +1051,6 @@ where
                 })
             });
         }
-        stripe(&self.active, &cell).fetch_add(1, Ordering::Relaxed);
         tracing::debug!("arc started");
         let snapshot = cell.snapshot_of(&initial);
         self.events.emit(|| ArcEvent::Started(snapshot.clone()));
@@ -1108,12 +1126,17 @@ where
         Ok(snapshot)
     }
 
-    /// After winning `Active → Ended`: unlink the cell (only if the slot
-    /// still holds it) and count it out.
+    /// After winning `Active → Ended`: unlink the cell and count it out,
+    /// under the shard lock, if the slot still holds it (otherwise the
+    /// start that replaced it counted it out).
     fn retire(&self, cell: &Arc<Cell<A, K>>) {
-        self.map
-            .remove_if(&cell.agents, |_, v| Arc::ptr_eq(v, cell));
-        stripe(&self.active, cell).fetch_sub(1, Ordering::Relaxed);
+        self.map.remove_if(&cell.agents, |_, v| {
+            let ours = Arc::ptr_eq(v, cell);
+            if ours {
+                self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
+            }
+            ours
+        });
     }
 
     /// Ends this very cell; `None` if another transition ended it first.
@@ -1200,8 +1223,10 @@ where
         cells
     }
 
-    /// How many arcs are published and active (exact whenever no start or
-    /// end is in flight).
+    /// How many arcs are published and active: exact whenever no start or
+    /// end is in flight; meanwhile it may count an arc that is finishing its
+    /// start or its end, but never exceeds the number of pairs with such an
+    /// arc (each pair counts at most once).
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcKind};

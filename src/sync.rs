@@ -52,6 +52,14 @@ pub(crate) use crossbeam_utils::CachePadded;
 /// outside client cannot be aimed at one shard.
 pub(crate) type MapHasher = foldhash::fast::RandomState;
 
+/// Picks counter stripes by key hash. Seeded per instance like
+/// [`MapHasher`]; under loom a fixed seed, because loom replays each
+/// execution and needs every run to take the same path.
+#[cfg(not(raceless_loom))]
+pub(crate) type StripeHasher = foldhash::fast::RandomState;
+#[cfg(raceless_loom)]
+pub(crate) type StripeHasher = foldhash::fast::FixedState;
+
 /// A view of one map slot, valid while the shard lock is held (inside the
 /// closure passed to [`ShardedMap::entry`]).
 pub(crate) enum Entry<'a, K, V> {
@@ -283,14 +291,16 @@ mod imp {
 
     /// Stand-in for `DashMap`: one loom `RwLock` over a `HashMap`, which
     /// gives every operation the atomicity DashMap documents per key.
+    /// (A fixed hasher: loom replays executions, and iteration order must
+    /// not change between them.)
     pub(crate) struct ShardedMap<K, V> {
-        inner: RwLock<HashMap<K, V>>,
+        inner: RwLock<HashMap<K, V, foldhash::fast::FixedState>>,
     }
 
     impl<K: Eq + Hash, V> ShardedMap<K, V> {
         pub(crate) fn new() -> Self {
             Self {
-                inner: RwLock::new(HashMap::new()),
+                inner: RwLock::new(HashMap::default()),
             }
         }
 

@@ -1,5 +1,5 @@
 //! loom models of the `arcs` races: two starts of one pair, start vs end,
-//! end vs restart, end vs expiry, a failing start hook vs another start. Run with
+//! end vs restart, `len` during a restart, end vs expiry, a failing start hook vs another start. Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_arcs`.
 #![cfg(raceless_loom)]
 
@@ -135,6 +135,33 @@ fn end_vs_restart() {
             engine.end(&1, &2, EndReason::Manual),
             Err(ArcError::NotFound)
         ));
+    });
+}
+
+/// `len` read while a pair's arc ends and the pair restarts: the pair
+/// counts at most once at every moment (its count moves under the shard
+/// lock that the restart must take), so `len` never exceeds 1.
+#[test]
+fn len_counts_a_pair_at_most_once() {
+    loom::model(|| {
+        let engine = Arc::new(
+            ArcEngine::<u8, Kind>::builder()
+                .clock(ManualClock::new())
+                .build(),
+        );
+        engine.start(1, 2, Kind).unwrap();
+        let ender = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+        };
+        let restarter = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.start(2, 1, Kind).unwrap().is_started())
+        };
+        assert!(engine.len() <= 1);
+        assert!(ender.join().unwrap());
+        let restarted = restarter.join().unwrap();
+        assert_eq!(engine.len(), usize::from(restarted));
     });
 }
 
