@@ -13,6 +13,7 @@
 //! | [`ShardedMap`]   | `dashmap::DashMap`                | a loom `RwLock<HashMap>`              |
 //! | [`ArcSwap`]      | `arc_swap::ArcSwap`               | a loom `RwLock<Arc<T>>`               |
 //! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
+//! | [`SetOnce`]      | `std::sync::OnceLock`             | a loom `RwLock<Option<T>>`            |
 //!
 //! The stand-ins implement exactly the documented contract of the real
 //! structures (each map operation and each cell operation is atomic and
@@ -481,6 +482,57 @@ mod imp {
 }
 
 pub(crate) use imp::{ArcSwap, ArcSwapOption, Guard, OccupiedEntry, ShardedMap, VacantEntry};
+
+/// A write-once cell (`std::sync::OnceLock`): `set` succeeds for the first
+/// caller only; `get_cloned` sees the value once a `set` has completed
+/// (release/acquire). Used where each cell has exactly one writer, so `set`
+/// never waits.
+#[cfg(not(raceless_loom))]
+pub(crate) struct SetOnce<T>(std::sync::OnceLock<T>);
+
+#[cfg(not(raceless_loom))]
+impl<T> SetOnce<T> {
+    pub(crate) fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+    /// Stores `value` unless the cell is already set (then hands it back).
+    pub(crate) fn set(&self, value: T) -> Result<(), T> {
+        self.0.set(value)
+    }
+    /// A clone of the value, if set.
+    pub(crate) fn get_cloned(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.0.get().cloned()
+    }
+}
+
+/// Stand-in for `OnceLock` under loom: its contract (one successful `set`,
+/// visible to every later `get`) over a loom `RwLock`.
+#[cfg(raceless_loom)]
+pub(crate) struct SetOnce<T>(loom::sync::RwLock<Option<T>>);
+
+#[cfg(raceless_loom)]
+impl<T> SetOnce<T> {
+    pub(crate) fn new() -> Self {
+        Self(loom::sync::RwLock::new(None))
+    }
+    pub(crate) fn set(&self, value: T) -> Result<(), T> {
+        let mut cell = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if cell.is_some() {
+            return Err(value);
+        }
+        *cell = Some(value);
+        Ok(())
+    }
+    pub(crate) fn get_cloned(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
 
 impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
     fn default() -> Self {

@@ -100,18 +100,24 @@ fn start_vs_end() {
     });
 }
 
+/// A hook-less engine in which the pair (1, 2) has an active arc.
+fn engine_with_an_arc() -> Arc<ArcEngine<u8, Kind>> {
+    let engine = Arc::new(
+        ArcEngine::<u8, Kind>::builder()
+            .clock(ManualClock::new())
+            .build(),
+    );
+    engine.start(1, 2, Kind).unwrap();
+    engine
+}
+
 /// An end racing a restart of the same pair: the ended arc's slot is either
 /// removed by its ender or replaced by the new start, never both, and the
 /// ender's cleanup never removes the new arc.
 #[test]
 fn end_vs_restart() {
     loom::model(|| {
-        let engine = Arc::new(
-            ArcEngine::<u8, Kind>::builder()
-                .clock(ManualClock::new())
-                .build(),
-        );
-        engine.start(1, 2, Kind).unwrap();
+        let engine = engine_with_an_arc();
         let ender = {
             let engine = engine.clone();
             loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
@@ -144,12 +150,7 @@ fn end_vs_restart() {
 #[test]
 fn len_counts_a_pair_at_most_once() {
     loom::model(|| {
-        let engine = Arc::new(
-            ArcEngine::<u8, Kind>::builder()
-                .clock(ManualClock::new())
-                .build(),
-        );
-        engine.start(1, 2, Kind).unwrap();
+        let engine = engine_with_an_arc();
         let ender = {
             let engine = engine.clone();
             loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())

@@ -158,25 +158,32 @@ fn reset_all_vs_failure() {
     });
 }
 
+/// A breaker whose name "x" has opened and cooled down: the next permit
+/// is the half-open trial. (The breaker is returned to keep it alive.)
+fn half_open() -> (CircuitBreaker, raceless::breaker::BreakerHandle) {
+    let clock = ManualClock::new();
+    let b = CircuitBreaker::builder()
+        .failure_threshold(1)
+        .cool_down(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let h = b.handle("x");
+    h.record_failure();
+    clock.advance(Duration::from_secs(10));
+    (b, h)
+}
+
 /// Two contenders for the half-open trial: exactly one wins it.
 #[test]
 fn one_trial_for_two_contenders() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let b = CircuitBreaker::builder()
-            .failure_threshold(1)
-            .cool_down(Duration::from_secs(10))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        let h = b.handle("x");
-        h.record_failure();
-        clock.advance(Duration::from_secs(10));
+        let (_b, h) = half_open();
         // Each contender reports whether it won the trial, then resolves its
         // permit as a success (an ordinary permit if it came after the
         // winner closed the name).
         let contend = |h: raceless::breaker::BreakerHandle| {
-            h.try_acquire().map_or(false, |p| {
+            h.try_acquire().is_some_and(|p| {
                 let trial = p.is_trial();
                 p.success();
                 trial
@@ -199,16 +206,7 @@ fn one_trial_for_two_contenders() {
 #[test]
 fn dropped_trial_vs_contender() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let b = CircuitBreaker::builder()
-            .failure_threshold(1)
-            .cool_down(Duration::from_secs(10))
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        let h = b.handle("x");
-        h.record_failure();
-        clock.advance(Duration::from_secs(10));
+        let (_b, h) = half_open();
         let contend = |h: raceless::breaker::BreakerHandle| {
             // Dropped at the end of the statement: unresolved.
             h.try_acquire().is_some_and(|p| p.is_trial())

@@ -151,9 +151,9 @@ fn audit_ring_two_emitters() {
     });
 }
 
-/// A reader takes records out of the ring and puts them back while an
-/// emitter writes the same slot twice (capacity 1): every snapshot has at
-/// most one event, and once both are done the log holds the newest.
+/// A reader scans the ring while an emitter writes twice with capacity 1
+/// (every event opens a new page): every snapshot has at most one event,
+/// and once both are done the log holds the newest.
 #[test]
 fn audit_ring_reader_and_emitter() {
     loom::model(|| {
