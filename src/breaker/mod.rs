@@ -57,13 +57,39 @@
 //! "closed, zero failures" without remembering it. Names are never
 //! forgotten (`reset` zeroes a name, it does not remove it), so handles stay
 //! valid for the breaker's lifetime.
+//!
+//! # Name lookup
+//!
+//! The names live in a sharded map (`DashMap`), the source of truth. A
+//! DashMap read takes its shard's read lock — a read-modify-write on a line
+//! every reader of that shard writes — so with a few hot names on many
+//! threads that line, not the state word, would bound throughput. Lookups
+//! therefore go first to a read-mostly **snapshot** of the map (an
+//! `ArcSwap<HashMap>`, read with arc-swap's thread-local fast path, which
+//! writes no shared line). A name missing from the snapshot is looked up in
+//! the map; once the map has answered more such misses than
+//! `16 + snapshot size / 2` (a `Relaxed` counter: only a heuristic), the
+//! thread whose count reached the limit rebuilds the snapshot from the map
+//! (`Arc` clones under the shard read locks, no user code) and stores it:
+//! O(n) work per about n/2 misses, so O(1) amortized per new name. Unknown
+//! names are never counted, so reads of names that do not exist cannot
+//! cause rebuilds.
+//!
+//! Correct because names are never removed and a name's slot is never
+//! replaced: the slot found in any snapshot is *the* slot of that name, so
+//! every operation still linearizes at its atomic operation on the slot's
+//! word. A snapshot is published by arc-swap's store and read through its
+//! load (release/acquire), and it was built from slots read under the shard
+//! locks, so a reader sees each slot fully constructed.
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::clock::{self, Clock, SharedClock};
 use crate::listener::Listeners;
-use crate::sync::{Arc, AtomicU64, CachePadded, Entry, Ordering, ShardedMap};
+use crate::sync::{
+    Arc, ArcSwap, AtomicU64, AtomicUsize, CachePadded, Entry, MapHasher, Ordering, ShardedMap,
+};
 use crate::ListenerId;
 
 mod executor;
@@ -275,6 +301,8 @@ impl BreakerBuilder {
                 listeners: Listeners::new(),
             }),
             names: ShardedMap::new(),
+            hot: ArcSwap::from_value(HotNames::default()),
+            misses: CachePadded::new(AtomicUsize::new(0)),
         })
     }
 }
@@ -305,7 +333,15 @@ type SlotRef = Arc<CachePadded<Slot>>;
 pub struct CircuitBreaker {
     shared: Arc<Shared>,
     names: ShardedMap<std::sync::Arc<str>, SlotRef>,
+    /// A read-mostly snapshot of `names` (see "Name lookup" above).
+    hot: ArcSwap<HotNames>,
+    /// Lookups the map answered since the snapshot was last rebuilt.
+    /// `Relaxed`: only decides when to rebuild.
+    misses: CachePadded<AtomicUsize>,
 }
+
+/// The snapshot of known names that lookups try first.
+type HotNames = std::collections::HashMap<std::sync::Arc<str>, SlotRef, MapHasher>;
 
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -393,7 +429,7 @@ impl CircuitBreaker {
     /// reference-count traffic on hot names); `f` only touches atomics.
     #[inline]
     fn on_slot<R>(&self, name: &str, f: impl Fn(&Slot) -> R) -> R {
-        match self.names.read(name, |slot| f(slot)) {
+        match self.lookup(name, &f) {
             Some(r) => r,
             None => f(&self.slot(name)),
         }
@@ -402,7 +438,44 @@ impl CircuitBreaker {
     /// Runs a read on a known name, `default` for an unknown one.
     #[inline]
     fn read<R>(&self, name: &str, default: R, f: impl FnOnce(&Slot) -> R) -> R {
-        self.names.read(name, |slot| f(slot)).unwrap_or(default)
+        self.lookup(name, f).unwrap_or(default)
+    }
+
+    /// Runs `f` on the slot of a known name: from the snapshot if it has
+    /// the name, else from the map (counting a miss); `None` if unknown.
+    #[inline]
+    fn lookup<R>(&self, name: &str, f: impl FnOnce(&Slot) -> R) -> Option<R> {
+        let hot = self.hot.load();
+        if let Some(slot) = hot.get(name) {
+            return Some(f(slot));
+        }
+        let hot_len = hot.len();
+        drop(hot);
+        let r = self.names.read(name, |slot| f(slot))?;
+        self.count_miss(hot_len);
+        Some(r)
+    }
+
+    /// Counts a lookup the snapshot missed and the map answered; rebuilds
+    /// the snapshot once enough have accumulated (see "Name lookup").
+    #[cold]
+    fn count_miss(&self, hot_len: usize) {
+        let misses = self.misses.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = 16 + hot_len / 2;
+        // One thread wins the reset and rebuilds; the others go on.
+        if misses >= limit
+            && self
+                .misses
+                .compare_exchange(misses, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let mut hot =
+                HotNames::with_capacity_and_hasher(self.names.len(), MapHasher::default());
+            self.names.for_each(|name, slot| {
+                hot.insert(name.clone(), slot.clone());
+            });
+            self.hot.store(Arc::new(hot));
+        }
     }
 
     /// Counts a failure of `name`. The `threshold`-th consecutive failure
@@ -745,5 +818,42 @@ fn event(slot: &Slot, t: Transition) -> BreakerEvent {
 fn emit(shared: &Shared, event: Option<BreakerEvent>) {
     if let Some(event) = event {
         shared.emit(|| event);
+    }
+}
+
+#[cfg(all(test, not(raceless_loom)))]
+mod tests {
+    use super::*;
+
+    /// Names written through the map are picked up by the snapshot after
+    /// enough misses, and lookups through either give the same slot.
+    #[test]
+    fn the_name_snapshot_catches_up_and_agrees_with_the_map() {
+        let breaker = CircuitBreaker::new(1_000).unwrap();
+        let names: Vec<String> = (0..100).map(|i| format!("name-{i}")).collect();
+        for name in &names {
+            breaker.record_failure(name);
+        }
+        assert!(breaker.hot.load().len() < names.len());
+        // Every known name answered by the map counts a miss; 16 + len/2
+        // misses rebuild the snapshot, so a few rounds pick all names up.
+        for _ in 0..3 {
+            for name in &names {
+                breaker.record_failure(name);
+            }
+        }
+        assert_eq!(breaker.hot.load().len(), names.len());
+        for name in &names {
+            assert_eq!(breaker.failures(name), 4);
+            let hot = breaker.hot.load();
+            let snapshot_slot = hot.get(name.as_str()).unwrap();
+            assert!(Arc::ptr_eq(snapshot_slot, &breaker.slot(name)));
+        }
+        // Reads of unknown names never count as misses.
+        let misses = breaker.misses.load(Ordering::Relaxed);
+        for _ in 0..1_000 {
+            assert!(!breaker.is_open("never-seen"));
+        }
+        assert_eq!(breaker.misses.load(Ordering::Relaxed), misses);
     }
 }
