@@ -38,7 +38,7 @@ struct Cli {
 
     /// Measured time of one repetition of a cell (implementation × thread
     /// count), e.g. 250ms, 1s, 0.5s. Default: derived from the time budget
-    /// (about 2.5 minutes, 12 s with --quick) divided over the cells.
+    /// (100 s, 12 s with --quick) divided over the cells.
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     duration: Option<Duration>,
 
@@ -168,7 +168,7 @@ impl Options {
         if self.quick {
             Duration::from_secs(12)
         } else {
-            Duration::from_secs(135)
+            Duration::from_secs(100)
         }
     }
 }

@@ -243,14 +243,14 @@ pub fn measure(
 
 /// Runs a seed-bug reproduction: the racy variant in growing chunks of
 /// rounds until it has lost something and has run at least `min_rounds`
-/// rounds or a soft time limit (200 rounds or 1 s; 50 rounds or 0.25 s with
-/// `quick`), giving up after a hard limit (5 s; 1 s) if it loses nothing;
+/// rounds or a soft time limit (200 rounds or 0.5 s; 50 rounds or 0.25 s with
+/// `quick`), giving up after a hard limit (3 s; 1 s) if it loses nothing;
 /// then the lock-free type for the same number of rounds.
 pub fn reproduce(reproduction: &Reproduction, threads: usize, quick: bool) -> ReproductionResult {
     let (min_rounds, soft, hard) = if quick {
         (50, Duration::from_millis(250), Duration::from_secs(1))
     } else {
-        (200, Duration::from_secs(1), Duration::from_secs(5))
+        (200, Duration::from_millis(500), Duration::from_secs(3))
     };
     let mut result = ReproductionResult {
         what_is_lost: reproduction.what_is_lost.to_string(),
