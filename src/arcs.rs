@@ -1148,11 +1148,16 @@ where
             })
         })?;
         self.retire(cell);
+        Some(self.report_end(cell, &last, reason))
+    }
+
+    /// After an end: log it, tell the listeners, return the final state.
+    fn report_end(&self, cell: &Cell<A, K>, last: &State, reason: EndReason) -> ArcSnapshot<A, K> {
         tracing::debug!(?reason, "arc ended");
-        let snapshot = cell.snapshot_of(&last);
+        let snapshot = cell.snapshot_of(last);
         self.events
             .emit(|| ArcEvent::Ended(snapshot.clone(), reason));
-        Some(snapshot)
+        snapshot
     }
 
     /// Ends the pair's arc. Exactly one of any number of concurrent `end`s
@@ -1173,8 +1178,29 @@ where
     /// assert!(matches!(engine.end(&2, &1, EndReason::Manual), Err(ArcError::NotFound)));
     /// ```
     pub fn end(&self, a: &A, b: &A, reason: EndReason) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let cell = self.cell(a, b)?;
-        self.end_cell(&cell, reason).ok_or(ArcError::NotFound)
+        let key = pair_key(a, b)?;
+        // One map operation: under the shard lock, the compare-and-swap
+        // `Active → Ended` (the linearization point; only our code runs
+        // there) and, if it won, the unlink and the count-out — what
+        // `end_cell` does in two steps for a cell it already holds.
+        let mut last = None;
+        let (_, cell) = self
+            .map
+            .remove_if(&key, |_, cell| {
+                last = cell.transition(|s| {
+                    (s.life == Life::Active).then_some(State {
+                        life: Life::Ended,
+                        ..*s
+                    })
+                });
+                if last.is_some() {
+                    self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
+                }
+                last.is_some()
+            })
+            .ok_or(ArcError::NotFound)?;
+        let last = last.ok_or(ArcError::NotFound)?;
+        Ok(self.report_end(&cell, &last, reason))
     }
 
     /// The pair's published, active arc (`None` for `a == b`).
