@@ -53,9 +53,12 @@
 //! * **end** (and expiry in [`ArcEngine::process_all`], and completion) — a
 //!   compare-and-swap `Active → Ended(reason)` on the cell: exactly one
 //!   caller wins it and reports [`ArcEvent::Ended`]; everyone else sees a
-//!   non-active state and gets [`ArcError::NotFound`]. The winner then
-//!   removes the slot with `remove_if` on the same cell identity. Between the
-//!   two steps a new `start` of the pair may already replace the dead cell.
+//!   non-active state and gets [`ArcError::NotFound`]. [`ArcEngine::end`]
+//!   does the compare-and-swap inside the shard-locked `remove_if` of the
+//!   pair's slot, so the win and the unlink are one map operation. Expiry
+//!   and completion already hold the cell: the winner then removes the slot
+//!   with `remove_if` on the same cell identity, and between the two steps
+//!   a new `start` of the pair may already replace the dead cell.
 //! * **status / active** read the map (`get`, or a copy of all cells' `Arc`s,
 //!   taken shard by shard) and then load each cell's state word once: every
 //!   snapshot is one word, hence consistent per arc.
