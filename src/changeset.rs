@@ -89,7 +89,15 @@
 //! - `active`: the root load. `changes` of a sealed changeset: any point
 //!   after the seal (the contents are final: every slot below every
 //!   stripe's final count is `WRITTEN` or `CANCELLED` before the seal's root
-//!   swap, and no reservation can succeed after the close).
+//!   swap, and no reservation can succeed after the close). The first
+//!   `changes` that sees `sealed` and then a root without the changeset
+//!   keeps a copy of those final contents (`frozen`), which later reads
+//!   clone instead of walking the stripes. Why that test suffices:
+//!   `sealed` is only set by a seal that found the changeset in a root, so
+//!   a root loaded after it (acquire) that lacks it is one its removal
+//!   installed or a later one; a top is only removed by the swap that
+//!   follows its close, and a changeset below the top was closed when it
+//!   stopped being the top.
 //! - `changes` of an open changeset is *not* an atomic snapshot: it returns
 //!   every entry committed before the call began, plus possibly some
 //!   committed during it.
@@ -119,9 +127,11 @@
 //!
 //! **Memory.** Sealed changesets stay readable until the log is dropped or
 //! they are taken out with [`take`], which returns their entries and frees
-//! them. An entry whose slot was cancelled is left in that slot (it was
-//! cloned back to the recorder, which retried) until the changeset is
-//! freed. Limits: 2³² − 1 reservations per stripe of one changeset
+//! them. A sealed changeset read with [`changes`] also keeps the frozen
+//! copy of its entries (twice the memory of its entries, for reads that
+//! cost one `Vec` clone). An entry whose slot was cancelled is left in that
+//! slot (it was cloned back to the recorder, which retried) until the
+//! changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
@@ -336,10 +346,9 @@ impl<C: Clone> Stripe<C> {
         stripe
     }
 
-    /// The slot `index`, allocating its chunk if needed.
-    fn slot(&self, index: u32) -> &Slot<C> {
-        let (k, off) = locate(index);
-        let chunk = match self.chunks[k].get() {
+    /// Chunk `k`, allocating it if needed.
+    fn chunk(&self, k: usize) -> &[Slot<C>] {
+        match self.chunks[k].get() {
             Some(c) => c,
             None => {
                 let fresh: Box<[Slot<C>]> = (0..(FIRST << k)).map(|_| Slot::new()).collect();
@@ -349,8 +358,13 @@ impl<C: Clone> Stripe<C> {
                     .get()
                     .unwrap_or_else(|| unreachable!("chunk set above"))
             }
-        };
-        &chunk[off]
+        }
+    }
+
+    /// The slot `index`, allocating its chunk if needed.
+    fn slot(&self, index: u32) -> &Slot<C> {
+        let (k, off) = locate(index);
+        &self.chunk(k)[off]
     }
 
     /// Reserves up to `want` consecutive slots for a recorder holding root
@@ -424,14 +438,26 @@ impl<C: Clone> Stripe<C> {
             }
         };
         let from = self.settled.load(Ordering::Acquire);
-        for index in from..count {
-            let state = &self.slot(index).state;
-            if state.load(Ordering::Acquire) == EMPTY {
-                // Failure (someone committed first) is what we want too;
-                // Acquire makes that commit happen before our root swap.
-                let _ =
-                    state.compare_exchange(EMPTY, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+        // Chunk by chunk over `[from, count)`.
+        let mut index = u64::from(from);
+        while index < u64::from(count) {
+            let (k, off) = locate(index as u32);
+            let start = chunk_start(k);
+            let chunk = self.chunk(k);
+            let end = ((u64::from(count) - start) as usize).min(chunk.len());
+            for slot in &chunk[off..end] {
+                if slot.state.load(Ordering::Acquire) == EMPTY {
+                    // Failure (someone committed first) is what we want too;
+                    // Acquire makes that commit happen before our root swap.
+                    let _ = slot.state.compare_exchange(
+                        EMPTY,
+                        CANCELLED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
             }
+            index = start + chunk.len() as u64;
         }
         self.settled.fetch_max(count, Ordering::Release);
     }
@@ -466,6 +492,12 @@ struct Changeset<C> {
     /// published yet.
     sealed: AtomicBool,
     stripes: Box<[CachePadded<Stripe<C>>]>,
+    /// The final entries, filled by the first `changes` that finds this
+    /// changeset sealed and out of the root (so its contents are final);
+    /// later reads clone it instead of walking the stripes. Left out under
+    /// loom, which cannot see a std `OnceLock`.
+    #[cfg(not(raceless_loom))]
+    frozen: OnceLock<Vec<C>>,
 }
 
 impl<C: Clone> Changeset<C> {
@@ -476,6 +508,8 @@ impl<C: Clone> Changeset<C> {
             stripes: (0..stripes)
                 .map(|_| CachePadded::new(Stripe::new()))
                 .collect(),
+            #[cfg(not(raceless_loom))]
+            frozen: OnceLock::new(),
         }
     }
 
@@ -483,6 +517,16 @@ impl<C: Clone> Changeset<C> {
         for stripe in self.stripes.iter() {
             stripe.close(version);
         }
+    }
+
+    /// The entries of a changeset known to be final: the frozen copy if a
+    /// read made one.
+    fn final_entries(&self) -> Vec<C> {
+        #[cfg(not(raceless_loom))]
+        if let Some(frozen) = self.frozen.get() {
+            return frozen.clone();
+        }
+        self.entries()
     }
 
     fn entries(&self) -> Vec<C> {
@@ -564,58 +608,94 @@ fn next_log_id() -> u64 {
 /// A lease pins its changeset in memory until the thread records again
 /// (or exits); leased slots that are never used stay `EMPTY` until a close
 /// cancels them, and readers skip them.
+///
+/// The lease is updated in place (one allocation per thread and entry
+/// type, not per reservation): the fast path is a thread-local borrow, a
+/// type check and the commit.
 #[cfg(not(raceless_loom))]
 mod lease {
     use super::{Arc, Changeset, ChangesetId};
     use std::any::Any;
-    use std::cell::Cell;
+    use std::cell::RefCell;
 
-    pub(super) struct Lease<C> {
-        pub(super) log: u64,
-        pub(super) set: Arc<Changeset<C>>,
-        pub(super) stripe: usize,
-        pub(super) next: u32,
-        pub(super) end: u32,
+    struct Lease<C> {
+        log: u64,
+        set: Arc<Changeset<C>>,
+        stripe: usize,
+        next: u32,
+        end: u32,
     }
 
-    thread_local!(static LEASE: Cell<Option<Box<dyn Any>>> = const { Cell::new(None) });
+    thread_local!(static LEASE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) });
 
-    /// Keeps `lease` for this thread's next record (if it has slots left).
-    pub(super) fn store<C: 'static>(lease: Lease<C>) {
-        if lease.next < lease.end {
-            LEASE.with(|l| l.set(Some(Box::new(lease))));
+    /// Keeps slots `next..end` of `set`'s stripe `stripe` (log `log`) for
+    /// this thread's next records, replacing its previous lease.
+    pub(super) fn store<C: 'static>(
+        log: u64,
+        set: &Arc<Changeset<C>>,
+        stripe: usize,
+        next: u32,
+        end: u32,
+    ) {
+        if next >= end {
+            return;
         }
+        LEASE.with(|cell| {
+            // Borrowed: a reentrant call (from `C::clone` or `C::drop`
+            // during a commit, or a changeset dropped below) keeps no lease.
+            let Ok(mut held) = cell.try_borrow_mut() else {
+                return;
+            };
+            match held.as_mut().and_then(|b| b.downcast_mut::<Lease<C>>()) {
+                Some(lease) => {
+                    if !Arc::ptr_eq(&lease.set, set) {
+                        lease.set = Arc::clone(set);
+                    }
+                    lease.log = log;
+                    lease.stripe = stripe;
+                    lease.next = next;
+                    lease.end = end;
+                }
+                None => {
+                    *held = Some(Box::new(Lease {
+                        log,
+                        set: Arc::clone(set),
+                        stripe,
+                        next,
+                        end,
+                    }));
+                }
+            }
+        });
     }
 
     /// Records `entry` into this thread's lease on log `log`, if it has
     /// one that is still good; otherwise hands the entry back.
     pub(super) fn record<C: Clone + 'static>(log: u64, entry: C) -> Result<ChangesetId, C> {
-        // Taken out while in use: a reentrant call (from `C::clone`) sees no
-        // lease and takes the slow path.
-        let Some(boxed) = LEASE.with(Cell::take) else {
-            return Err(entry);
-        };
-        let mut lease = match boxed.downcast::<Lease<C>>() {
-            Ok(lease) if lease.log == log => lease,
-            Ok(other) => {
-                LEASE.with(|l| l.set(Some(other)));
+        LEASE.with(|cell| {
+            // Borrowed: a reentrant call (from `C::clone` or `C::drop`
+            // during a commit) takes the slow path.
+            let Ok(mut held) = cell.try_borrow_mut() else {
+                return Err(entry);
+            };
+            let Some(lease) = held.as_mut().and_then(|b| b.downcast_mut::<Lease<C>>()) else {
+                return Err(entry);
+            };
+            if lease.log != log || lease.next >= lease.end {
                 return Err(entry);
             }
-            Err(other) => {
-                LEASE.with(|l| l.set(Some(other)));
-                return Err(entry);
+            let index = lease.next;
+            lease.next += 1;
+            match lease.set.stripes[lease.stripe].commit(index, entry) {
+                Ok(()) => Ok(lease.set.id),
+                Err(back) => {
+                    // A cancelled slot ends the lease (the changeset was
+                    // closed).
+                    lease.next = lease.end;
+                    Err(back)
+                }
             }
-        };
-        let index = lease.next;
-        lease.next += 1;
-        let stripe = &lease.set.stripes[lease.stripe];
-        // A cancelled slot ends the lease (the changeset was closed).
-        stripe.commit(index, entry)?;
-        let id = lease.set.id;
-        if lease.next < lease.end {
-            LEASE.with(|l| l.set(Some(lease)));
-        }
-        Ok(id)
+        })
     }
 }
 
@@ -787,13 +867,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             match top.stripes[at].commit(index, entry) {
                 Ok(()) => {
                     #[cfg(not(raceless_loom))]
-                    lease::store(lease::Lease {
-                        log: self.log_id,
-                        set: Arc::clone(top),
-                        stripe: at,
-                        next: index + 1,
-                        end: index + got,
-                    });
+                    lease::store(self.log_id, top, at, index + 1, index + got);
                     #[cfg(raceless_loom)]
                     let _ = got;
                     return Ok(top.id);
@@ -867,15 +941,29 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// ```
     pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
         let set = self.sets.get(&id)?;
+        #[cfg(not(raceless_loom))]
+        if let Some(frozen) = set.frozen.get() {
+            return Some(frozen.clone());
+        }
         // Open or sealed both read the entries, so the root is only needed
         // to tell a not-yet-published changeset (neither sealed nor in the
-        // root) apart; a sealed one skips it. The second `sealed` load
-        // covers a seal that removed it between the first load and the
-        // root load (the flag is set before that removal).
-        let known = set.sealed.load(Ordering::Acquire)
-            || self.root.load().open.iter().any(|c| c.id == id)
-            || set.sealed.load(Ordering::Acquire);
-        known.then(|| set.entries())
+        // root) apart, and a sealed one that is final (out of the root: the
+        // seal's close is done) from one whose seal is still in flight. The
+        // second `sealed` load covers a seal that removed it between the
+        // first load and the root load (the flag is set before that removal).
+        let sealed = set.sealed.load(Ordering::Acquire);
+        let in_root = self.root.load().open.iter().any(|c| c.id == id);
+        if !(sealed || in_root || set.sealed.load(Ordering::Acquire)) {
+            return None;
+        }
+        let entries = set.entries();
+        // Sealed before the root load and not in it: final, keep a copy.
+        // Losing a race to set it only drops our copy (equal contents).
+        #[cfg(not(raceless_loom))]
+        if sealed && !in_root {
+            let _ = set.frozen.set(entries.clone());
+        }
+        Some(entries)
     }
 
     /// The open changesets, newest first (one atomic snapshot).
@@ -933,7 +1021,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             Lookup::Open => Err(ChangesetError::StillOpen(id)),
             Lookup::Sealed => match self.sets.remove(&id) {
                 // Sealed contents are final, so reading after removal is exact.
-                Some((_, set)) => Ok(set.entries()),
+                Some((_, set)) => Ok(set.final_entries()),
                 None => Err(ChangesetError::UnknownChangeset(id)),
             },
         }

@@ -1,6 +1,7 @@
 //! loom models of the `stream` component's races, on the public API:
 //! cleanup vs start (including the start's window between registering its
-//! stream and publishing it in the slot), start vs start, finish vs start.
+//! stream and publishing it in the slot), start vs start, finish vs start,
+//! and the slot's live flag vs the registry map.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_stream`.
@@ -131,6 +132,37 @@ fn clear_stale_vs_finish_then_start() {
             (new, Some("new"))
         );
         assert_eq!(registry.len(), 1);
+    });
+}
+
+/// The live flag (read by cleanups and starts instead of a map lookup)
+/// against the map (read by `is_live`): a stream's worker dies and
+/// unregisters it from elsewhere while a session GET asks `is_live` and then
+/// cleans up. Once `is_live` has said the stream is gone, the cleanup must
+/// see it gone too and clear it; a cleanup that cleared must find it gone
+/// from the map as well. Storing the flag outside the shard's critical
+/// section that removes the entry (before or after it) fails one of the two.
+#[test]
+fn live_flag_agrees_with_the_map() {
+    loom::model(|| {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let id = registry.start(&session, Pending::new("x"), 0).unwrap();
+        let worker = {
+            let registry = registry.clone();
+            loom::thread::spawn(move || registry.finish(&Session::new("elsewhere"), id))
+        };
+        let gone = !registry.is_live(id);
+        let cleared = registry.clear_stale(&session);
+        if gone {
+            assert!(cleared, "is_live said gone, the cleanup saw it live");
+        }
+        if cleared {
+            assert!(!registry.is_live(id), "cleared a registered stream");
+        }
+        assert!(!worker.join().unwrap());
+        assert_eq!(registry.clear_stale(&session), !cleared);
+        assert_eq!(session.active_id(), None);
     });
 }
 

@@ -37,13 +37,24 @@
 //! still holds that exact value, so it can never remove a newer stream or
 //! its pending fields. `docs/stream.md` has the full argument.
 //!
+//! Liveness ("is the slot's stream registered?") is read from a *live
+//! flag* that the registry entry and the slot value publishing the stream
+//! share, instead of a map lookup: it is `true` from before the
+//! registration and turns `false` inside the shard's write-locked critical
+//! section that removes the entry, so flag and map agree at every
+//! observable instant and the unregistration linearizes at that store (a
+//! slot without a flag — restored, or written by the baseline — and a
+//! stream of another registry are looked up in the map).
+//!
 //! Memory orderings: the slot is an [`arc-swap`](https://docs.rs/arc-swap)
 //! cell, every operation of which contains a `SeqCst` read-modify-write (its
 //! documented "Atomic orderings"), and the registry a sharded map (a lock per
 //! shard); both are linearizable and give the happens-before we need: a
 //! registration, made before the publishing CAS, is visible to whoever loads
-//! the published value. Our only own atomic is the id counter, `Relaxed`:
-//! ids only need to be unique, which any read-modify-write guarantees.
+//! the published value. Our own atomics: the id counter, `Relaxed` (ids only
+//! need to be unique, which any read-modify-write guarantees), and the live
+//! flag, `Release` store / `Acquire` load (its order with the map comes from
+//! the shard lock; it publishes no data).
 //!
 //! Saving: every slot value carries a version, one more than the value it
 //! replaced. [`Session::snapshot`] gives it as a serde [`SessionSnapshot`];

@@ -8,7 +8,7 @@ use super::{
     StreamId, StreamOptions, StreamSlots,
 };
 use crate::clock::SharedClock;
-use crate::sync::{AtomicU64, Ordering, ShardedMap};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, ShardedMap};
 use crate::ListenerId;
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
@@ -42,6 +42,17 @@ impl IdSource {
     }
 }
 
+/// A registry entry: the stream and its *live flag*. The flag is `true`
+/// from before the stream can be published in a slot until `unregister`
+/// stores `false` under the shard's write lock, in the same critical section
+/// that removes the entry; the slot value that publishes the stream holds
+/// the same flag, so a cleanup or a start reads it instead of looking the id
+/// up in the map.
+struct Registered<S> {
+    stream: S,
+    live: Arc<AtomicBool>,
+}
+
 /// The live streams (`StreamId -> S`, the seed's `STREAMS`) and the
 /// lock-free protocol on sessions' slots (see the [module docs](super)).
 ///
@@ -66,7 +77,7 @@ impl IdSource {
 /// assert_eq!(registry.get(new), Some("w2"));
 /// ```
 pub struct StreamRegistry<S> {
-    streams: ShardedMap<StreamId, S>,
+    streams: ShardedMap<StreamId, Registered<S>>,
     ids: IdSource,
     clock: SharedClock,
     saves: Saves,
@@ -135,8 +146,15 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
             started_at: self.clock.now(),
         };
         // Register first: from the moment the slot can show `id`, it is live.
-        self.streams.insert(id, stream);
-        let mut next = current.next(Some(active));
+        let live = Arc::new(AtomicBool::new(true));
+        self.streams.insert(
+            id,
+            Registered {
+                stream,
+                live: Arc::clone(&live),
+            },
+        );
+        let mut next = current.next_with(Some(active), Some(live));
         let mut installed = session.install(&current, next.clone());
         drop(current);
         loop {
@@ -149,13 +167,13 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
                 Err(now) => {
                     if let Some(winner) = self.live_in(&now) {
                         // Ours was never visible in any slot: unregister it.
-                        self.streams.remove(&id);
+                        self.unregister(id);
                         return Err(Busy { active: winner });
                     }
                     // Empty or stale (a cleanup or a finish came first):
                     // retry against it. Only a retry copies the pending
                     // fields; the failed value was never published.
-                    next = now.next(next.active.clone());
+                    next = now.next_with(next.active.clone(), next.live.clone());
                     installed = session.install(&now, next.clone());
                 }
             }
@@ -184,10 +202,8 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// ```
     pub fn clear_stale(&self, session: &Session) -> bool {
         let current = session.slot.load();
-        match current.active_id() {
-            None => return false,
-            Some(id) if self.is_live(id) => return false,
-            Some(_) => {}
+        if current.active.is_none() || self.live_in(&current).is_some() {
+            return false;
         }
         let next = current.next(None);
         let cleared = session.install(&current, next.clone()).is_ok();
@@ -230,7 +246,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
             }
         }
         drop(current);
-        self.streams.remove(&id);
+        self.unregister(id);
         match emptied {
             Some(next) => {
                 tracing::debug!(session = session.id(), stream = %id, "stream finished");
@@ -288,7 +304,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     where
         S: Clone,
     {
-        self.streams.get(&id)
+        self.streams.read(&id, |r| r.stream.clone())
     }
 
     /// Adds a save hook (like [`StreamOptions::save_hook`]) to a running
@@ -331,8 +347,37 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     }
 
     /// The id of the slot's stream if it is live.
+    /// The stream in `slot` if it is live here: its live flag if this
+    /// registry published it (the id's epoch is this registry's), else a
+    /// lookup (a restored slot, or one the baseline wrote).
     fn live_in(&self, slot: &SlotState) -> Option<StreamId> {
-        slot.active_id().filter(|&id| self.is_live(id))
+        let id = slot.active_id()?;
+        let live = match &slot.live {
+            // Acquire pairs with `unregister`'s Release store (see there).
+            Some(flag) if id.epoch == self.ids.epoch => flag.load(Ordering::Acquire),
+            _ => self.is_live(id),
+        };
+        live.then_some(id)
+    }
+
+    /// Removes `id` from the registry; its live flag turns `false` inside
+    /// the same write-locked critical section of its shard, so the flag and
+    /// the map agree at every instant that a reader can observe: a map
+    /// reader that finds the entry gone took the shard lock after the
+    /// removal released it, so the store happens before it and before
+    /// anything after it (a later flag load reads `false`); a flag load that
+    /// reads `false` read a store made while the entry was being removed
+    /// under the lock, so any map reader after it finds the entry gone. The
+    /// unregistration linearizes at that store. The stream itself is dropped
+    /// after the lock is released (its destructor is user code).
+    fn unregister(&self, id: StreamId) {
+        let removed = self.streams.remove_if(&id, |_, r| {
+            // Release: pairs with `live_in`'s Acquire (only the flag's own
+            // value matters; the order comes from the shard lock).
+            r.live.store(false, Ordering::Release);
+            true
+        });
+        drop(removed);
     }
 }
 

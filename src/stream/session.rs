@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ActiveStream, StreamId};
-use crate::sync::{Arc, ArcSwap};
+use crate::sync::{Arc, ArcSwap, AtomicBool};
 
 /// One immutable value of a session's slot: the active stream with its
 /// pending fields (or none) and the version of this value.
@@ -18,15 +18,31 @@ pub(crate) struct SlotState {
     pub(crate) version: u64,
     /// The stream and its pending fields.
     pub(crate) active: Option<ActiveStream>,
+    /// For a stream published by a `StreamRegistry`: its *live flag*,
+    /// shared with its registry entry, `true` exactly while the stream is
+    /// registered (see `registry.rs`), so a cleanup reads one flag instead
+    /// of looking the id up. `None` for an empty slot, a restored one, or
+    /// one written by the mutex baseline: the registry looks the id up.
+    pub(crate) live: Option<Arc<AtomicBool>>,
 }
 
 impl SlotState {
     /// The next value: `active`, one version up (saturating: a restored
-    /// snapshot at `u64::MAX` stays there rather than panic).
+    /// snapshot at `u64::MAX` stays there rather than panic), no live flag.
     pub(crate) fn next(&self, active: Option<ActiveStream>) -> Arc<SlotState> {
+        self.next_with(active, None)
+    }
+
+    /// The next value, with `active`'s live flag.
+    pub(crate) fn next_with(
+        &self,
+        active: Option<ActiveStream>,
+        live: Option<Arc<AtomicBool>>,
+    ) -> Arc<SlotState> {
         Arc::new(SlotState {
             version: self.version.saturating_add(1),
             active,
+            live,
         })
     }
 
@@ -95,6 +111,7 @@ impl Session {
             slot: ArcSwap::from_value(SlotState {
                 version: 0,
                 active: None,
+                live: None,
             }),
         }
     }
@@ -122,6 +139,7 @@ impl Session {
             slot: ArcSwap::from_value(SlotState {
                 version: snapshot.version,
                 active: snapshot.active,
+                live: None,
             }),
         }
     }
