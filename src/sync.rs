@@ -13,7 +13,7 @@
 //! | [`ShardedMap`]   | `dashmap::DashMap`                | a loom `RwLock<HashMap>`              |
 //! | [`ArcSwap`]      | `arc_swap::ArcSwap`               | a loom `RwLock<Arc<T>>`               |
 //! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
-//! | [`SetOnce`]      | `std::sync::OnceLock`             | a loom `RwLock<Option<T>>`            |
+//! | [`SetOnce`]      | `std::sync::OnceLock`             | a `OnceLock` + loom `AtomicBool` flag |
 //!
 //! The stand-ins implement exactly the documented contract of the real
 //! structures (each map operation and each cell operation is atomic and
@@ -484,7 +484,7 @@ mod imp {
 pub(crate) use imp::{ArcSwap, ArcSwapOption, Guard, OccupiedEntry, ShardedMap, VacantEntry};
 
 /// A write-once cell (`std::sync::OnceLock`): `set` succeeds for the first
-/// caller only; `get_cloned` sees the value once a `set` has completed
+/// caller only; `get` sees the value once a `set` has completed
 /// (release/acquire). Used where each cell has exactly one writer, so `set`
 /// never waits.
 #[cfg(not(raceless_loom))]
@@ -499,44 +499,41 @@ impl<T> SetOnce<T> {
     pub(crate) fn set(&self, value: T) -> Result<(), T> {
         self.0.set(value)
     }
-    /// A clone of the value, if set.
-    pub(crate) fn get_cloned(&self) -> Option<T>
-    where
-        T: Clone,
-    {
-        self.0.get().cloned()
+    /// The value, if set.
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.0.get()
     }
 }
 
-/// Stand-in for `OnceLock` under loom: its contract (one successful `set`,
-/// visible to every later `get`) over a loom `RwLock`.
+/// Stand-in under loom: the value in a std `OnceLock`, its publication
+/// through a loom `AtomicBool` (set after the value with `Release`, read
+/// with `Acquire` before it), so loom sees — and explores — exactly the
+/// contract's synchronization.
 #[cfg(raceless_loom)]
-pub(crate) struct SetOnce<T>(loom::sync::RwLock<Option<T>>);
+pub(crate) struct SetOnce<T> {
+    value: std::sync::OnceLock<T>,
+    published: AtomicBool,
+}
 
 #[cfg(raceless_loom)]
 impl<T> SetOnce<T> {
     pub(crate) fn new() -> Self {
-        Self(loom::sync::RwLock::new(None))
+        Self {
+            value: std::sync::OnceLock::new(),
+            published: AtomicBool::new(false),
+        }
     }
     pub(crate) fn set(&self, value: T) -> Result<(), T> {
-        let mut cell = self.0.write().unwrap_or_else(|e| e.into_inner());
-        if cell.is_some() {
-            return Err(value);
-        }
-        *cell = Some(value);
+        self.value.set(value)?;
+        self.published.store(true, Ordering::Release);
         Ok(())
     }
-    pub(crate) fn get_cloned(&self) -> Option<T>
-    where
-        T: Clone,
-    {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
-    fn default() -> Self {
-        Self::new()
+    pub(crate) fn get(&self) -> Option<&T> {
+        if self.published.load(Ordering::Acquire) {
+            self.value.get()
+        } else {
+            None
+        }
     }
 }
 
@@ -576,5 +573,11 @@ impl<K: Eq + Hash + Clone, V: Clone> ShardedMap<K, V> {
         let mut out = Vec::with_capacity(self.len());
         self.for_each(|k, v| out.push((k.clone(), v.clone())));
         out
+    }
+}
+
+impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -15,16 +15,16 @@
 //! it, held in an `ArcSwap` (RCU):
 //!
 //! ```text
-//! record(event):                                 # on every emit
+//! record(event, deliver):                        # on every emit
 //!     seq = next.fetch_add(1, Relaxed)
-//!     rec = Arc::new(Record { seq, event })      # the event is moved, not copied
+//!     rec = Record { seq, event }                # the event is moved, not copied
 //!     p = seq / capacity
 //!     loop:
 //!         w = window.load()
 //!         if w.current.number >= p: break
 //!         window.compare_and_swap(w, w advanced to p)   # first emitter of page p
-//!     if w has page p: w.page(p).slot(seq).set(rec.clone())
-//!     # else: p is two pages behind; `rec` cannot be among the newest `capacity`
+//!     if w has page p: slot = w.page(p).slot(seq); slot.set(rec); deliver(&slot.get().event)
+//!     else: deliver(&rec.event)   # p is two pages behind: not among the newest `capacity`
 //!
 //! advanced to p:  current = new page p,
 //!                 previous = old current if it is page p − 1, else a new page p − 1
@@ -39,7 +39,10 @@
 //! pages past it and no reader holds it: the log holds at most
 //! `2 × capacity` events and returns at most `capacity`.
 //!
-//! The slots hold `Arc<Record>`s moved in by their only writer, so nothing
+//! The slots hold the records themselves, moved in by their only writer:
+//! no allocation per event (the window's page is one allocation per
+//! `capacity` events), and the emit path hands the handlers the event where
+//! it lies in the slot, under the window guard it already holds. Nothing
 //! here stores a pointer as an integer. (Session 1's ring swapped records
 //! through `crossbeam_utils::atomic::AtomicCell<Option<Arc<_>>>`, which
 //! transmutes the pointer to an integer and back; Miri rightly reported the
@@ -94,9 +97,7 @@
 //! by its load (a page is fully built before it is installed); records by
 //! `OnceLock` (release on `set`, acquire on `get`).
 
-use std::ops::Deref;
-
-use crate::sync::{Arc, ArcSwap, AtomicU64, CachePadded, Ordering, SetOnce};
+use crate::sync::{Arc, ArcSwap, AtomicU64, CachePadded, Guard, Ordering, SetOnce};
 
 /// One logged event and its sequence number.
 pub(crate) struct Record<E> {
@@ -104,31 +105,11 @@ pub(crate) struct Record<E> {
     event: E,
 }
 
-/// An emitted event as the emit path holds it while calling handlers: the
-/// very record in the log (no copy), or the event itself if the log is
-/// disabled.
-pub(crate) enum Held<E> {
-    /// Logged: shared with the ring.
-    Logged(Arc<Record<E>>),
-    /// Not logged (capacity 0).
-    Unlogged(E),
-}
-
-impl<E> Deref for Held<E> {
-    type Target = E;
-    fn deref(&self) -> &E {
-        match self {
-            Held::Logged(record) => &record.event,
-            Held::Unlogged(event) => event,
-        }
-    }
-}
-
 /// The write-once slots of the sequence numbers
 /// `number · capacity .. (number + 1) · capacity`.
 struct Page<E> {
     number: u64,
-    slots: Box<[SetOnce<Arc<Record<E>>>]>,
+    slots: Box<[SetOnce<Record<E>>]>,
 }
 
 impl<E> Page<E> {
@@ -224,40 +205,63 @@ impl<E> AuditRing<E> {
         self.capacity
     }
 
-    /// Logs `event` (moved, never cloned) and hands it back for delivery.
-    pub(crate) fn record(&self, event: E) -> Held<E> {
+    /// Logs `event` (moved, never cloned) and runs `deliver` on it as it
+    /// sits in the log (the emit path calls the handlers there).
+    pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R {
         if self.window.is_none() {
-            return Held::Unlogged(event);
+            return deliver(&event);
         }
         // Relaxed: see the module docs (uniqueness and per-thread order only).
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        let record = Arc::new(Record { seq, event });
-        self.store(&record);
-        Held::Logged(record)
+        self.place(seq, event, deliver)
     }
 
-    /// Sets `record` into its slot, installing its page first if needed.
-    fn store(&self, record: &Arc<Record<E>>) {
-        let Some(cell) = &self.window else { return };
-        let capacity = self.capacity as u64;
-        let number = record.seq / capacity;
-        let window = loop {
+    /// Puts `event` under sequence number `seq` and delivers it.
+    fn place<R: Default>(&self, seq: u64, event: E, deliver: impl FnOnce(&E) -> R) -> R {
+        let Some(cell) = &self.window else {
+            return deliver(&event);
+        };
+        let record = Record { seq, event };
+        let window = self.window_for(cell, seq);
+        match self.slot(&window, seq) {
+            // The only writer of this slot: `set` succeeds and never waits.
+            Some(slot) => match slot.set(record) {
+                Ok(()) => match slot.get() {
+                    Some(stored) => deliver(&stored.event),
+                    // Unreachable: `get` after a successful `set` is `Some`.
+                    None => R::default(),
+                },
+                // Unreachable (one writer per slot); deliver it unlogged.
+                Err(record) => deliver(&record.event),
+            },
+            // Two pages behind: not among the newest `capacity`.
+            None => deliver(&record.event),
+        }
+    }
+
+    /// A window holding the page of `seq` unless that page is already two
+    /// behind, installing the page first if needed (see the module docs).
+    fn window_for(&self, cell: &ArcSwap<Window<E>>, seq: u64) -> Guard<Window<E>> {
+        let number = seq / self.capacity as u64;
+        loop {
             let window = cell.load();
             if window.current.number >= number {
-                break window;
+                return window;
             }
             // Whether this install or a concurrent one wins, the current
             // page has grown; load again.
             cell.compare_and_swap(&window, Arc::new(window.advanced_to(number, self.capacity)));
-        };
+        }
+    }
+
+    /// The slot of `seq` in `window`, if its page is there.
+    fn slot<'w>(&self, window: &'w Window<E>, seq: u64) -> Option<&'w SetOnce<Record<E>>> {
+        let capacity = self.capacity as u64;
         // `… % capacity < capacity == slots.len()`: always in bounds; in
         // u128 the product cannot overflow whatever the capacity.
-        let index = (u128::from(record.seq % capacity) * u128::from(self.stride)
-            % u128::from(capacity)) as usize;
-        if let Some(slot) = window.page(number).and_then(|page| page.slots.get(index)) {
-            // The only writer of this slot: `set` succeeds and never waits.
-            let _ = slot.set(Arc::clone(record));
-        }
+        let index =
+            (u128::from(seq % capacity) * u128::from(self.stride) % u128::from(capacity)) as usize;
+        window.page(seq / capacity)?.slots.get(index)
     }
 
     /// The logged events, oldest first.
@@ -271,9 +275,9 @@ impl<E> AuditRing<E> {
         // A full `Arc` rather than a guard: the scan is long, and arc-swap
         // guards are meant to be short-lived.
         let window = cell.load_full();
-        let mut records: Vec<Arc<Record<E>>> = std::iter::once(&window.current)
+        let mut records: Vec<&Record<E>> = std::iter::once(&window.current)
             .chain(&window.previous)
-            .flat_map(|page| page.slots.iter().filter_map(SetOnce::get_cloned))
+            .flat_map(|page| page.slots.iter().filter_map(SetOnce::get))
             .collect();
         records.sort_unstable_by_key(|r| r.seq);
         let older = records.len().saturating_sub(self.capacity);
@@ -289,14 +293,14 @@ mod tests {
     fn keeps_the_newest_in_order() {
         let ring = AuditRing::new(3);
         for i in 0..10 {
-            assert_eq!(*ring.record(i), i);
+            assert_eq!(ring.record(i, |e| *e), i);
         }
         assert_eq!(ring.snapshot(), vec![7, 8, 9]);
         assert_eq!(ring.capacity(), 3);
     }
 
     fn late(ring: &AuditRing<u64>, seq: u64) {
-        ring.store(&Arc::new(Record { seq, event: seq }));
+        ring.place(seq, seq, |_| ());
     }
 
     #[test]
@@ -337,7 +341,7 @@ mod tests {
         }
         let ring = AuditRing::new(100);
         for i in 0..250 {
-            ring.record(i);
+            ring.record(i, |_| ());
         }
         assert_eq!(ring.snapshot(), (150..250).collect::<Vec<_>>());
     }
@@ -353,7 +357,7 @@ mod tests {
         std::thread::scope(|s| {
             for t in 0..3_u32 {
                 let ring = &ring;
-                s.spawn(move || (0..per_thread).for_each(|i| drop(ring.record((t, i)))));
+                s.spawn(move || (0..per_thread).for_each(|i| ring.record((t, i), |_| ())));
             }
             s.spawn(|| {
                 for _ in 0..per_thread {
@@ -377,7 +381,7 @@ mod tests {
     #[test]
     fn disabled_ring_logs_nothing() {
         let ring = AuditRing::new(0);
-        assert_eq!(*ring.record("x"), "x");
+        assert_eq!(ring.record("x", |e| *e), "x");
         assert!(ring.snapshot().is_empty());
     }
 }
@@ -388,11 +392,11 @@ mod tests {
 mod loom_models {
     use super::*;
 
-    fn seq(held: &Held<u32>) -> u64 {
-        match held {
-            Held::Logged(record) => record.seq,
-            Held::Unlogged(_) => u64::MAX,
-        }
+    /// Records `event` and returns the sequence number it drew.
+    fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
+        let seq = ring.next.fetch_add(1, Ordering::Relaxed);
+        ring.place(seq, event, |_| ());
+        seq
     }
 
     /// Capacity 1, so every event opens a page. After one event, two
@@ -404,10 +408,10 @@ mod loom_models {
     fn racing_page_installs_keep_the_newest() {
         loom::model(|| {
             let ring = Arc::new(AuditRing::new(1));
-            ring.record(0);
+            record(&ring, 0);
             let spawn = |event: u32| {
                 let ring = ring.clone();
-                loom::thread::spawn(move || (seq(&ring.record(event)), event))
+                loom::thread::spawn(move || (record(&ring, event), event))
             };
             let (a, b) = (spawn(1), spawn(2));
             let (a, b) = (a.join().unwrap(), b.join().unwrap());
@@ -421,11 +425,11 @@ mod loom_models {
     fn snapshot_during_a_page_change() {
         loom::model(|| {
             let ring = Arc::new(AuditRing::new(1));
-            ring.record(0);
+            record(&ring, 0);
             let emitter = {
                 let ring = ring.clone();
                 loom::thread::spawn(move || {
-                    ring.record(1);
+                    record(&ring, 1);
                 })
             };
             let seen = ring.snapshot();

@@ -602,16 +602,18 @@ impl<E: Event> EventBus<E> {
     /// ```
     pub fn emit(&self, event: E) -> EmitReport {
         let kind = event.kind();
-        let event = self.audit.record(event);
-        // Two arc-swap read guards: no lock, nothing a writer waits for.
-        let kinds = self.kinds.load();
-        let Some(slot) = kinds.get(&kind) else {
-            return EmitReport::default();
-        };
-        let subscribers = slot.subscribers.load(); // linearization point
-        let report = deliver(&*event, &subscribers);
-        slot.counters.add(report.delivered, report.failed);
-        report
+        // The handlers get the event where the log keeps it (no copy).
+        self.audit.record(event, |event| {
+            // Two arc-swap read guards: no lock, nothing a writer waits for.
+            let kinds = self.kinds.load();
+            let Some(slot) = kinds.get(&kind) else {
+                return EmitReport::default();
+            };
+            let subscribers = slot.subscribers.load(); // linearization point
+            let report = deliver(event, &subscribers);
+            slot.counters.add(report.delivered, report.failed);
+            report
+        })
     }
 
     /// The newest logged events, at most the capacity, oldest first. Each
