@@ -257,10 +257,14 @@ impl<E> AuditRing<E> {
     /// The slot of `seq` in `window`, if its page is there.
     fn slot<'w>(&self, window: &'w Window<E>, seq: u64) -> Option<&'w SetOnce<Record<E>>> {
         let capacity = self.capacity as u64;
-        // `… % capacity < capacity == slots.len()`: always in bounds; in
-        // u128 the product cannot overflow whatever the capacity.
-        let index =
-            (u128::from(seq % capacity) * u128::from(self.stride) % u128::from(capacity)) as usize;
+        // `… % capacity < capacity == slots.len()`: always in bounds. The
+        // product fits in u64 unless the capacity is beyond 2³²; then u128.
+        let index = match (seq % capacity).checked_mul(self.stride) {
+            Some(spread) => spread % capacity,
+            None => {
+                (u128::from(seq % capacity) * u128::from(self.stride) % u128::from(capacity)) as u64
+            }
+        } as usize;
         window.page(seq / capacity)?.slots.get(index)
     }
 
