@@ -1,0 +1,111 @@
+//! A per-thread cache of resolved names: the first level of name lookup
+//! (see "Name lookup" in the module docs).
+//!
+//! Each thread keeps a small direct-mapped table of `(breaker id, name) →
+//! slot`. A hit is a thread-local access, one hash and one string
+//! comparison: no atomic read-modify-write, no shared line written, which is
+//! what makes a lookup by name cheaper than even an uncontended mutex. It is
+//! correct for the same reason as the snapshot: a name's slot is never
+//! removed or replaced, so a cached slot is *the* slot and every operation
+//! still linearizes on its word.
+//!
+//! Breaker ids come from a global counter and are never reused, so an entry
+//! of a dropped breaker can never be hit; it only keeps its slot's memory
+//! until the entry is overwritten or the thread exits (at most 128 slots per
+//! thread).
+
+#[cfg(not(raceless_loom))]
+use std::cell::RefCell;
+use std::hash::BuildHasher;
+
+use super::state::Slot;
+use super::SlotRef;
+
+/// Sets per thread; each holds two entries (two-way associative, so two
+/// hot names that hash alike do not evict each other).
+const SETS: usize = 64;
+
+/// A fresh breaker id. `Relaxed`: only uniqueness is needed (a
+/// read-modify-write never returns one value twice).
+pub(super) fn next_breaker_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The set of `name`. A fixed seed: a name chosen to collide can only
+/// cost its owner cache misses.
+#[inline]
+pub(super) fn set_of(name: &str) -> usize {
+    foldhash::fast::FixedState::default().hash_one(name) as usize % SETS
+}
+
+#[cfg(not(raceless_loom))]
+struct Entry {
+    breaker: u64,
+    name: std::sync::Arc<str>,
+    slot: SlotRef,
+}
+
+#[cfg(not(raceless_loom))]
+thread_local! {
+    static CACHE: RefCell<Vec<[Option<Entry>; 2]>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the cached slot of `name` in breaker `breaker`; `None` on
+/// a miss (callers pass a copy of their closure and keep theirs).
+#[cfg(not(raceless_loom))]
+#[inline]
+pub(super) fn with<R>(
+    breaker: u64,
+    set: usize,
+    name: &str,
+    f: impl FnOnce(&Slot) -> R,
+) -> Option<R> {
+    CACHE
+        .try_with(|cache| {
+            // `try_borrow`: `f` never re-enters, but a miss is always safe.
+            let cache = cache.try_borrow().ok()?;
+            let entry = cache
+                .get(set)?
+                .iter()
+                .flatten()
+                .find(|e| e.breaker == breaker && &*e.name == name)?;
+            Some(f(&entry.slot))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Remembers `slot` as the slot of `name` in breaker `breaker`: it goes to
+/// the first way of its set, the entry there moves to the second.
+#[cfg(not(raceless_loom))]
+#[cold]
+pub(super) fn insert(breaker: u64, set: usize, name: &std::sync::Arc<str>, slot: &SlotRef) {
+    let _ = CACHE.try_with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return;
+        };
+        if cache.is_empty() {
+            cache.resize_with(SETS, || [None, None]);
+        }
+        if let Some(ways) = cache.get_mut(set) {
+            ways[1] = ways[0].take();
+            ways[0] = Some(Entry {
+                breaker,
+                name: name.clone(),
+                slot: slot.clone(),
+            });
+        }
+    });
+}
+
+/// Under loom the cache is off: loom runs its threads on one OS thread, so
+/// a `thread_local!` would be shared by all of them, and the cache is only
+/// an accelerator over the protocol loom checks.
+#[cfg(raceless_loom)]
+pub(super) fn with<R>(_: u64, _: usize, _: &str, _: impl FnOnce(&Slot) -> R) -> Option<R> {
+    None
+}
+
+#[cfg(raceless_loom)]
+pub(super) fn insert(_: u64, _: usize, _: &std::sync::Arc<str>, _: &SlotRef) {}
