@@ -87,10 +87,7 @@ fn start_vs_end() {
         let hook_calls = std::sync::Arc::new(AtomicUsize::new(0));
         let (engine, events) = engine_with_hook(&hook_calls);
         let engine = Arc::new(engine);
-        let ender = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
-        };
+        let ender = spawn_end(&engine);
         assert!(engine.start(1, 2, Kind).unwrap().is_started());
         let ended = ender.join().unwrap();
         assert_eq!(events.ended.load(Ordering::SeqCst), usize::from(ended));
@@ -111,6 +108,12 @@ fn engine_with_an_arc() -> Arc<ArcEngine<u8, Kind>> {
     engine
 }
 
+/// A thread ending the pair (1, 2); joins to whether its `end` won.
+fn spawn_end(engine: &Arc<ArcEngine<u8, Kind>>) -> loom::thread::JoinHandle<bool> {
+    let engine = engine.clone();
+    loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+}
+
 /// An end racing a restart of the same pair: the ended arc's slot is either
 /// removed by its ender or replaced by the new start, never both, and the
 /// ender's cleanup never removes the new arc.
@@ -118,10 +121,7 @@ fn engine_with_an_arc() -> Arc<ArcEngine<u8, Kind>> {
 fn end_vs_restart() {
     loom::model(|| {
         let engine = engine_with_an_arc();
-        let ender = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
-        };
+        let ender = spawn_end(&engine);
         let restarted = engine.start(2, 1, Kind).unwrap().is_started();
         assert!(ender.join().unwrap());
         assert_eq!(engine.len(), usize::from(restarted));
@@ -151,10 +151,7 @@ fn end_vs_restart() {
 fn len_counts_a_pair_at_most_once() {
     loom::model(|| {
         let engine = engine_with_an_arc();
-        let ender = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
-        };
+        let ender = spawn_end(&engine);
         let restarter = {
             let engine = engine.clone();
             loom::thread::spawn(move || engine.start(2, 1, Kind).unwrap().is_started())
