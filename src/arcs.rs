@@ -808,6 +808,17 @@ impl<A: Clone, K: Clone> Cell<A, K> {
         (s.life == Life::Active).then_some(s)
     }
 
+    /// The compare-and-swap `Active → Ended` that `end`, expiry and their
+    /// racers contend for: the final state if this caller won it.
+    fn try_end(&self) -> Option<State> {
+        self.transition(|s| {
+            (s.life == Life::Active).then_some(State {
+                life: Life::Ended,
+                ..*s
+            })
+        })
+    }
+
     /// Compare-and-swap loop: applies `f` to the newest state until its
     /// result is installed (returns it) or `f` declines (`None`). The
     /// successful compare-and-swap is the linearization point of the
@@ -1010,7 +1021,7 @@ where
                     // handed out of the closure so that no drop of user
                     // data can happen under the shard lock.
                     Life::Ended => {
-                        counter.fetch_sub(1, Ordering::Relaxed);
+                        self.count_out(o.get());
                         Claim::Replaced(o.insert(cell.clone()))
                     }
                     Life::Aborted => Claim::Replaced(o.insert(cell.clone())),
@@ -1136,20 +1147,21 @@ where
         self.map.remove_if(&cell.agents, |_, v| {
             let ours = Arc::ptr_eq(v, cell);
             if ours {
-                self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
+                self.count_out(cell);
             }
             ours
         });
     }
 
+    /// Counts an ended arc out of `len`; called under the shard lock, by
+    /// whoever unlinks it (see `ArcEngine::active`).
+    fn count_out(&self, cell: &Cell<A, K>) {
+        self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Ends this very cell; `None` if another transition ended it first.
     fn end_cell(&self, cell: &Arc<Cell<A, K>>, reason: EndReason) -> Option<ArcSnapshot<A, K>> {
-        let last = cell.transition(|s| {
-            (s.life == Life::Active).then_some(State {
-                life: Life::Ended,
-                ..*s
-            })
-        })?;
+        let last = cell.try_end()?;
         self.retire(cell);
         Some(self.report_end(cell, &last, reason))
     }
@@ -1190,14 +1202,9 @@ where
         let (_, cell) = self
             .map
             .remove_if(&key, |_, cell| {
-                last = cell.transition(|s| {
-                    (s.life == Life::Active).then_some(State {
-                        life: Life::Ended,
-                        ..*s
-                    })
-                });
+                last = cell.try_end();
                 if last.is_some() {
-                    self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
+                    self.count_out(cell);
                 }
                 last.is_some()
             })
