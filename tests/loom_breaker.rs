@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use loom::sync::Arc;
 use loom::thread;
-use raceless::breaker::{BreakerEvent, CircuitBreaker, State};
+use raceless::breaker::{BreakerEvent, BreakerHandle, CircuitBreaker, State};
 use raceless::clock::ManualClock;
 
 /// Counts the `to: Open` events a breaker reports (a `std` atomic: read
@@ -160,7 +160,7 @@ fn reset_all_vs_failure() {
 
 /// A breaker whose name "x" has opened and cooled down: the next permit
 /// is the half-open trial. (The breaker is returned to keep it alive.)
-fn half_open() -> (CircuitBreaker, raceless::breaker::BreakerHandle) {
+fn half_open() -> (CircuitBreaker, BreakerHandle) {
     let clock = ManualClock::new();
     let b = CircuitBreaker::builder()
         .failure_threshold(1)
@@ -174,6 +174,18 @@ fn half_open() -> (CircuitBreaker, raceless::breaker::BreakerHandle) {
     (b, h)
 }
 
+/// Runs `contend` (true if it won the trial) on this thread and another:
+/// exactly one of them wins.
+fn exactly_one_wins_the_trial(h: &BreakerHandle, contend: fn(BreakerHandle) -> bool) {
+    let other = {
+        let h = h.clone();
+        thread::spawn(move || contend(h))
+    };
+    let mine = contend(h.clone());
+    let theirs = other.join().unwrap();
+    assert!(mine ^ theirs, "trials won: {mine} {theirs}");
+}
+
 /// Two contenders for the half-open trial: exactly one wins it.
 #[test]
 fn one_trial_for_two_contenders() {
@@ -182,20 +194,14 @@ fn one_trial_for_two_contenders() {
         // Each contender reports whether it won the trial, then resolves its
         // permit as a success (an ordinary permit if it came after the
         // winner closed the name).
-        let contend = |h: raceless::breaker::BreakerHandle| {
+        let contend = |h: BreakerHandle| {
             h.try_acquire().is_some_and(|p| {
                 let trial = p.is_trial();
                 p.success();
                 trial
             })
         };
-        let other = {
-            let h = h.clone();
-            thread::spawn(move || contend(h))
-        };
-        let mine = contend(h.clone());
-        let theirs = other.join().unwrap();
-        assert!(mine ^ theirs, "trials won: {mine} {theirs}");
+        exactly_one_wins_the_trial(&h, contend);
         assert_eq!(h.state(), State::Closed);
     });
 }
@@ -207,17 +213,11 @@ fn one_trial_for_two_contenders() {
 fn dropped_trial_vs_contender() {
     loom::model(|| {
         let (_b, h) = half_open();
-        let contend = |h: raceless::breaker::BreakerHandle| {
+        let contend = |h: BreakerHandle| {
             // Dropped at the end of the statement: unresolved.
             h.try_acquire().is_some_and(|p| p.is_trial())
         };
-        let other = {
-            let h = h.clone();
-            thread::spawn(move || contend(h))
-        };
-        let mine = contend(h.clone());
-        let theirs = other.join().unwrap();
-        assert!(mine ^ theirs, "trials won: {mine} {theirs}");
+        exactly_one_wins_the_trial(&h, contend);
         assert_eq!(h.state(), State::Open);
         assert_eq!(h.failures(), 2);
         assert_eq!(h.times_opened(), 2);
