@@ -423,23 +423,26 @@ mod loom_models {
         });
     }
 
-    /// A snapshot racing an emit that opens a new page (capacity 1): at
-    /// most one event, never a torn or duplicated one.
+    /// A snapshot racing an emit that opens a new page (capacity 2, page 0
+    /// full): it shows the two newest events before or after the emit,
+    /// never a duplicated one (with capacity 1 the truncation to the newest
+    /// would hide a page read twice).
     #[test]
     fn snapshot_during_a_page_change() {
         loom::model(|| {
-            let ring = Arc::new(AuditRing::new(1));
+            let ring = Arc::new(AuditRing::new(2));
             record(&ring, 0);
+            record(&ring, 1);
             let emitter = {
                 let ring = ring.clone();
                 loom::thread::spawn(move || {
-                    record(&ring, 1);
+                    record(&ring, 2);
                 })
             };
             let seen = ring.snapshot();
-            assert!(seen == [0] || seen == [1], "{seen:?}");
+            assert!(seen == [0, 1] || seen == [1, 2], "{seen:?}");
             emitter.join().unwrap();
-            assert_eq!(ring.snapshot(), vec![1]);
+            assert_eq!(ring.snapshot(), vec![1, 2]);
         });
     }
 }
