@@ -802,6 +802,22 @@ impl<A: Clone, K: Clone> Cell<A, K> {
             .min(MAX_DELTA_MS)
     }
 
+    /// The compare-and-swap of a `progress`: one more event, the phase,
+    /// the last-progress time; `Completed` ends the arc. The new state if
+    /// the arc was active.
+    fn progressed(&self, phase: ArcPhase, now: SystemTime) -> Option<State> {
+        let delta_ms = self.delta_ms(now);
+        let completes = phase == ArcPhase::Completed;
+        self.transition(|s| {
+            (s.life == Life::Active).then_some(State {
+                life: if completes { Life::Ended } else { Life::Active },
+                phase,
+                events: (s.events + 1).min(MAX_EVENTS),
+                delta_ms,
+            })
+        })
+    }
+
     /// The current state, if the arc is published and not ended.
     fn active_state(&self) -> Option<State> {
         let s = self.state();
@@ -911,8 +927,11 @@ enum Claim<A, K> {
     Ours,
     /// We took the slot of a dead (ended or rolled-back) cell.
     Replaced(Arc<Cell<A, K>>),
-    /// A live (starting or active) cell holds the pair.
-    Theirs(Arc<Cell<A, K>>),
+    /// A live (starting or active) cell holds the pair; ours goes unused.
+    Theirs {
+        existing: Arc<Cell<A, K>>,
+        unused: Arc<Cell<A, K>>,
+    },
 }
 
 impl<A, K> ArcEngine<A, K>
@@ -1004,27 +1023,37 @@ where
             word: AtomicU64::new(initial.pack()),
         });
         let counter = &self.active[cell.stripe];
+        let snapshot = cell.snapshot_of(&initial);
+        // Without a hook the map's reference is the only one we need; with
+        // one we keep a reference to finish the start after the hook.
+        let hooked = self.start_hook.as_ref().map(|_| Arc::clone(&cell));
         // Linearization point of the start: the claim under the shard lock.
         // The closure only inspects cells' states; no user code, no map call.
         // The counter moves under the shard lock (see `ArcEngine::active`).
+        // Cells that must be dropped (ours if we lost, a displaced dead
+        // one) are handed out of the closure, so that no drop of user data
+        // happens under the shard lock.
         let claim = self.map.entry(key, |e| {
             let claim = match e {
                 Entry::Vacant(v) => {
-                    v.insert(cell.clone());
+                    v.insert(cell);
                     Claim::Ours
                 }
                 Entry::Occupied(mut o) => match o.get().state().life {
-                    Life::Starting | Life::Active => return Claim::Theirs(o.get().clone()),
+                    Life::Starting | Life::Active => {
+                        return Claim::Theirs {
+                            existing: o.get().clone(),
+                            unused: cell,
+                        }
+                    }
                     // A dead cell whose ender has not removed it yet:
                     // replace it (the ender's `remove_if` checks identity)
-                    // and count it out for the ender. The displaced cell is
-                    // handed out of the closure so that no drop of user
-                    // data can happen under the shard lock.
+                    // and count it out for the ender.
                     Life::Ended => {
                         self.count_out(o.get());
-                        Claim::Replaced(o.insert(cell.clone()))
+                        Claim::Replaced(o.insert(cell))
                     }
-                    Life::Aborted => Claim::Replaced(o.insert(cell.clone())),
+                    Life::Aborted => Claim::Replaced(o.insert(cell)),
                 },
             };
             if initial.life == Life::Active {
@@ -1033,14 +1062,15 @@ where
             claim
         });
         match claim {
-            Claim::Theirs(existing) => {
+            Claim::Theirs { existing, unused } => {
+                drop(unused);
                 let state = existing.state();
                 return Ok(Start::AlreadyActive(existing.snapshot_of(&state)));
             }
             Claim::Replaced(dead) => drop(dead),
             Claim::Ours => {}
         }
-        if let Some(hook) = &self.start_hook {
+        if let (Some(hook), Some(cell)) = (&self.start_hook, hooked) {
             // The hook runs with no guard held; the placeholder keeps the
             // pair claimed meanwhile.
             if let Err(e) = run_start_hook(hook, &cell.agents.0, &cell.agents.1, &cell.kind) {
@@ -1066,7 +1096,6 @@ where
             });
         }
         tracing::debug!("arc started");
-        let snapshot = cell.snapshot_of(&initial);
         self.events.emit(|| ArcEvent::Started(snapshot.clone()));
         Ok(Start::Started(snapshot))
     }
@@ -1106,7 +1135,7 @@ where
     /// ```
     pub fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
         let cell = self.cell(a, b)?;
-        self.progress_cell(&cell, phase)
+        self.progress_cell(&cell, phase, self.clock.now())
     }
 
     /// Progresses this very cell (not whatever arc the pair has by now).
@@ -1114,19 +1143,10 @@ where
         &self,
         cell: &Arc<Cell<A, K>>,
         phase: ArcPhase,
+        now: SystemTime,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let delta_ms = cell.delta_ms(self.clock.now());
         let completes = phase == ArcPhase::Completed;
-        let next = cell
-            .transition(|s| {
-                (s.life == Life::Active).then_some(State {
-                    life: if completes { Life::Ended } else { Life::Active },
-                    phase,
-                    events: (s.events + 1).min(MAX_EVENTS),
-                    delta_ms,
-                })
-            })
-            .ok_or(ArcError::NotFound)?;
+        let next = cell.progressed(phase, now).ok_or(ArcError::NotFound)?;
         let snapshot = cell.snapshot_of(&next);
         if completes {
             self.retire(cell);
@@ -1360,7 +1380,7 @@ where
             }
             if let Some(hook) = &self.process_hook {
                 if let Some(phase) = run_process_hook(hook, &cell.snapshot_of(&state)) {
-                    if self.progress_cell(&cell, phase).is_ok() {
+                    if self.progress_cell(&cell, phase, self.clock.now()).is_ok() {
                         report.progressed += 1;
                         if phase == ArcPhase::Completed {
                             report.completed += 1;

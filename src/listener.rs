@@ -10,7 +10,7 @@
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::sync::{Arc, ArcSwap, AtomicU64, Ordering};
+use crate::sync::{Arc, ArcSwap, AtomicU64, AtomicUsize, Ordering};
 
 /// The handle of a registered listener, for removing it again.
 ///
@@ -29,6 +29,15 @@ type Callback<E> = std::sync::Arc<dyn Fn(&E) + Send + Sync>;
 /// An RCU list of listeners for events of type `E`.
 pub(crate) struct Listeners<E> {
     list: ArcSwap<Vec<(ListenerId, Callback<E>)>>,
+    /// How many listeners are registered: moved by `add` after its list
+    /// is installed and by `remove` after its list is installed, so that
+    /// the hot path with no listener ([`Listeners::is_empty`]) is one plain
+    /// load instead of an arc-swap load (which takes a debt slot with a
+    /// `SeqCst` store). Release on the read-modify-writes, Acquire on the
+    /// load: every change is a read-modify-write, so they form one release
+    /// sequence, and a load that reads a count including an `add`
+    /// synchronizes with that `add` and then loads (at least) its list.
+    len: AtomicUsize,
     /// Only uniqueness matters for ids, so `Relaxed` suffices: a
     /// read-modify-write never hands out one value twice.
     next_id: AtomicU64,
@@ -38,6 +47,7 @@ impl<E> Listeners<E> {
     pub(crate) fn new() -> Self {
         Self {
             list: ArcSwap::from_value(Vec::new()),
+            len: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
         }
     }
@@ -54,6 +64,7 @@ impl<E> Listeners<E> {
             new.push((id, f.clone()));
             Arc::new(new)
         });
+        self.len.fetch_add(1, Ordering::Release);
         id
     }
 
@@ -65,12 +76,20 @@ impl<E> Listeners<E> {
             found = old.iter().any(|(i, _)| *i == id);
             Arc::new(old.iter().filter(|(i, _)| *i != id).cloned().collect())
         });
+        if found {
+            // Only the remove whose list dropped `id` gets here, and only
+            // after `id`'s add counted it in (the id came from that add).
+            self.len.fetch_sub(1, Ordering::Release);
+        }
         found
     }
 
-    /// Whether no listener is registered (lets callers skip building events).
+    /// Whether no listener is registered (lets callers skip building
+    /// events). A listener whose `add` returned before this call is seen
+    /// (see `len`); one added concurrently may or may not be, as with
+    /// `notify`.
     pub(crate) fn is_empty(&self) -> bool {
-        self.list.load().is_empty()
+        self.len.load(Ordering::Acquire) == 0
     }
 
     /// Calls every listener with `event`, outside every lock; a panic in one
