@@ -5,7 +5,7 @@ use std::fmt;
 use crate::sync::{Arc, CachePadded};
 
 use super::state::{Admission, Shared, Slot};
-use super::{emit, event, with_clock, NameMetrics, State};
+use super::{report, with_clock, NameMetrics, State};
 
 type SlotRef = Arc<CachePadded<Slot>>;
 
@@ -156,8 +156,7 @@ impl BreakerHandle {
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn reset(&self) {
-        let event = self.slot.close(&self.shared).map(|t| event(&self.slot, t));
-        emit(&self.shared, event);
+        report(&self.shared, &self.slot, self.slot.close(&self.shared));
     }
 
     /// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire) for this name.
@@ -177,21 +176,18 @@ impl BreakerHandle {
 
 #[inline]
 fn record_failure(slot: &Slot, shared: &Shared) {
-    let event = with_clock(shared, |now| {
-        Ok(slot.record_failure(shared, now)?.map(|t| event(slot, t)))
-    });
-    emit(shared, event);
+    let t = with_clock(shared, |now| slot.record_failure(shared, now));
+    report(shared, slot, t);
 }
 
 #[inline]
 fn record_success(slot: &Slot, shared: &Shared) {
-    let event = slot.record_success(shared).map(|t| event(slot, t));
-    emit(shared, event);
+    report(shared, slot, slot.record_success(shared));
 }
 
 pub(super) fn acquire(slot: &SlotRef, shared: &Arc<Shared>) -> Option<Permit> {
     let (admission, transition) = with_clock(shared, |now| slot.acquire(shared, now))?;
-    emit(shared, transition.map(|t| event(slot, t)));
+    report(shared, slot, transition);
     Some(Permit {
         slot: slot.clone(),
         shared: shared.clone(),

@@ -448,6 +448,23 @@ impl CircuitBreaker {
         }
     }
 
+    /// [`report`] for an operation by name: the slot's name for the event
+    /// is looked up again only when a listener will receive it (rare: a
+    /// state change with listeners), after every guard of the operation
+    /// was released.
+    #[inline]
+    fn report(&self, name: &str, t: Option<Transition>) {
+        if let Some(t) = t {
+            self.shared.emit(|| BreakerEvent::StateChanged {
+                name: self
+                    .lookup(name, |slot| slot.name.clone())
+                    .unwrap_or_else(|| name.into()),
+                from: t.from,
+                to: t.to,
+            });
+        }
+    }
+
     /// Runs a read on a known name, `default` for an unknown one.
     #[inline]
     fn read<R>(&self, name: &str, default: R, f: impl FnOnce(&Slot) -> R + Copy) -> R {
@@ -511,13 +528,10 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn record_failure(&self, name: &str) {
-        let event = with_clock(&self.shared, |now| {
-            self.on_slot(name, |slot| {
-                let t = slot.record_failure(&self.shared, now)?;
-                Ok(t.map(|t| event(slot, t)))
-            })
+        let t = with_clock(&self.shared, |now| {
+            self.on_slot(name, |slot| slot.record_failure(&self.shared, now))
         });
-        emit(&self.shared, event);
+        self.report(name, t);
     }
 
     /// Records a success of `name`: its count drops to zero and it closes
@@ -535,10 +549,8 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn record_success(&self, name: &str) {
-        let event = self.on_slot(name, |slot| {
-            slot.record_success(&self.shared).map(|t| event(slot, t))
-        });
-        emit(&self.shared, event);
+        let t = self.on_slot(name, |slot| slot.record_success(&self.shared));
+        self.report(name, t);
     }
 
     /// Whether `name` is open or half-open (rejecting ordinary calls). An
@@ -611,10 +623,8 @@ impl CircuitBreaker {
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn reset(&self, name: &str) {
-        let event = self.read(name, None, |slot| {
-            slot.close(&self.shared).map(|t| event(slot, t))
-        });
-        emit(&self.shared, event);
+        let t = self.read(name, None, |slot| slot.close(&self.shared));
+        self.report(name, t);
     }
 
     /// Closes every name and zeroes every count, in O(1): one `fetch_add` on
@@ -796,14 +806,12 @@ impl Breaker for CircuitBreaker {
     fn admit(&self, name: &str) -> bool {
         let admitted = with_clock(&self.shared, |now| {
             self.on_slot(name, |slot| {
-                Ok(slot
-                    .acquire(&self.shared, now)?
-                    .map(|(_, t)| t.map(|t| event(slot, t))))
+                Ok(slot.acquire(&self.shared, now)?.map(|(_, t)| t))
             })
         });
         match admitted {
-            Some(event) => {
-                emit(&self.shared, event);
+            Some(t) => {
+                self.report(name, t);
                 true
             }
             None => false,
@@ -824,18 +832,20 @@ fn with_clock<R>(shared: &Shared, op: impl Fn(Option<u64>) -> Result<R, NeedsClo
     }
 }
 
-fn event(slot: &Slot, t: Transition) -> BreakerEvent {
-    BreakerEvent::StateChanged {
-        name: slot.name.clone(),
-        from: t.from,
-        to: t.to,
-    }
-}
-
+/// Tells the listeners of `shared` about the change `t` of `slot`, if
+/// there was one. The event is built only here, and only if someone
+/// listens: operations return the small `Option<Transition>` through their
+/// closures, never an event (moving an `Option` of an event with an `Arc`
+/// through the nested closures of a lookup cost more than the lookup
+/// itself, in store-forwarding stalls).
 #[inline]
-fn emit(shared: &Shared, event: Option<BreakerEvent>) {
-    if let Some(event) = event {
-        shared.emit(|| event);
+fn report(shared: &Shared, slot: &Slot, t: Option<Transition>) {
+    if let Some(t) = t {
+        shared.emit(|| BreakerEvent::StateChanged {
+            name: slot.name.clone(),
+            from: t.from,
+            to: t.to,
+        });
     }
 }
 
