@@ -121,6 +121,39 @@ mod loom_models {
     use super::*;
     use loom::sync::atomic::AtomicUsize;
 
+    /// The count behind `is_empty` never runs ahead of the list: whoever
+    /// sees a listener counted also sees it in the list it then loads, and
+    /// after `add`/`remove` return the count is exact. (Counting before the
+    /// list is installed fails the first assertion.)
+    #[test]
+    fn a_counted_listener_is_in_the_list() {
+        loom::model(|| {
+            let listeners = Arc::new(Listeners::<u32>::new());
+            let calls = Arc::new(AtomicUsize::new(0));
+            let adder = {
+                let (listeners, calls) = (listeners.clone(), calls.clone());
+                loom::thread::spawn(move || {
+                    listeners.add(move |_| {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+            };
+            if !listeners.is_empty() {
+                listeners.notify(&1);
+                assert_eq!(calls.load(Ordering::Relaxed), 1);
+            }
+            let id = adder.join().unwrap();
+            assert!(!listeners.is_empty());
+            let remover = {
+                let listeners = listeners.clone();
+                loom::thread::spawn(move || listeners.remove(id))
+            };
+            let _ = listeners.is_empty();
+            assert!(remover.join().unwrap());
+            assert!(listeners.is_empty());
+        });
+    }
+
     /// A listener added before a notification starts is called by it; one
     /// added concurrently may or may not be, but is never lost for later
     /// notifications, and two concurrent adds both land.
