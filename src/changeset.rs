@@ -48,7 +48,7 @@
 //!
 //! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
 //! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
-//! not newer than `v` — this reserves slots `n..n + k` (`k` = 16, a
+//! not newer than `v` — this reserves slots `n..n + k` (`k` = 32, a
 //! thread's *lease*: its next records use the rest without touching the
 //! root or the word); write the entry into slot `n`'s cell; then *commit*:
 //! compare-and-swap the slot's state `EMPTY → WRITTEN`. If the word is
@@ -591,7 +591,7 @@ fn stripe_hint() -> usize {
 /// `LEASE` records of a thread). Under loom, 2 and the thread-local cache
 /// is left out: every reservation then leaves an unused `EMPTY` slot that
 /// closes must cancel and readers must skip, which loom checks.
-const LEASE: u32 = if cfg!(raceless_loom) { 2 } else { 16 };
+const LEASE: u32 = if cfg!(raceless_loom) { 2 } else { 32 };
 
 /// A process-wide id per log, for matching a thread's lease to its log. A
 /// std atomic on purpose: not part of the protocol (loom never sees it).
@@ -841,12 +841,22 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// let id = log.start_changeset();
     /// assert_eq!(log.record_change('a'), Ok(id));
     /// ```
+    #[inline]
     pub fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        // The lease fast path is inlined into the caller: a call returning
+        // the 16-byte `Result` through memory cost a store-forwarding stall
+        // in the caller on every record.
         #[cfg(not(raceless_loom))]
         let entry = match lease::record(self.log_id, entry) {
             Ok(id) => return Ok(id),
             Err(entry) => entry,
         };
+        self.record_reserving(entry)
+    }
+
+    /// `record_change` without a usable lease: reserve from the root.
+    #[inline(never)]
+    fn record_reserving(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
         let hint = stripe_hint();
         let mut entry = entry;
         loop {
