@@ -1135,7 +1135,7 @@ where
     /// ```
     pub fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
         let cell = self.cell(a, b)?;
-        self.progress_cell(&cell, phase, self.clock.now())
+        self.progress_cell(&cell, phase)
     }
 
     /// Progresses this very cell (not whatever arc the pair has by now).
@@ -1143,10 +1143,11 @@ where
         &self,
         cell: &Arc<Cell<A, K>>,
         phase: ArcPhase,
-        now: SystemTime,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
         let completes = phase == ArcPhase::Completed;
-        let next = cell.progressed(phase, now).ok_or(ArcError::NotFound)?;
+        let next = cell
+            .progressed(phase, self.clock.now())
+            .ok_or(ArcError::NotFound)?;
         let snapshot = cell.snapshot_of(&next);
         if completes {
             self.retire(cell);
@@ -1380,7 +1381,7 @@ where
             }
             if let Some(hook) = &self.process_hook {
                 if let Some(phase) = run_process_hook(hook, &cell.snapshot_of(&state)) {
-                    if self.progress_cell(&cell, phase, self.clock.now()).is_ok() {
+                    if self.progress_cell(&cell, phase).is_ok() {
                         report.progressed += 1;
                         if phase == ArcPhase::Completed {
                             report.completed += 1;

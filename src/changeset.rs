@@ -519,14 +519,18 @@ impl<C: Clone> Changeset<C> {
         }
     }
 
+    /// A copy of the frozen entries, if a read made them (never under loom).
+    fn frozen_copy(&self) -> Option<Vec<C>> {
+        #[cfg(not(raceless_loom))]
+        return self.frozen.get().cloned();
+        #[cfg(raceless_loom)]
+        None
+    }
+
     /// The entries of a changeset known to be final: the frozen copy if a
     /// read made one.
     fn final_entries(&self) -> Vec<C> {
-        #[cfg(not(raceless_loom))]
-        if let Some(frozen) = self.frozen.get() {
-            return frozen.clone();
-        }
-        self.entries()
+        self.frozen_copy().unwrap_or_else(|| self.entries())
     }
 
     fn entries(&self) -> Vec<C> {
@@ -951,9 +955,8 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// ```
     pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
         let set = self.sets.get(&id)?;
-        #[cfg(not(raceless_loom))]
-        if let Some(frozen) = set.frozen.get() {
-            return Some(frozen.clone());
+        if let Some(frozen) = set.frozen_copy() {
+            return Some(frozen);
         }
         // Open or sealed both read the entries, so the root is only needed
         // to tell a not-yet-published changeset (neither sealed nor in the

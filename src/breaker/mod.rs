@@ -455,12 +455,11 @@ impl CircuitBreaker {
     #[inline]
     fn report(&self, name: &str, t: Option<Transition>) {
         if let Some(t) = t {
-            self.shared.emit(|| BreakerEvent::StateChanged {
-                name: self
+            self.shared.emit(|| {
+                let name = self
                     .lookup(name, |slot| slot.name.clone())
-                    .unwrap_or_else(|| name.into()),
-                from: t.from,
-                to: t.to,
+                    .unwrap_or_else(|| name.into());
+                state_changed(name, t)
             });
         }
     }
@@ -841,11 +840,15 @@ fn with_clock<R>(shared: &Shared, op: impl Fn(Option<u64>) -> Result<R, NeedsClo
 #[inline]
 fn report(shared: &Shared, slot: &Slot, t: Option<Transition>) {
     if let Some(t) = t {
-        shared.emit(|| BreakerEvent::StateChanged {
-            name: slot.name.clone(),
-            from: t.from,
-            to: t.to,
-        });
+        shared.emit(|| state_changed(slot.name.clone(), t));
+    }
+}
+
+fn state_changed(name: std::sync::Arc<str>, t: Transition) -> BreakerEvent {
+    BreakerEvent::StateChanged {
+        name,
+        from: t.from,
+        to: t.to,
     }
 }
 

@@ -208,19 +208,23 @@ impl<E> AuditRing<E> {
     /// Logs `event` (moved, never cloned) and runs `deliver` on it as it
     /// sits in the log (the emit path calls the handlers there).
     pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R {
-        if self.window.is_none() {
-            return deliver(&event);
-        }
-        // Relaxed: see the module docs (uniqueness and per-thread order only).
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        self.place(seq, event, deliver)
-    }
-
-    /// Puts `event` under sequence number `seq` and delivers it.
-    fn place<R: Default>(&self, seq: u64, event: E, deliver: impl FnOnce(&E) -> R) -> R {
         let Some(cell) = &self.window else {
             return deliver(&event);
         };
+        // Relaxed: see the module docs (uniqueness and per-thread order only).
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.place(cell, seq, event, deliver)
+    }
+
+    /// Puts `event` under sequence number `seq` in the window `cell` and
+    /// delivers it.
+    fn place<R: Default>(
+        &self,
+        cell: &ArcSwap<Window<E>>,
+        seq: u64,
+        event: E,
+        deliver: impl FnOnce(&E) -> R,
+    ) -> R {
         let record = Record { seq, event };
         let window = self.window_for(cell, seq);
         match self.slot(&window, seq) {
@@ -304,7 +308,8 @@ mod tests {
     }
 
     fn late(ring: &AuditRing<u64>, seq: u64) {
-        ring.place(seq, seq, |_| ());
+        let cell = ring.window.as_ref().expect("an enabled ring");
+        ring.place(cell, seq, seq, |_| ());
     }
 
     #[test]
@@ -399,7 +404,8 @@ mod loom_models {
     /// Records `event` and returns the sequence number it drew.
     fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
         let seq = ring.next.fetch_add(1, Ordering::Relaxed);
-        ring.place(seq, event, |_| ());
+        let cell = ring.window.as_ref().expect("an enabled ring");
+        ring.place(cell, seq, event, |_| ());
         seq
     }
 

@@ -346,7 +346,6 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         self.saves.0.remove(id)
     }
 
-    /// The id of the slot's stream if it is live.
     /// The stream in `slot` if it is live here: its live flag if this
     /// registry published it (the id's epoch is this registry's), else a
     /// lookup (a restored slot, or one the baseline wrote).
