@@ -15,7 +15,7 @@ use raceless_harness::arcs::{
     TestKind,
 };
 use raceless_harness::model::SequentialSpec;
-use raceless_harness::threads::{iterations, run_concurrently};
+use raceless_harness::threads::{hunt, iterations, run_concurrently};
 
 /// Counts events by kind: (started, progressed, ended).
 #[derive(Default)]
@@ -537,33 +537,29 @@ fn op() -> impl Strategy<Value = Op> {
 
 // The checks above can fail: the seed's racy engine is caught by them.
 
+fn racy_engine() -> RacyArcEngine<Agent, TestKind> {
+    RacyArcEngine::from_builder(ArcEngineBuilder::new())
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
 fn racy_variant_duplicate_starts_are_caught() {
-    let n = duplicate_starts(
-        || RacyArcEngine::<Agent, TestKind>::from_builder(ArcEngineBuilder::new()),
-        4,
-        iterations(300),
-    );
+    let n = hunt(10, || duplicate_starts(racy_engine, 4, iterations(300)));
     assert!(n > 0, "the racy engine's duplicate starts went unnoticed");
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
 fn racy_variant_double_ends_are_caught() {
-    let n = double_ends(
-        || RacyArcEngine::<Agent, TestKind>::from_builder(ArcEngineBuilder::new()),
-        4,
-        iterations(300),
-    );
+    let n = hunt(10, || double_ends(racy_engine, 4, iterations(300)));
     assert!(n > 0, "the racy engine's double ends went unnoticed");
 }
 
 #[test]
 #[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
 fn racy_variant_lost_progress_is_caught() {
-    let r = RacyArcEngine::<Agent, TestKind>::from_builder(ArcEngineBuilder::new());
-    assert!(lost_progress(&r, 4, iterations(2_000)) > 0);
+    let n = hunt(10, || lost_progress(&racy_engine(), 4, iterations(2_000)));
+    assert!(n > 0, "the racy engine's lost progress went unnoticed");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use raceless::breaker::{
 use raceless::clock::ManualClock;
 use raceless_harness::breaker::{self as h, Model, Op, RacyBreaker};
 use raceless_harness::model::SequentialSpec;
-use raceless_harness::threads::{iterations, run_concurrently};
+use raceless_harness::threads::{hunt, iterations, run_concurrently};
 
 /// Tests written once over the trait, instantiated per implementation.
 macro_rules! trait_tests {
@@ -172,16 +172,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 
 #[test]
 fn the_stress_checks_catch_the_racy_breaker() {
-    let lost: u64 = (0..10)
-        .map(|_| h::lost_increments(&RacyBreaker::new(u32::MAX), 8, 500, true))
-        .sum();
+    let lost = hunt(10, || {
+        h::lost_increments(&RacyBreaker::new(u32::MAX), 8, 500, true)
+    });
     assert!(lost > 0, "lost increments not caught");
     assert!(
-        h::threshold_anomalies(RacyBreaker::new, 8, 200) > 0,
+        hunt(10, || h::threshold_anomalies(RacyBreaker::new, 8, 200)) > 0,
         "threshold/open anomalies not caught"
     );
     assert!(
-        h::torn_reset_alls(RacyBreaker::new, 8, 200) > 0,
+        hunt(10, || h::torn_reset_alls(RacyBreaker::new, 8, 200)) > 0,
         "torn reset_all not caught"
     );
 }
@@ -189,7 +189,7 @@ fn the_stress_checks_catch_the_racy_breaker() {
 #[test]
 fn the_reproduction_loses_on_racy_only() {
     let repro = h::reproduction();
-    assert!((repro.racy)(4, 5) > 0);
+    assert!(hunt(10, || (repro.racy)(4, 5)) > 0);
     assert_eq!((repro.lock_free)(4, 5), 0);
 }
 

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use raceless::changeset::{ChangesetError, ChangesetId, ChangesetStore};
 use raceless_harness::changeset::{apply, seal_race, Model, Op, RacyChangesets};
 use raceless_harness::model::SequentialSpec;
-use raceless_harness::threads::{iterations, run_concurrently};
+use raceless_harness::threads::{hunt, iterations, run_concurrently};
 
 /// Record goes to the latest open changeset; after sealing the latest, to
 /// the one below it; errors for bad input leave the state untouched.
@@ -261,15 +261,12 @@ contract_tests!(
 /// append in a separate step) records into sealed changesets.
 #[test]
 fn racy_variant_is_caught() {
-    let mut caught = 0;
-    for _ in 0..20 {
-        caught += seal_race(&RacyChangesets::new(), 4, iterations(2_000)).total();
-        caught += seal_racing_two_recorders(RacyChangesets::new);
-        if caught > 0 {
-            break;
-        }
-    }
-    assert!(caught > 0, "the racy variant went unnoticed");
+    let n = hunt(10, || {
+        seal_race(&RacyChangesets::new(), 4, iterations(2_000)).total()
+    });
+    assert!(n > 0, "the seal race missed the racy variant");
+    let n = hunt(10, || seal_racing_two_recorders(RacyChangesets::new));
+    assert!(n > 0, "two recorders racing a seal missed the racy variant");
 }
 
 /// The seed's `IndexError`: records racing a log that is mostly empty

@@ -16,7 +16,7 @@ use raceless_harness::model::SequentialSpec;
 use raceless_harness::stream::{
     cleanup_vs_start, concurrent_starts, stale_sessions, Driver, Model, Op, RacyStreams, StartRace,
 };
-use raceless_harness::threads::{iterations, run_concurrently};
+use raceless_harness::threads::{hunt, iterations, run_concurrently};
 
 fn fresh<T: StreamSlots<u64>>() -> T {
     T::with_options(StreamOptions::new())
@@ -303,24 +303,25 @@ suite! {
 }
 
 /// The check can fail: the seed's cleanup (check, then write `None`)
-/// clobbers streams started in its window. Retried a few times so that an
+/// clobbers streams started in its window. Each hunt is retried so that an
 /// unlucky schedule on a busy machine cannot make it flaky.
 #[test]
 fn racy_cleanup_is_caught_by_the_cleanup_loop() {
-    let caught = (0..20).any(|_| {
-        let racy: RacyStreams<u64> = fresh();
-        cleanup_vs_start(&racy, 2, iterations(2_000)) > 0
+    let n = hunt(10, || {
+        cleanup_vs_start(&fresh::<RacyStreams<u64>>(), 2, iterations(2_000))
     });
     assert!(
-        caught,
+        n > 0,
         "the racy cleanup was never caught clobbering a start"
     );
 }
 
 #[test]
 fn racy_cleanup_is_caught_by_the_seed_regression() {
-    let caught = (0..20).any(|_| seed_regression::<RacyStreams<u64>>(iterations(200)) > 0);
-    assert!(caught, "the seed regression never caught the racy cleanup");
+    let n = hunt(10, || {
+        seed_regression::<RacyStreams<u64>>(iterations(200)) as u64
+    });
+    assert!(n > 0, "the seed regression never caught the racy cleanup");
 }
 
 /// The racy variant is only wrong under concurrency: sequentially it

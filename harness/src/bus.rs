@@ -13,7 +13,7 @@ use raceless::baseline::{MutexBus, ParkingLotMutex, StdMutex};
 use raceless::bus::{Bus, EmitReport, Event, EventBus, HandlerError, SubscriptionId};
 
 use crate::model::SequentialSpec;
-use crate::threads::run_concurrently;
+use crate::threads::{run_concurrently, stagger};
 use crate::workload::{impl_name, MakeWorkload, Reproduction, Workload, WorkloadDef};
 
 // ---------------------------------------------------------------------------
@@ -381,8 +381,11 @@ fn marker(thread: usize, round: usize) -> u64 {
 /// `rounds` rounds, subscribes a handler to [`HOT_KIND`], then emits an
 /// event only that handler is looking for, then unsubscribes — so every
 /// subscribe races with the other threads' subscribes and unsubscribes of
-/// the same kind. Returns the emits that did not reach the handler
-/// subscribed before them (missed deliveries).
+/// the same kind. The thread [`stagger`]s between its subscribe and its emit,
+/// so that the others' list updates land in between even when all threads
+/// share one core (a lost subscription is only seen by a later emit).
+/// Returns the emits that did not reach the handler subscribed before them
+/// (missed deliveries).
 pub fn missed_after_subscribe<B: Bus<TestEvent>>(bus: &B, threads: usize, rounds: usize) -> u64 {
     run_concurrently(threads, |t| {
         let mut missed = 0;
@@ -396,6 +399,7 @@ pub fn missed_after_subscribe<B: Bus<TestEvent>>(bus: &B, threads: usize, rounds
                 }
                 Ok(())
             });
+            stagger(t);
             bus.emit(TestEvent::new(HOT_KIND, mine));
             if !hit.load(Ordering::Relaxed) {
                 missed += 1;
@@ -409,9 +413,9 @@ pub fn missed_after_subscribe<B: Bus<TestEvent>>(bus: &B, threads: usize, rounds
 }
 
 /// Unsubscribe finality under churn: each thread subscribes a handler,
-/// unsubscribes it (counting a `false` as an anomaly), then emits an event
-/// only that handler is looking for, while the others do the same on the
-/// same kind. Returns the anomalies: calls of a handler by an emit that
+/// unsubscribes it (counting a `false` as an anomaly), [`stagger`]s,
+/// then emits an event only that handler is looking for, while the others
+/// do the same on the same kind. Returns the anomalies: calls of a handler by an emit that
 /// started after its `unsubscribe` returned `true`, plus failed
 /// unsubscribes.
 pub fn calls_after_unsubscribe<B: Bus<TestEvent>>(bus: &B, threads: usize, rounds: usize) -> u64 {
@@ -430,6 +434,7 @@ pub fn calls_after_unsubscribe<B: Bus<TestEvent>>(bus: &B, threads: usize, round
             if !bus.unsubscribe(id) {
                 anomalies += 1;
             }
+            stagger(t);
             bus.emit(TestEvent::new(HOT_KIND, mine));
             anomalies += calls.load(Ordering::Relaxed);
         }

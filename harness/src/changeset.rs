@@ -244,15 +244,26 @@ pub fn seal_race<S: ChangesetStore<u64>>(
     let recorders = threads - 1;
     let results = run_concurrently(threads, |t| {
         if t == 0 {
-            // The sealer: rotate until every recorder is done.
+            // The sealer: rotate until every recorder is done. It yields
+            // between the start and the seal on even rotations (records in
+            // flight meet a newer changeset) and after the snapshot on odd
+            // ones (records in flight meet a seal), so both windows are hit
+            // even when all threads share one core.
             let mut snapshots = Vec::new();
             let mut current = first;
+            let mut even = true;
             while done.load(Ordering::Acquire) < recorders {
                 let next = log.start_changeset();
-                std::thread::yield_now();
+                if even {
+                    std::thread::yield_now();
+                }
                 let _ = log.seal(current);
                 snapshots.push((current, log.changes(current).unwrap_or_default()));
+                if !even {
+                    std::thread::yield_now();
+                }
                 current = next;
+                even = !even;
             }
             (snapshots, Vec::new())
         } else {

@@ -26,6 +26,30 @@ pub fn run_concurrently<R: Send>(threads: usize, f: impl Fn(usize) -> R + Sync) 
     })
 }
 
+/// Runs a hunt for a race (`attempt` returns the anomalies it counted) up
+/// to `attempts` times and returns the first non-zero count, or 0.
+///
+/// Tests that show a check catches a racy variant use it, so that one
+/// schedule in which the race happened not to show (a busy machine can
+/// serialise the threads) cannot make them flaky.
+pub fn hunt(attempts: usize, mut attempt: impl FnMut() -> u64) -> u64 {
+    (0..attempts)
+        .map(|_| attempt())
+        .find(|&n| n > 0)
+        .unwrap_or(0)
+}
+
+/// A preemption point for stress loops: thread `thread` yields once or
+/// twice (by its parity). The uneven count makes the rounds of different
+/// threads drift against each other through every relative phase, so a race
+/// between one thread's step and another's shows up even when the machine
+/// gives all of them one core and they only switch where they yield.
+pub fn stagger(thread: usize) {
+    for _ in 0..=thread % 2 {
+        std::thread::yield_now();
+    }
+}
+
 /// Runs `f(thread_index)` on `threads` threads released together and
 /// returns the wall time from the release to the last thread's end; thread
 /// start-up is not timed.
