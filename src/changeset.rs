@@ -127,7 +127,8 @@
 //!
 //! **Memory.** Sealed changesets stay readable until the log is dropped or
 //! they are taken out with [`take`], which returns their entries and frees
-//! them. A sealed changeset read with [`changes`] also keeps the frozen
+//! them (moved out when no other thread's lease or root guard still holds
+//! the changeset, else cloned). A sealed changeset read with [`changes`] also keeps the frozen
 //! copy of its entries (twice the memory of its entries, for reads that
 //! cost one `Vec` clone). An entry whose slot was cancelled is left in that
 //! slot (it was cloned back to the recorder, which retried) until the
@@ -483,6 +484,30 @@ impl<C: Clone> Stripe<C> {
             }
         }
     }
+
+    /// [`collect_into`](Self::collect_into) for the sole owner of a final
+    /// changeset: moves the entries out instead of cloning them.
+    fn drain_into(&mut self, out: &mut Vec<C>) {
+        let (_, count) = unpack(self.word.load(Ordering::Relaxed));
+        let count = u64::from(count);
+        for (k, cell) in self.chunks.iter_mut().enumerate() {
+            let start = chunk_start(k);
+            if start >= count {
+                break;
+            }
+            let Some(chunk) = cell.get_mut() else {
+                continue;
+            };
+            let len = ((count - start) as usize).min(chunk.len());
+            for slot in &mut chunk[..len] {
+                if slot.state.load(Ordering::Relaxed) == WRITTEN {
+                    if let Some(v) = slot.value.take() {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Changeset<C> {
@@ -534,17 +559,35 @@ impl<C: Clone> Changeset<C> {
     }
 
     fn entries(&self) -> Vec<C> {
-        // An upper bound (reserved slots), so the Vec is allocated once.
-        let reserved: usize = self
-            .stripes
-            .iter()
-            .map(|s| unpack(s.word.load(Ordering::Relaxed)).1 as usize)
-            .sum();
-        let mut out = Vec::with_capacity(reserved);
+        let mut out = Vec::with_capacity(self.reserved());
         for stripe in self.stripes.iter() {
             stripe.collect_into(&mut out);
         }
         out
+    }
+
+    /// [`final_entries`](Self::final_entries) of a changeset nobody else
+    /// holds any more: the entries are moved out, not cloned (`take` of a
+    /// large changeset costs no copy, as for a `Vec` behind a mutex).
+    fn into_final_entries(mut self) -> Vec<C> {
+        #[cfg(not(raceless_loom))]
+        if let Some(frozen) = self.frozen.take() {
+            return frozen;
+        }
+        let mut out = Vec::with_capacity(self.reserved());
+        for stripe in self.stripes.iter_mut() {
+            stripe.drain_into(&mut out);
+        }
+        out
+    }
+
+    /// An upper bound of the entries (reserved slots), so that a `Vec` for
+    /// them is allocated once.
+    fn reserved(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|s| unpack(s.word.load(Ordering::Relaxed)).1 as usize)
+            .sum()
     }
 }
 
@@ -669,6 +712,27 @@ mod lease {
                         end,
                     }));
                 }
+            }
+        });
+    }
+
+    /// Drops this thread's lease if it is on `set` (so that a `take` of a
+    /// sealed `set` can own it).
+    pub(super) fn forget<C: 'static>(set: &Arc<Changeset<C>>) {
+        LEASE.with(|cell| {
+            let Ok(mut held) = cell.try_borrow_mut() else {
+                return;
+            };
+            let on_set = held
+                .as_ref()
+                .and_then(|b| b.downcast_ref::<Lease<C>>())
+                .is_some_and(|lease| Arc::ptr_eq(&lease.set, set));
+            if on_set {
+                // Not dropped under the borrow: dropping a `Changeset`
+                // drops entries, whose `Drop` may record again.
+                let old = held.take();
+                drop(held);
+                drop(old);
             }
         });
     }
@@ -1033,8 +1097,20 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             Lookup::Unknown => Err(ChangesetError::UnknownChangeset(id)),
             Lookup::Open => Err(ChangesetError::StillOpen(id)),
             Lookup::Sealed => match self.sets.remove(&id) {
-                // Sealed contents are final, so reading after removal is exact.
-                Some((_, set)) => Ok(set.final_entries()),
+                // Sealed contents are final, so reading after removal is
+                // exact. Out of the map and the root, the changeset is
+                // usually held by nobody else (this thread's own lease on
+                // it is dropped first): then its entries are moved out.
+                // Another thread's lease or a reader's root guard may
+                // still hold it for a moment: then they are cloned.
+                Some((_, set)) => {
+                    #[cfg(not(raceless_loom))]
+                    lease::forget(&set);
+                    Ok(match Arc::try_unwrap(set) {
+                        Ok(owned) => owned.into_final_entries(),
+                        Err(shared) => shared.final_entries(),
+                    })
+                }
                 None => Err(ChangesetError::UnknownChangeset(id)),
             },
         }
@@ -1157,6 +1233,65 @@ mod tests {
             };
         }
         assert!(locate(u32::MAX - 1).0 < CHUNKS);
+    }
+
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    /// An entry that counts its clones.
+    #[derive(Debug)]
+    struct Counted(u32, std::sync::Arc<AtomicUsize>);
+
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Self(self.0, self.1.clone())
+        }
+    }
+
+    fn values(entries: &[Counted]) -> Vec<u32> {
+        let mut v: Vec<u32> = entries.iter().map(|c| c.0).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn take_moves_the_entries_out_when_nobody_else_holds_the_changeset() {
+        let clones = std::sync::Arc::new(AtomicUsize::new(0));
+        let log = ChangesetLog::with_stripes(2);
+        let id = log.start_changeset();
+        for i in 0..100 {
+            assert_eq!(log.record_change(Counted(i, clones.clone())), Ok(id));
+        }
+        log.seal(id).unwrap();
+        let taken = log.take(id).unwrap();
+        assert_eq!(values(&taken), (0..100).collect::<Vec<_>>());
+        assert_eq!(clones.load(Ordering::Relaxed), 0, "moved, not cloned");
+    }
+
+    #[test]
+    fn take_clones_while_another_threads_lease_pins_the_changeset() {
+        let clones = std::sync::Arc::new(AtomicUsize::new(0));
+        let log = ChangesetLog::with_stripes(2);
+        let id = log.start_changeset();
+        let (recorded, wait) = mpsc::channel();
+        let (release, hold) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let (log, theirs) = (&log, clones.clone());
+            s.spawn(move || {
+                log.record_change(Counted(7, theirs)).unwrap();
+                recorded.send(()).unwrap();
+                // Keeps its lease on `id` until the take is done.
+                hold.recv().unwrap();
+            });
+            wait.recv().unwrap();
+            log.record_change(Counted(8, clones.clone())).unwrap();
+            log.seal(id).unwrap();
+            let taken = log.take(id).unwrap();
+            release.send(()).unwrap();
+            assert_eq!(values(&taken), [7, 8], "exact contents either way");
+            assert_eq!(clones.load(Ordering::Relaxed), 2, "cloned, not moved");
+        });
     }
 
     #[test]
