@@ -284,6 +284,16 @@ fn chunk_start(k: usize) -> u64 {
     FIRST * ((1 << k) - 1)
 }
 
+/// For the chunks that hold some of the slots `0..count`: each chunk's
+/// number and how many of those slots it holds (at most its length).
+fn chunks_below(count: u32) -> impl Iterator<Item = (usize, usize)> {
+    let count = u64::from(count);
+    (0..CHUNKS)
+        .map(|k| (k, chunk_start(k)))
+        .take_while(move |&(_, start)| start < count)
+        .map(move |(k, start)| (k, ((count - start) as usize).min((FIRST << k) as usize)))
+}
+
 fn pack(version: u32, count: u32) -> u64 {
     (u64::from(version) << 32) | u64::from(count)
 }
@@ -466,15 +476,11 @@ impl<C: Clone> Stripe<C> {
     /// Appends the committed entries, in slot order.
     fn collect_into(&self, out: &mut Vec<C>) {
         let (_, count) = unpack(self.word.load(Ordering::Acquire));
-        let count = u64::from(count);
-        for (k, cell) in self.chunks.iter().enumerate() {
-            let start = chunk_start(k);
-            if start >= count {
-                break;
-            }
+        for (k, len) in chunks_below(count) {
             // An unallocated chunk has no committed slot yet.
-            let Some(chunk) = cell.get() else { continue };
-            let len = ((count - start) as usize).min(chunk.len());
+            let Some(chunk) = self.chunks[k].get() else {
+                continue;
+            };
             for slot in &chunk[..len] {
                 if slot.state.load(Ordering::Acquire) == WRITTEN {
                     if let Some(v) = slot.value.get() {
@@ -489,16 +495,10 @@ impl<C: Clone> Stripe<C> {
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
         let (_, count) = unpack(self.word.load(Ordering::Relaxed));
-        let count = u64::from(count);
-        for (k, cell) in self.chunks.iter_mut().enumerate() {
-            let start = chunk_start(k);
-            if start >= count {
-                break;
-            }
-            let Some(chunk) = cell.get_mut() else {
+        for (k, len) in chunks_below(count) {
+            let Some(chunk) = self.chunks[k].get_mut() else {
                 continue;
             };
-            let len = ((count - start) as usize).min(chunk.len());
             for slot in &mut chunk[..len] {
                 if slot.state.load(Ordering::Relaxed) == WRITTEN {
                     if let Some(v) = slot.value.take() {
