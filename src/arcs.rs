@@ -1026,7 +1026,10 @@ where
         let snapshot = cell.snapshot_of(&initial);
         // Without a hook the map's reference is the only one we need; with
         // one we keep a reference to finish the start after the hook.
-        let hooked = self.start_hook.as_ref().map(|_| Arc::clone(&cell));
+        let hooked = self
+            .start_hook
+            .as_ref()
+            .map(|hook| (hook, Arc::clone(&cell)));
         // Linearization point of the start: the claim under the shard lock.
         // The closure only inspects cells' states; no user code, no map call.
         // The counter moves under the shard lock (see `ArcEngine::active`).
@@ -1070,7 +1073,7 @@ where
             Claim::Replaced(dead) => drop(dead),
             Claim::Ours => {}
         }
-        if let (Some(hook), Some(cell)) = (&self.start_hook, hooked) {
+        if let Some((hook, cell)) = hooked {
             // The hook runs with no guard held; the placeholder keeps the
             // pair claimed meanwhile.
             if let Err(e) = run_start_hook(hook, &cell.agents.0, &cell.agents.1, &cell.kind) {
@@ -1144,10 +1147,11 @@ where
         cell: &Arc<Cell<A, K>>,
         phase: ArcPhase,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let completes = phase == ArcPhase::Completed;
         let next = cell
             .progressed(phase, self.clock.now())
             .ok_or(ArcError::NotFound)?;
+        // `Completed` ended the arc in the same compare-and-swap.
+        let completes = next.life == Life::Ended;
         let snapshot = cell.snapshot_of(&next);
         if completes {
             self.retire(cell);
