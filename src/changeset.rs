@@ -128,9 +128,9 @@
 //! **Memory.** Sealed changesets stay readable until the log is dropped or
 //! they are taken out with [`take`], which returns their entries and frees
 //! them (moved out when no other thread's lease or root guard still holds
-//! the changeset, else cloned). A sealed changeset read with [`changes`] also keeps the frozen
-//! copy of its entries (twice the memory of its entries, for reads that
-//! cost one `Vec` clone). An entry whose slot was cancelled is left in that
+//! the changeset, else cloned). A sealed changeset read with [`changes`]
+//! also keeps the frozen copy of its entries (twice the memory of its
+//! entries, for reads that cost one `Vec` clone). An entry whose slot was cancelled is left in that
 //! slot (it was cloned back to the recorder, which retried) until the
 //! changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
@@ -728,11 +728,9 @@ mod lease {
                 .and_then(|b| b.downcast_ref::<Lease<C>>())
                 .is_some_and(|lease| Arc::ptr_eq(&lease.set, set));
             if on_set {
-                // Not dropped under the borrow: dropping a `Changeset`
-                // drops entries, whose `Drop` may record again.
-                let old = held.take();
-                drop(held);
-                drop(old);
+                // The caller still holds `set`, so this drops no changeset
+                // (no entry's `Drop` runs under the borrow).
+                *held = None;
             }
         });
     }
@@ -1218,6 +1216,8 @@ impl<C: Clone + Send + Sync + 'static> ChangesetStore<C> for ChangesetLog<C> {
 #[cfg(all(test, not(raceless_loom)))]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
 
     #[test]
     fn locate_covers_every_index_once() {
@@ -1234,9 +1234,6 @@ mod tests {
         }
         assert!(locate(u32::MAX - 1).0 < CHUNKS);
     }
-
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::mpsc;
 
     /// An entry that counts its clones.
     #[derive(Debug)]
