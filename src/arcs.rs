@@ -730,7 +730,11 @@ struct State {
     delta_ms: u64,
 }
 
+// `pack` and `unpack` are not generic: without `#[inline]` they are compiled
+// once in this crate and *called* (with the `State` passed through memory)
+// from the engine's methods, which are monomorphized in the user's crate.
 impl State {
+    #[inline]
     fn pack(self) -> u64 {
         ((self.life as u64) << LIFE_SHIFT)
             | ((self.phase as u64) << PHASE_SHIFT)
@@ -738,6 +742,7 @@ impl State {
             | self.delta_ms.min(MAX_DELTA_MS)
     }
 
+    #[inline]
     fn unpack(word: u64) -> Self {
         let life = match word >> LIFE_SHIFT {
             0 => Life::Starting,

@@ -109,10 +109,34 @@ mod imp {
         inner: dashmap::DashMap<K, V, MapHasher>,
     }
 
+    /// The fewest shards a [`ShardedMap`] has. DashMap's default is 4 ×
+    /// the available parallelism (8 on a 2-core machine). Our users run
+    /// more threads than cores: a thread preempted inside a shard lock makes
+    /// every thread that hashes to that shard spin and then park until it
+    /// runs again, and how often that happens scales with 1 / shards. At 8
+    /// threads on 2 cores the 1,000-pair arcs cycle fell into such convoys
+    /// (8–10 M instead of 15–18 M ops/s) in 3 of 6 runs with 8 shards and
+    /// in none of 6 with 64 (`docs/arcs.md`); one thread is unaffected. An
+    /// empty shard costs one cache-padded lock word and an empty table.
+    const MIN_SHARDS: usize = 64;
+
+    /// DashMap's default shard count, but at least [`MIN_SHARDS`] (a power
+    /// of two either way, as DashMap requires).
+    fn shard_amount() -> usize {
+        static AMOUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *AMOUNT.get_or_init(|| {
+            let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+            (parallelism * 4).next_power_of_two().max(MIN_SHARDS)
+        })
+    }
+
     impl<K: Eq + Hash, V> ShardedMap<K, V> {
         pub(crate) fn new() -> Self {
             Self {
-                inner: dashmap::DashMap::with_hasher(MapHasher::default()),
+                inner: dashmap::DashMap::with_hasher_and_shard_amount(
+                    MapHasher::default(),
+                    shard_amount(),
+                ),
             }
         }
 
