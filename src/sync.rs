@@ -275,6 +275,23 @@ mod imp {
             self.0.rcu(f)
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn maps_have_at_least_min_shards_and_a_power_of_two() {
+            let shards = shard_amount();
+            // DashMap asserts a power of two: a map must build.
+            assert!(shards >= MIN_SHARDS && shards.is_power_of_two(), "{shards}");
+            ShardedMap::<u32, u32>::new().entry(1, |e| {
+                if let Entry::Vacant(v) = e {
+                    v.insert(2);
+                }
+            });
+        }
+    }
 }
 
 #[cfg(raceless_loom)]
