@@ -88,7 +88,7 @@ fn emit_vs_unsubscribe() {
 }
 
 /// Two concurrent subscribes to one (new) kind: neither is lost, even
-/// though both race to create the kind's slot.
+/// though both race to create the kind's entry.
 #[test]
 fn two_subscribes_to_one_kind() {
     loom::model(|| {
@@ -102,6 +102,29 @@ fn two_subscribes_to_one_kind() {
         assert_ne!(mine, theirs);
         assert_eq!(bus.subscriber_count(&1), 2);
         assert_eq!(bus.emit(ev(1, 0)).delivered, 2);
+    });
+}
+
+/// A subscribe to one kind racing an unsubscribe from another: both
+/// replace the one snapshot of every kind, and neither change is lost (a
+/// loser of the compare-and-swap rebuilds from the winner's snapshot); the
+/// first kind's counters survive the copies.
+#[test]
+fn subscribe_and_unsubscribe_of_different_kinds() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let id = bus.subscribe(1, |_| Ok(()));
+        bus.subscribe(1, |_| Ok(()));
+        assert_eq!(bus.emit(ev(1, 0)).delivered, 2);
+        let other = {
+            let bus = bus.clone();
+            thread::spawn(move || bus.subscribe(2, |_| Ok(())))
+        };
+        assert!(bus.unsubscribe(id));
+        other.join().unwrap();
+        assert_eq!(bus.subscriber_count(&1), 1);
+        assert_eq!(bus.subscriber_count(&2), 1);
+        assert_eq!(bus.delivery_stats(&1).delivered, 2);
     });
 }
 

@@ -6,32 +6,31 @@
 //! registered just before an emit were skipped, removed ones still called,
 //! and the log corrupted. Its fix put one lock around everything. Here:
 //!
-//! - **Subscriber lists are RCU snapshots.** Each event kind has an
-//!   immutable `Vec` of subscribers behind an `ArcSwap`. `subscribe` and
-//!   `unsubscribe` build a new vector and install it with a
-//!   compare-and-swap loop; `emit` loads the current vector and calls each
-//!   handler holding only that snapshot (an arc-swap read guard, which no
-//!   writer ever waits for). The kinds themselves live in a second,
-//!   rarely-changing RCU map, so the emit path takes no lock at all.
-//! - **The audit log is a lock-free bounded ring** (see `audit.rs` and
-//!   `docs/bus.md`): one `fetch_add` picks a slot, one atomic exchange
-//!   installs the event, and whoever meets a newer record puts it back. The
-//!   log holds the event itself, shared by `Arc` with the emit that
-//!   delivers it: no copy.
+//! - **Subscriber lists are one RCU snapshot.** An immutable map holds
+//!   every kind's subscriber list (and a handle to its counters) behind one
+//!   `ArcSwap`. `subscribe` and `unsubscribe` build a new map and install
+//!   it with a compare-and-swap loop; `emit` loads the current map and calls
+//!   each handler of its kind holding only that snapshot (an arc-swap read
+//!   guard, which no writer ever waits for), so the emit path takes no lock
+//!   at all.
+//! - **The audit log is a lock-free bounded log** (see `audit.rs` and
+//!   `docs/bus.md`): one `fetch_add` numbers the event, which moves into its
+//!   write-once slot in a page of `capacity` slots; the handlers run on the
+//!   logged event, so there is no copy.
 //!
 //! # Guarantees
 //!
 //! - After [`subscribe`](EventBus::subscribe) returns, every emit that
 //!   starts later delivers to the new handler (until it is unsubscribed).
 //!   *Linearization point:* the successful compare-and-swap that installs
-//!   the vector containing it.
+//!   the snapshot listing it.
 //! - After [`unsubscribe`](EventBus::unsubscribe) returns `true`, no emit
 //!   that starts later calls the handler; an emit already running may.
 //!   *Linearization point:* the successful compare-and-swap that installs
-//!   the vector without it. A second `unsubscribe` of the same id, or an
+//!   the snapshot without it. A second `unsubscribe` of the same id, or an
 //!   unknown id, returns `false` (linearized at the load that found the id
 //!   absent).
-//! - `emit` is linearized at its load of the kind's snapshot; it calls
+//! - `emit` is linearized at its load of the snapshot; it calls
 //!   exactly the handlers of that snapshot, in subscription order.
 //! - Each handler's `Err` or panic is isolated: counted in
 //!   [`EmitReport::failed`], logged with `tracing` (kind, handler id,
@@ -43,17 +42,17 @@
 //! # Orderings
 //!
 //! The snapshots are published and read through arc-swap, whose pointer
-//! operations are `SeqCst`: a vector is fully built before the
+//! operations are `SeqCst`: a snapshot is fully built before the
 //! compare-and-swap that publishes it, and an emit that loads the pointer
-//! sees the whole vector. "Starts later" is real-time order: an emit that
+//! sees the whole snapshot. "Starts later" is real-time order: an emit that
 //! starts after `subscribe` returned loads the snapshot after the
 //! publishing compare-and-swap in the cell's modification order, so it sees
-//! that vector or a newer one, and every newer one was built from it
+//! that snapshot or a newer one, and every newer one was built from it
 //! (compare-and-swap succeeds only on the latest value), so it contains the
 //! handler unless an `unsubscribe` removed it. Subscription ids come from a
 //! `Relaxed` `fetch_add`: only uniqueness is needed. The id → kind index is
-//! a sharded map used only to find the kind of an id; the subscriber
-//! vectors are the single source of truth.
+//! a sharded map used only to find the kind of an id; the snapshot is the
+//! single source of truth.
 //!
 //! ```
 //! use raceless::bus::{Event, EventBus};
@@ -378,15 +377,30 @@ pub(crate) fn deliver<E: Event>(event: &E, subscribers: &[Subscriber<E>]) -> Emi
     report
 }
 
-/// The subscribers and counters of one event kind. Never removed once
-/// created, so a subscriber can never be added to a list nobody reads.
-struct KindSlot<E> {
-    /// The RCU subscriber list, in subscription order.
-    subscribers: ArcSwap<Vec<Subscriber<E>>>,
-    counters: counters::DeliveryCounters,
+/// One event kind in the snapshot: its subscribers, in subscription order,
+/// and its counters. A kind is never removed once subscribed to, so its
+/// counters survive every snapshot that copies the entry.
+struct KindEntry<E> {
+    /// Immutable once published. A `std` `Arc` even under loom, like
+    /// [`Handler`]: loom's `Arc` cannot hold a slice, and the lists are
+    /// published only through the snapshot, which loom does see.
+    subscribers: std::sync::Arc<[Subscriber<E>]>,
+    counters: Arc<counters::DeliveryCounters>,
 }
 
-type KindMap<E> = HashMap<<E as Event>::Kind, Arc<KindSlot<E>>, MapHasher>;
+impl<E> Clone for KindEntry<E> {
+    fn clone(&self) -> Self {
+        Self {
+            subscribers: self.subscribers.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// The RCU snapshot: every kind's entry. Copied (one `Arc` clone per kind
+/// and two per changed entry) by each `subscribe` and `unsubscribe`, read
+/// by every emit with one arc-swap load.
+type KindMap<E> = HashMap<<E as Event>::Kind, KindEntry<E>, MapHasher>;
 
 /// The lock-free event bus: RCU subscriber lists per kind and a lock-free
 /// bounded audit ring. See the [module docs](self) for the protocol and its
@@ -410,11 +424,11 @@ type KindMap<E> = HashMap<<E as Event>::Kind, Arc<KindSlot<E>>, MapHasher>;
 /// assert_eq!(bus.audit_log(), vec![Msg("b"), Msg("c")]);
 /// ```
 pub struct EventBus<E: Event> {
-    /// Kind → slot. Changes only when a kind is subscribed to for the first
-    /// time; read by every emit.
+    /// Kind → subscribers and counters: the one RCU snapshot every emit
+    /// loads and every subscribe and unsubscribe replaces.
     kinds: ArcSwap<KindMap<E>>,
-    /// Subscription id → the slot holding it (to find its list).
-    index: ShardedMap<SubscriptionId, Arc<KindSlot<E>>>,
+    /// Subscription id → its kind (to find its list).
+    index: ShardedMap<SubscriptionId, E::Kind>,
     /// `Relaxed`: ids only need to be unique.
     next_id: AtomicU64,
     audit: audit::AuditRing<E>,
@@ -456,33 +470,6 @@ impl<E: Event> EventBus<E> {
         self.audit.capacity()
     }
 
-    /// The slot of `kind`, created on first use. Creation swaps in a copy
-    /// of the kind map with the new slot (compare-and-swap loop); a racing
-    /// creator of the same kind that loses adopts the winner's slot, so a
-    /// kind never has two slots.
-    fn slot(&self, kind: E::Kind) -> Arc<KindSlot<E>> {
-        if let Some(slot) = self.kinds.load().get(&kind) {
-            return slot.clone();
-        }
-        let mut current = self.kinds.load_full();
-        loop {
-            if let Some(slot) = current.get(&kind) {
-                return slot.clone();
-            }
-            let slot = Arc::new(KindSlot {
-                subscribers: ArcSwap::from_value(Vec::new()),
-                counters: counters::DeliveryCounters::new(self.stripes),
-            });
-            let mut map = KindMap::<E>::clone(&current);
-            map.insert(kind.clone(), slot.clone());
-            let previous = self.kinds.compare_and_swap(&current, Arc::new(map));
-            if Arc::ptr_eq(&previous, &current) {
-                return slot;
-            }
-            current = previous;
-        }
-    }
-
     /// Subscribes `handler` to events of `kind` and returns its id. Every
     /// emit that starts after this returns delivers to it, until it is
     /// unsubscribed.
@@ -504,21 +491,34 @@ impl<E: Event> EventBus<E> {
         handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let slot = self.slot(kind);
         let subscriber = Subscriber {
             id,
             handler: std::sync::Arc::new(handler),
         };
-        // Linearization point: the rcu's successful compare-and-swap.
-        slot.subscribers.rcu(|old| {
-            let mut new = Vec::with_capacity(old.len() + 1);
-            new.extend(old.iter().cloned());
-            new.push(subscriber.clone());
-            Arc::new(new)
+        // Linearization point: the rcu's successful compare-and-swap. A
+        // kind's first subscribe creates its counters; a retry after a lost
+        // compare-and-swap copies the winner's entry, counters included, so
+        // a kind never has two sets of counters.
+        self.kinds.rcu(|current| {
+            let mut map = KindMap::<E>::clone(current);
+            let counters = map.get(&kind).map_or_else(
+                || Arc::new(counters::DeliveryCounters::new(self.stripes)),
+                |entry| entry.counters.clone(),
+            );
+            let old: &[Subscriber<E>] = map.get(&kind).map_or(&[], |e| &e.subscribers);
+            let subscribers = old.iter().cloned().chain([subscriber.clone()]).collect();
+            map.insert(
+                kind.clone(),
+                KindEntry {
+                    subscribers,
+                    counters,
+                },
+            );
+            Arc::new(map)
         });
         // Indexed after it is in the list: an unsubscribe can only find an
         // id whose handler is already there.
-        self.index.insert(id, slot);
+        self.index.insert(id, kind);
         id
     }
 
@@ -560,22 +560,36 @@ impl<E: Event> EventBus<E> {
     /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(999)));
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let Some(slot) = self.index.get(&id) else {
+        let Some(kind) = self.index.get(&id) else {
             return false;
         };
-        // The list, not the index, decides: of concurrent unsubscribes of
-        // one id exactly one compare-and-swap removes it. Holding
+        // The snapshot, not the index, decides: of concurrent unsubscribes
+        // of one id exactly one compare-and-swap removes it. Holding
         // `current` keeps its allocation alive, so the pointer comparison
         // has no ABA.
-        let mut current = slot.subscribers.load_full();
+        let mut current = self.kinds.load_full();
         loop {
-            let Some(pos) = current.iter().position(|s| s.id == id) else {
+            let Some(entry) = current.get(&kind) else {
+                return false; // unreachable: indexed ids have a kind entry
+            };
+            let Some(pos) = entry.subscribers.iter().position(|s| s.id == id) else {
                 return false;
             };
-            let mut new = Vec::with_capacity(current.len() - 1);
-            new.extend(current[..pos].iter().cloned());
-            new.extend(current[pos + 1..].iter().cloned());
-            let previous = slot.subscribers.compare_and_swap(&current, Arc::new(new));
+            let subscribers = entry.subscribers[..pos]
+                .iter()
+                .chain(&entry.subscribers[pos + 1..])
+                .cloned()
+                .collect();
+            let counters = entry.counters.clone();
+            let mut map = KindMap::<E>::clone(&current);
+            map.insert(
+                kind.clone(),
+                KindEntry {
+                    subscribers,
+                    counters,
+                },
+            );
+            let previous = self.kinds.compare_and_swap(&current, Arc::new(map));
             if Arc::ptr_eq(&previous, &current) {
                 break; // linearization point
             }
@@ -604,14 +618,13 @@ impl<E: Event> EventBus<E> {
         let kind = event.kind();
         // The handlers get the event where the log keeps it (no copy).
         self.audit.record(event, |event| {
-            // Two arc-swap read guards: no lock, nothing a writer waits for.
-            let kinds = self.kinds.load();
-            let Some(slot) = kinds.get(&kind) else {
+            // One arc-swap read guard: no lock, nothing a writer waits for.
+            let kinds = self.kinds.load(); // linearization point
+            let Some(entry) = kinds.get(&kind) else {
                 return EmitReport::default();
             };
-            let subscribers = slot.subscribers.load(); // linearization point
-            let report = deliver(event, &subscribers);
-            slot.counters.add(report.delivered, report.failed);
+            let report = deliver(event, &entry.subscribers);
+            entry.counters.add(report.delivered, report.failed);
             report
         })
     }
@@ -649,7 +662,7 @@ impl<E: Event> EventBus<E> {
         self.kinds
             .load()
             .get(kind)
-            .map_or(0, |slot| slot.subscribers.load().len())
+            .map_or(0, |entry| entry.subscribers.len())
     }
 
     /// Delivered and failed handler calls so far for `kind` (zero for a
