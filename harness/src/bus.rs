@@ -611,14 +611,31 @@ impl<B: Bus<TestEvent>> Workload for EmitMix<B> {
 
 /// Reference row: the floor of any RCU bus — one bare `ArcSwap` load of a
 /// handler list and the calls, nothing else (no audit log, no counters).
+/// With `sequence`, also one `fetch_add` on a counter every emitter shares:
+/// the floor of any log that orders all events by one sequence (the only
+/// way to know which events are the newest without a clock).
 struct BareArcSwap {
     list: arc_swap::ArcSwap<Vec<Handler<TestEvent>>>,
+    sequence: Option<AtomicU64>,
+}
+
+impl BareArcSwap {
+    fn new(sequenced: bool) -> Self {
+        Self {
+            list: arc_swap::ArcSwap::from_pointee(four_handlers()),
+            sequence: sequenced.then(|| AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Workload for BareArcSwap {
     fn run(&self, thread: usize, _threads: usize, ops: u64) {
         for i in 0..ops {
             let event = TestEvent::new(0, i + thread as u64);
+            if let Some(sequence) = &self.sequence {
+                // Relaxed: only the number matters, as in the real log.
+                black_box(sequence.fetch_add(1, Ordering::Relaxed));
+            }
             let list = self.list.load();
             let mut report = EmitReport::default();
             for handler in list.iter() {
@@ -700,17 +717,15 @@ pub fn workloads() -> Vec<WorkloadDef> {
             kinds: RwLock::new(HashMap::from([(0, four_handlers())])),
         })
     }));
-    no_audit.push(("bare-arcswap", || {
-        Box::new(BareArcSwap {
-            list: arc_swap::ArcSwap::from_pointee(four_handlers()),
-        })
-    }));
+    no_audit.push(("bare-arcswap", || Box::new(BareArcSwap::new(false))));
+    let mut audited = mix!(WORKLOAD_AUDIT_CAPACITY, 1, 4, false);
+    audited.push(("sequenced-floor", || Box::new(BareArcSwap::new(true))));
     vec![
         WorkloadDef {
             component: "bus",
             name: "emit-4-handlers",
-            description: "emit one kind with 4 handlers, audit log of 1024",
-            impls: mix!(WORKLOAD_AUDIT_CAPACITY, 1, 4, false),
+            description: "emit one kind with 4 handlers, audit log of 1024; floor: bare ArcSwap load + one shared fetch_add + 4 calls",
+            impls: audited,
         },
         WorkloadDef {
             component: "bus",
