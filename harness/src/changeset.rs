@@ -2,8 +2,8 @@
 //! seed-bug reproduction.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use raceless::baseline::{MutexChangesets, ParkingLotMutex, StdMutex};
 use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog, ChangesetStore};
@@ -405,14 +405,60 @@ macro_rules! impls {
     };
 }
 
+/// Reference row: the least a lock-free record can cost without `unsafe`.
+/// An entry must be published to readers the moment `record_change`
+/// returns, and safe Rust's only non-blocking write-once cell for a generic
+/// value is `OnceLock` (two read-modify-writes inside std's `Once`); a
+/// concurrent seal must then be told apart from the write without waiting,
+/// which takes one compare-and-swap on the slot's state. So per record: one
+/// `OnceLock::set` and one compare-and-swap on a slot of the thread's own
+/// preallocated chunk — no changeset, no lease, no root, nothing shared.
+struct WriteOnceFloor;
+
+/// Slots per chunk of [`WriteOnceFloor`] (allocation amortized as in the
+/// real log's large chunks).
+const FLOOR_CHUNK: usize = 4096;
+
+impl Workload for WriteOnceFloor {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        const EMPTY: u32 = 0;
+        const WRITTEN: u32 = 1;
+        let new_chunk = || -> Box<[(AtomicU32, OnceLock<Entry>)]> {
+            (0..FLOOR_CHUNK)
+                .map(|_| (AtomicU32::new(EMPTY), OnceLock::new()))
+                .collect()
+        };
+        let tag = (thread as u64) << 40;
+        let mut chunk = new_chunk();
+        for i in 0..ops {
+            let index = (i % FLOOR_CHUNK as u64) as usize;
+            if index == 0 && i > 0 {
+                chunk = new_chunk();
+            }
+            let (state, value) = &chunk[index];
+            let _ = std::hint::black_box(value.set(tag | i));
+            let _ = std::hint::black_box(state.compare_exchange(
+                EMPTY,
+                WRITTEN,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ));
+        }
+    }
+}
+
 /// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
     vec![
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory",
-            impls: impls!(65_536, 0),
+            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floor: one OnceLock::set + one compare-and-swap per record",
+            impls: {
+                let mut rows = impls!(65_536, 0);
+                rows.push(("write-once-floor", || Box::new(WriteOnceFloor)));
+                rows
+            },
         },
         WorkloadDef {
             component: "changeset",
