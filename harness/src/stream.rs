@@ -347,28 +347,84 @@ struct Cycles<T> {
 /// Sessions of the workloads.
 const SESSIONS: usize = 1_000;
 
+/// The operation schedule of [`Cycles`] and [`SlotFloor`] over `n`
+/// sessions: one op in 8 is `write(session, op)`, the others `read(session)`.
+/// Two cursors, each sweeping the sessions from this thread's share:
+/// writes cycle every session between "live stream" and "empty", and the
+/// reads (GETs) see a mix of live, empty and stale slots.
+fn sweep(
+    thread: usize,
+    threads: usize,
+    n: usize,
+    ops: u64,
+    mut write: impl FnMut(usize, u64),
+    mut read: impl FnMut(usize),
+) {
+    let mut read_at = thread * n / threads.max(1);
+    let mut write_at = (read_at + n / 2) % n;
+    for i in 0..ops {
+        if i % 8 == 0 {
+            write(write_at, i);
+            write_at = if write_at + 1 == n { 0 } else { write_at + 1 };
+        } else {
+            read(read_at);
+            read_at = if read_at + 1 == n { 0 } else { read_at + 1 };
+        }
+    }
+}
+
 impl<T: StreamSlots<u64>> Workload for Cycles<T> {
     fn run(&self, thread: usize, threads: usize, ops: u64) {
-        let n = self.sessions.len();
-        // Two cursors, each sweeping the sessions from this thread's share:
-        // writes cycle every session between "live stream" and "empty", and
-        // the reads (GETs) see a mix of live, empty and stale slots.
-        let mut read = thread * n / threads.max(1);
-        let mut write = (read + n / 2) % n;
-        for i in 0..ops {
-            if i % 8 == 0 {
-                let session = &self.sessions[write];
+        let sessions = &self.sessions;
+        sweep(
+            thread,
+            threads,
+            sessions.len(),
+            ops,
+            |at, i| {
+                let session = &sessions[at];
                 // `Pending::default()` allocates nothing: only the
                 // component's own work is measured.
                 if let Err(Busy { active }) = self.slots.start(session, Pending::default(), i) {
                     self.slots.finish(session, active);
                 }
-                write = if write + 1 == n { 0 } else { write + 1 };
-            } else {
-                self.slots.clear_stale(&self.sessions[read]);
-                read = if read + 1 == n { 0 } else { read + 1 };
-            }
-        }
+            },
+            |at| {
+                self.slots.clear_stale(&sessions[at]);
+            },
+        );
+    }
+}
+
+/// Reference row: the least the slot design the issue prescribes costs on
+/// this schedule — one bare `ArcSwapOption` per session; a cleanup is one
+/// load of it, a start one allocation and one compare-and-swap, a finish
+/// one compare-and-swap back to empty. No registry, liveness check,
+/// version, pending fields or save.
+struct SlotFloor {
+    slots: Vec<arc_swap::ArcSwapOption<u64>>,
+}
+
+impl Workload for SlotFloor {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
+        let slots = &self.slots;
+        sweep(
+            thread,
+            threads,
+            slots.len(),
+            ops,
+            |at, i| {
+                let current = slots[at].load_full();
+                let next = match current {
+                    None => Some(std::sync::Arc::new(i)),
+                    Some(_) => None,
+                };
+                std::hint::black_box(slots[at].compare_and_swap(&current, next));
+            },
+            |at| {
+                std::hint::black_box(slots[at].load().is_some());
+            },
+        );
     }
 }
 
@@ -386,7 +442,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "stream",
             name: "cycles-1000-sessions",
-            description: "1,000 sessions: 7 of 8 ops are the cleanup run on every session GET, 1 in 8 starts a stream (or finishes the live one)",
+            description: "1,000 sessions: 7 of 8 ops are the cleanup run on every session GET, 1 in 8 starts a stream (or finishes the live one); floor: a bare ArcSwapOption per session",
             impls: vec![
                 (impl_name::LOCK_FREE, make::<StreamRegistry<u64>, SESSIONS>),
                 (impl_name::STD_MUTEX, make::<MutexStreams<u64>, SESSIONS>),
@@ -394,6 +450,13 @@ pub fn workloads() -> Vec<WorkloadDef> {
                     impl_name::PARKING_LOT,
                     make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS>,
                 ),
+                ("slot-floor", || {
+                    Box::new(SlotFloor {
+                        slots: (0..SESSIONS)
+                            .map(|_| arc_swap::ArcSwapOption::empty())
+                            .collect(),
+                    })
+                }),
             ],
         },
         WorkloadDef {
