@@ -927,15 +927,24 @@ where
 }
 
 /// What the claiming `entry` call decided.
-enum Claim<A, K> {
-    /// We took a vacant slot.
-    Ours,
-    /// We took the slot of a dead (ended or rolled-back) cell.
-    Replaced(Arc<Cell<A, K>>),
-    /// A live (starting or active) cell holds the pair; ours goes unused.
-    Theirs {
-        existing: Arc<Cell<A, K>>,
-        unused: Arc<Cell<A, K>>,
+enum Claimed<A, K> {
+    /// We took a vacant slot: the new arc's state, and our reference to its
+    /// cell if a start hook must run.
+    Fresh {
+        snapshot: ArcSnapshot<A, K>,
+        ours: Option<Arc<Cell<A, K>>>,
+    },
+    /// We took the slot of a dead (ended or rolled-back) cell, handed out
+    /// to be dropped outside the lock.
+    Replaced {
+        snapshot: ArcSnapshot<A, K>,
+        ours: Option<Arc<Cell<A, K>>>,
+        dead: Arc<Cell<A, K>>,
+    },
+    /// A live (starting or active) cell holds the pair; its state then.
+    Taken {
+        snapshot: ArcSnapshot<A, K>,
+        unused: K,
     },
 }
 
@@ -1003,13 +1012,6 @@ where
     /// ```
     pub fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
         let key = pair_key(&a, &b)?;
-        // Fast path for a pair that is already taken: a shard read lock.
-        if let Some(existing) = self.map.get(&key) {
-            if let Some(snapshot) = Self::taken(&existing) {
-                return Ok(Start::AlreadyActive(snapshot));
-            }
-        }
-        let now = self.clock.now();
         let initial = State {
             life: if self.start_hook.is_some() {
                 Life::Starting
@@ -1020,64 +1022,89 @@ where
             events: 0,
             delta_ms: 0,
         };
-        let cell = Arc::new(Cell {
-            stripe: self.stripe_hasher.hash_one(&key) as usize % STRIPES,
-            agents: key.clone(),
-            kind,
-            started_at: now,
-            word: AtomicU64::new(initial.pack()),
-        });
-        let counter = &self.active[cell.stripe];
-        let snapshot = cell.snapshot_of(&initial);
-        // Without a hook the map's reference is the only one we need; with
-        // one we keep a reference to finish the start after the hook.
-        let hooked = self
-            .start_hook
-            .as_ref()
-            .map(|hook| (hook, Arc::clone(&cell)));
-        // Linearization point of the start: the claim under the shard lock.
-        // The closure only inspects cells' states; no user code, no map call.
-        // The counter moves under the shard lock (see `ArcEngine::active`).
-        // Cells that must be dropped (ours if we lost, a displaced dead
-        // one) are handed out of the closure, so that no drop of user data
-        // happens under the shard lock.
+        let stripe = self.stripe_hasher.hash_one(&key) as usize % STRIPES;
+        let counter = &self.active[stripe];
+        // A new cell, built only once the pair is known to be free, so a
+        // start of a taken pair allocates nothing and reads no clock.
+        let fresh = |agents: &(A, A), kind: K| {
+            Arc::new(Cell {
+                stripe,
+                agents: agents.clone(),
+                kind,
+                started_at: self.clock.now(),
+                word: AtomicU64::new(initial.pack()),
+            })
+        };
+        // The map gets the cell; we keep a reference only to finish the
+        // start after a hook.
+        let hooked = self.start_hook.is_some();
+        let install = |cell: Arc<Cell<A, K>>| {
+            let ours = hooked.then(|| Arc::clone(&cell));
+            (cell.snapshot_of(&initial), ours, cell)
+        };
+        // Linearization point of the start: the claim under the shard lock,
+        // one map operation whether the pair is free or taken. The closure
+        // runs our code, the clock, and the data's own trait impls (`Clone`
+        // of the agents and the kind for the cell and the snapshot, as the
+        // map runs their `Eq`), never a hook or a listener. The counter
+        // moves under the shard lock (see `ArcEngine::active`). A displaced
+        // dead cell and an unused kind are handed out of the closure, so
+        // that no drop of user data happens under the shard lock.
         let claim = self.map.entry(key, |e| {
-            let claim = match e {
+            let claimed = match e {
                 Entry::Vacant(v) => {
+                    let (snapshot, ours, cell) = install(fresh(v.key(), kind));
                     v.insert(cell);
-                    Claim::Ours
+                    Claimed::Fresh { snapshot, ours }
                 }
-                Entry::Occupied(mut o) => match o.get().state().life {
-                    Life::Starting | Life::Active => {
-                        return Claim::Theirs {
-                            existing: o.get().clone(),
-                            unused: cell,
+                Entry::Occupied(mut o) => {
+                    let state = o.get().state();
+                    match state.life {
+                        Life::Starting | Life::Active => {
+                            return Claimed::Taken {
+                                snapshot: o.get().snapshot_of(&state),
+                                unused: kind,
+                            }
+                        }
+                        // A dead cell whose ender has not removed it yet:
+                        // replace it (the ender's `remove_if` checks
+                        // identity) and count it out for the ender.
+                        Life::Ended | Life::Aborted => {
+                            if state.life == Life::Ended {
+                                self.count_out(o.get());
+                            }
+                            let (snapshot, ours, cell) = install(fresh(o.key(), kind));
+                            let dead = o.insert(cell);
+                            Claimed::Replaced {
+                                snapshot,
+                                ours,
+                                dead,
+                            }
                         }
                     }
-                    // A dead cell whose ender has not removed it yet:
-                    // replace it (the ender's `remove_if` checks identity)
-                    // and count it out for the ender.
-                    Life::Ended => {
-                        self.count_out(o.get());
-                        Claim::Replaced(o.insert(cell))
-                    }
-                    Life::Aborted => Claim::Replaced(o.insert(cell)),
-                },
+                }
             };
             if initial.life == Life::Active {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            claim
+            claimed
         });
-        match claim {
-            Claim::Theirs { existing, unused } => {
+        let (snapshot, ours) = match claim {
+            Claimed::Taken { snapshot, unused } => {
                 drop(unused);
-                let state = existing.state();
-                return Ok(Start::AlreadyActive(existing.snapshot_of(&state)));
+                return Ok(Start::AlreadyActive(snapshot));
             }
-            Claim::Replaced(dead) => drop(dead),
-            Claim::Ours => {}
-        }
+            Claimed::Replaced {
+                snapshot,
+                ours,
+                dead,
+            } => {
+                drop(dead);
+                (snapshot, ours)
+            }
+            Claimed::Fresh { snapshot, ours } => (snapshot, ours),
+        };
+        let hooked = self.start_hook.as_ref().zip(ours);
         if let Some((hook, cell)) = hooked {
             // The hook runs with no guard held; the placeholder keeps the
             // pair claimed meanwhile.
@@ -1108,19 +1135,6 @@ where
         Ok(Start::Started(snapshot))
     }
 
-    /// The snapshot of a cell that keeps its pair taken (starting or
-    /// active).
-    fn taken(cell: &Cell<A, K>) -> Option<ArcSnapshot<A, K>> {
-        let s = cell.state();
-        matches!(s.life, Life::Starting | Life::Active).then(|| cell.snapshot_of(&s))
-    }
-
-    /// The published cell of a pair.
-    fn cell(&self, a: &A, b: &A) -> Result<Arc<Cell<A, K>>, ArcError> {
-        let key = pair_key(a, b)?;
-        self.map.get(&key).ok_or(ArcError::NotFound)
-    }
-
     /// Records one event of the pair's arc: atomically bumps its event
     /// count, sets its last-progress time to now and its phase to `phase`.
     /// Moving to [`ArcPhase::Completed`] ends the arc
@@ -1142,8 +1156,23 @@ where
     /// assert!(engine.status(&1, &2).is_none());
     /// ```
     pub fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let cell = self.cell(a, b)?;
-        self.progress_cell(&cell, phase)
+        let key = pair_key(a, b)?;
+        let now = self.clock.now();
+        let (snapshot, completed) = self
+            .map
+            // Under the shard read lock: the compare-and-swap (the
+            // linearization point) and the snapshot's clones of the agents
+            // and kind, so no reference-count traffic on the cell unless
+            // this progress completed it (then it must be unlinked).
+            .read(&key, |cell| {
+                let next = cell.progressed(phase, now)?;
+                let completed = (next.life == Life::Ended).then(|| Arc::clone(cell));
+                Some((cell.snapshot_of(&next), completed))
+            })
+            .flatten()
+            .ok_or(ArcError::NotFound)?;
+        self.report_progress(&snapshot, completed.as_ref());
+        Ok(snapshot)
     }
 
     /// Progresses this very cell (not whatever arc the pair has by now).
@@ -1155,19 +1184,24 @@ where
         let next = cell
             .progressed(phase, self.clock.now())
             .ok_or(ArcError::NotFound)?;
-        // `Completed` ended the arc in the same compare-and-swap.
-        let completes = next.life == Life::Ended;
         let snapshot = cell.snapshot_of(&next);
-        if completes {
+        // `Completed` ended the arc in the same compare-and-swap.
+        self.report_progress(&snapshot, (next.life == Life::Ended).then_some(cell));
+        Ok(snapshot)
+    }
+
+    /// After a progress: unlink the cell if that progress completed it
+    /// (`completed`), then tell the listeners, outside every guard.
+    fn report_progress(&self, snapshot: &ArcSnapshot<A, K>, completed: Option<&Arc<Cell<A, K>>>) {
+        if let Some(cell) = completed {
             self.retire(cell);
         }
         self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
-        if completes {
+        if completed.is_some() {
             tracing::debug!("arc completed");
             self.events
                 .emit(|| ArcEvent::Ended(snapshot.clone(), EndReason::Completed));
         }
-        Ok(snapshot)
     }
 
     /// After winning `Active → Ended`: unlink the cell and count it out,
@@ -1255,9 +1289,13 @@ where
     /// assert_eq!(engine.status(&2, &1).unwrap().agents, (1, 2));
     /// ```
     pub fn status(&self, a: &A, b: &A) -> Option<ArcSnapshot<A, K>> {
-        let cell = self.cell(a, b).ok()?;
-        let state = cell.active_state()?;
-        Some(cell.snapshot_of(&state))
+        let key = pair_key(a, b).ok()?;
+        self.map
+            .read(&key, |cell| {
+                let state = cell.active_state()?;
+                Some(cell.snapshot_of(&state))
+            })
+            .flatten()
     }
 
     /// Every published, active arc, each snapshot consistent on its own

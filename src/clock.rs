@@ -22,6 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time.
 ///
+/// A component may read its clock while it holds one of its own short
+/// internal locks (the arc engine stamps a new arc in the same step that
+/// claims its pair, under that pair's shard lock, so that a start of a
+/// taken pair reads no clock at all). An implementation must therefore be
+/// cheap and must not call back into the component; [`SystemClock`] and
+/// [`ManualClock`] are both.
+///
 /// ```
 /// use raceless::clock::{Clock, SystemClock};
 /// let now = SystemClock.now();
