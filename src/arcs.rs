@@ -25,17 +25,21 @@
 //!
 //! # Protocols and linearization points
 //!
+//! * **cells** are held in the map by value, and the map holds only live
+//!   ones (`Starting` or `Active`): every move out of them is a
+//!   compare-and-swap made inside the `remove_if` that unlinks the cell.
+//!   Each cell has a token no other start draws, which the periodic sweep
+//!   uses to act only on the very arc it judged.
 //! * **start** — `a == b` is [`ArcError::SamePair`]. Otherwise one `entry`
 //!   call on the sorted pair decides the race under the shard lock: a vacant
-//!   slot (or one whose arc already ended or was rolled back) is claimed with
-//!   our new cell; an occupied live slot yields [`Start::AlreadyActive`] with
-//!   that arc's snapshot. That `entry` call is the linearization point. With
-//!   no start hook the cell is inserted already `Active`. With a hook, it is
-//!   inserted `Starting` (a placeholder), the hook runs after the shard lock
-//!   is released, and then the cell is published (`Starting → Active`, a
-//!   compare-and-swap on its state) or rolled back (`Starting → Aborted`,
-//!   then `remove_if` of *that* cell, by pointer identity, so a newer arc of
-//!   the pair is never removed). A rolled-back start returns
+//!   slot is claimed with our new cell; an occupied slot yields
+//!   [`Start::AlreadyActive`] with that arc's snapshot. That `entry` call is
+//!   the linearization point. With no start hook the cell is inserted
+//!   already `Active`. With a hook, it is inserted `Starting` (a
+//!   placeholder), the hook runs after the shard lock is released, and then
+//!   the cell is published (`Starting → Active`, a compare-and-swap on its
+//!   state under the shard read lock) or rolled back (`Starting → Aborted`
+//!   inside the `remove_if` that unlinks it). A rolled-back start returns
 //!   [`ArcError::Hook`] and leaves the pair free.
 //! * **concurrent starters during the hook** get
 //!   [`Start::AlreadyActive`] with the placeholder's snapshot, which is the
@@ -51,17 +55,15 @@
 //!   successful compare-and-swap is the linearization point; no concurrent
 //!   progress is lost because each one retries on the newest state.
 //! * **end** (and expiry in [`ArcEngine::process_all`], and completion) — a
-//!   compare-and-swap `Active → Ended(reason)` on the cell: exactly one
-//!   caller wins it and reports [`ArcEvent::Ended`]; everyone else sees a
-//!   non-active state and gets [`ArcError::NotFound`]. [`ArcEngine::end`]
-//!   does the compare-and-swap inside the shard-locked `remove_if` of the
-//!   pair's slot, so the win and the unlink are one map operation. Expiry
-//!   and completion already hold the cell: the winner then removes the slot
-//!   with `remove_if` on the same cell identity, and between the two steps
-//!   a new `start` of the pair may already replace the dead cell.
-//! * **status / active** read the map (`get`, or a copy of all cells' `Arc`s,
-//!   taken shard by shard) and then load each cell's state word once: every
-//!   snapshot is one word, hence consistent per arc.
+//!   compare-and-swap `Active → Ended(reason)` on the cell, inside the
+//!   shard-locked `remove_if` of the pair's slot, so the win, the unlink and
+//!   the count-out are one map operation: exactly one caller wins and
+//!   reports [`ArcEvent::Ended`]; everyone else finds no active arc and gets
+//!   [`ArcError::NotFound`]. Expiry acts only on the arc with the token the
+//!   sweep found.
+//! * **status / active** read the map (one shard read lock, or each shard's
+//!   in turn) and load each cell's state word once: every snapshot is one
+//!   word, hence consistent per arc.
 //!
 //! # Memory orderings
 //!
@@ -120,9 +122,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
-use crate::sync::{
-    Arc, AtomicU64, AtomicUsize, CachePadded, Entry, Ordering, ShardedMap, StripeHasher,
-};
+use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Entry, Ordering, ShardedMap, StripeHasher};
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
 /// after twice that duration is expired by [`ArcEngine::process_all`].
@@ -766,9 +766,14 @@ impl State {
     }
 }
 
-/// One arc: immutable identity plus its state word.
-struct Cell<A, K> {
-    agents: (A, A),
+/// One arc, held by value in the map under its pair: immutable identity
+/// plus its state word.
+struct Cell<K> {
+    /// Tells this arc apart from every other arc of the same pair (see
+    /// [`next_token`]): an operation that found the arc in one map call
+    /// and acts on it in a later one (the periodic sweep) acts only if the
+    /// pair still holds this very arc.
+    token: u64,
     kind: K,
     started_at: SystemTime,
     /// The stripe of the active-arc counter this pair counts in (from the
@@ -784,10 +789,38 @@ struct Cell<A, K> {
     word: AtomicU64,
 }
 
-impl<A: Clone, K: Clone> Cell<A, K> {
-    fn snapshot_of(&self, s: &State) -> ArcSnapshot<A, K> {
+/// A token no other start in this process draws: the thread's block (high
+/// 24 bits, a fresh one every 2^40 starts) and the thread's own count. A
+/// `std` atomic and thread-local even under loom: tokens only need to be
+/// distinct, they synchronize nothing.
+fn next_token() -> u64 {
+    use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+    const BLOCK: u64 = 1 << 40;
+    static BLOCKS: StdAtomicU64 = StdAtomicU64::new(1);
+    thread_local! {
+        static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    NEXT.try_with(|next| {
+        let mut token = next.get();
+        if token % BLOCK == 0 {
+            token = BLOCKS.fetch_add(1, StdOrdering::Relaxed) * BLOCK;
+        }
+        next.set(token + 1);
+        token
+    })
+    // During thread teardown: a fresh block for this one token.
+    .unwrap_or_else(|_| BLOCKS.fetch_add(1, StdOrdering::Relaxed) * BLOCK)
+}
+
+impl<K: Clone> Cell<K> {
+    /// Whether this is the arc of `token` (any arc if `None`).
+    fn is(&self, token: Option<u64>) -> bool {
+        token.map_or(true, |t| self.token == t)
+    }
+
+    fn snapshot_of<A: Clone>(&self, agents: &(A, A), s: &State) -> ArcSnapshot<A, K> {
         ArcSnapshot {
-            agents: self.agents.clone(),
+            agents: agents.clone(),
             kind: self.kind.clone(),
             phase: s.phase,
             events_triggered: s.events,
@@ -886,16 +919,15 @@ fn count(stripes: &[CachePadded<AtomicUsize>; STRIPES]) -> usize {
 /// assert_eq!(first.into_inner(), again.into_inner());
 /// ```
 pub struct ArcEngine<A, K> {
-    map: ShardedMap<(A, A), Arc<Cell<A, K>>>,
+    map: ShardedMap<(A, A), Cell<K>>,
     /// Published arcs that have not left the map yet, striped so that
     /// starts and ends of different pairs do not bounce one cache line. A
     /// pair always counts in the stripe its hash picks, and its count is
     /// only ever 0 or 1: the increment happens before the arc is published
     /// (under the shard lock, or while the cell is still `Starting` and so
-    /// exclusively ours), the decrement under the shard lock by whoever
-    /// unlinks the ended cell (`retire`'s `remove_if` or the next start
-    /// replacing it), so the shard lock orders a pair's decrement before
-    /// the next start's increment. `Relaxed` is enough for that: those
+    /// exclusively ours), the decrement under the shard lock, in the
+    /// `remove_if` that ends and unlinks the arc, so the shard lock orders
+    /// a pair's decrement before the next start's increment. `Relaxed` is enough for that: those
     /// operations are already ordered by happens-before (shard lock, state
     /// word acquire/release), so coherence puts them in that order in the
     /// stripe's modification order; the count publishes no data.
@@ -928,20 +960,14 @@ where
 
 /// What the claiming `entry` call decided.
 enum Claimed<A, K> {
-    /// We took a vacant slot: the new arc's state, and our reference to its
-    /// cell if a start hook must run.
-    Fresh {
+    /// We took the pair: the new arc's state and token, and the dead cell
+    /// we displaced, if any, to be dropped outside the lock.
+    Ours {
         snapshot: ArcSnapshot<A, K>,
-        ours: Option<Arc<Cell<A, K>>>,
+        token: u64,
+        dead: Option<Cell<K>>,
     },
-    /// We took the slot of a dead (ended or rolled-back) cell, handed out
-    /// to be dropped outside the lock.
-    Replaced {
-        snapshot: ArcSnapshot<A, K>,
-        ours: Option<Arc<Cell<A, K>>>,
-        dead: Arc<Cell<A, K>>,
-    },
-    /// A live (starting or active) cell holds the pair; its state then.
+    /// A live (starting or active) arc holds the pair; its state then.
     Taken {
         snapshot: ArcSnapshot<A, K>,
         unused: K,
@@ -1025,109 +1051,109 @@ where
         let stripe = self.stripe_hasher.hash_one(&key) as usize % STRIPES;
         let counter = &self.active[stripe];
         // A new cell, built only once the pair is known to be free, so a
-        // start of a taken pair allocates nothing and reads no clock.
+        // start of a taken pair reads no clock and draws no token.
         let fresh = |agents: &(A, A), kind: K| {
-            Arc::new(Cell {
-                stripe,
-                agents: agents.clone(),
+            let cell = Cell {
+                token: next_token(),
                 kind,
                 started_at: self.clock.now(),
+                stripe,
                 word: AtomicU64::new(initial.pack()),
-            })
-        };
-        // The map gets the cell; we keep a reference only to finish the
-        // start after a hook.
-        let hooked = self.start_hook.is_some();
-        let install = |cell: Arc<Cell<A, K>>| {
-            let ours = hooked.then(|| Arc::clone(&cell));
-            (cell.snapshot_of(&initial), ours, cell)
+            };
+            (cell.snapshot_of(agents, &initial), cell)
         };
         // Linearization point of the start: the claim under the shard lock,
         // one map operation whether the pair is free or taken. The closure
         // runs our code, the clock, and the data's own trait impls (`Clone`
-        // of the agents and the kind for the cell and the snapshot, as the
-        // map runs their `Eq`), never a hook or a listener. The counter
-        // moves under the shard lock (see `ArcEngine::active`). A displaced
-        // dead cell and an unused kind are handed out of the closure, so
-        // that no drop of user data happens under the shard lock.
+        // of the agents and the kind for the snapshot, as the map runs
+        // their `Eq`), never a hook or a listener. The counter moves under
+        // the shard lock (see `ArcEngine::active`). A displaced cell and an
+        // unused kind are handed out of the closure, so that no drop of user
+        // data happens under the shard lock.
         let claim = self.map.entry(key, |e| {
-            let claimed = match e {
+            let (snapshot, token, dead) = match e {
                 Entry::Vacant(v) => {
-                    let (snapshot, ours, cell) = install(fresh(v.key(), kind));
+                    let (snapshot, cell) = fresh(v.key(), kind);
+                    let token = cell.token;
                     v.insert(cell);
-                    Claimed::Fresh { snapshot, ours }
+                    (snapshot, token, None)
                 }
                 Entry::Occupied(mut o) => {
                     let state = o.get().state();
-                    match state.life {
-                        Life::Starting | Life::Active => {
-                            return Claimed::Taken {
-                                snapshot: o.get().snapshot_of(&state),
-                                unused: kind,
-                            }
-                        }
-                        // A dead cell whose ender has not removed it yet:
-                        // replace it (the ender's `remove_if` checks
-                        // identity) and count it out for the ender.
-                        Life::Ended | Life::Aborted => {
-                            if state.life == Life::Ended {
-                                self.count_out(o.get());
-                            }
-                            let (snapshot, ours, cell) = install(fresh(o.key(), kind));
-                            let dead = o.insert(cell);
-                            Claimed::Replaced {
-                                snapshot,
-                                ours,
-                                dead,
-                            }
-                        }
+                    if matches!(state.life, Life::Starting | Life::Active) {
+                        return Claimed::Taken {
+                            snapshot: o.get().snapshot_of(o.key(), &state),
+                            unused: kind,
+                        };
                     }
+                    // Not reached: every move out of `Starting`/`Active`
+                    // (end, expiry, completion, rollback) happens inside
+                    // the `remove_if` that unlinks the cell, and counts it
+                    // out there. A dead cell would simply be replaced.
+                    let (snapshot, cell) = fresh(o.key(), kind);
+                    let token = cell.token;
+                    (snapshot, token, Some(o.insert(cell)))
                 }
             };
             if initial.life == Life::Active {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
-            claimed
+            Claimed::Ours {
+                snapshot,
+                token,
+                dead,
+            }
         });
-        let (snapshot, ours) = match claim {
+        let (snapshot, token) = match claim {
             Claimed::Taken { snapshot, unused } => {
                 drop(unused);
                 return Ok(Start::AlreadyActive(snapshot));
             }
-            Claimed::Replaced {
+            Claimed::Ours {
                 snapshot,
-                ours,
+                token,
                 dead,
             } => {
                 drop(dead);
-                (snapshot, ours)
+                (snapshot, token)
             }
-            Claimed::Fresh { snapshot, ours } => (snapshot, ours),
         };
-        let hooked = self.start_hook.as_ref().zip(ours);
-        if let Some((hook, cell)) = hooked {
+        if let Some(hook) = &self.start_hook {
+            let agents = &snapshot.agents;
             // The hook runs with no guard held; the placeholder keeps the
-            // pair claimed meanwhile.
-            if let Err(e) = run_start_hook(hook, &cell.agents.0, &cell.agents.1, &cell.kind) {
-                // Only we move a cell out of `Starting`, so this succeeds.
-                cell.transition(|s| {
-                    (s.life == Life::Starting).then_some(State {
-                        life: Life::Aborted,
-                        ..*s
-                    })
+            // pair claimed meanwhile. Only we move our cell out of
+            // `Starting`, and nobody else removes or replaces a `Starting`
+            // cell, so it is still ours below (the token check is the
+            // belt to that brace).
+            if let Err(e) = run_start_hook(hook, &agents.0, &agents.1, &snapshot.kind) {
+                // Roll back: `Starting → Aborted` and the unlink, in one
+                // map operation.
+                let removed = self.map.remove_if(agents, |_, cell| {
+                    cell.token == token
+                        && cell
+                            .transition(|s| {
+                                (s.life == Life::Starting).then_some(State {
+                                    life: Life::Aborted,
+                                    ..*s
+                                })
+                            })
+                            .is_some()
                 });
-                self.map
-                    .remove_if(&cell.agents, |_, v| Arc::ptr_eq(v, &cell));
+                drop(removed);
                 tracing::warn!(error = %e, "arc start hook failed; start rolled back");
                 return Err(ArcError::Hook(e));
             }
             // Counted in while still exclusively ours (see `active`).
             counter.fetch_add(1, Ordering::Relaxed);
-            cell.transition(|s| {
-                (s.life == Life::Starting).then_some(State {
-                    life: Life::Active,
-                    ..*s
-                })
+            self.map.read(agents, |cell| {
+                if cell.token == token {
+                    cell.transition(|s| {
+                        (s.life == Life::Starting).then_some(State {
+                            life: Life::Active,
+                            ..*s
+                        })
+                    });
+                }
             });
         }
         tracing::debug!("arc started");
@@ -1157,86 +1183,93 @@ where
     /// ```
     pub fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
         let key = pair_key(a, b)?;
-        let now = self.clock.now();
-        let (snapshot, completed) = self
-            .map
-            // Under the shard read lock: the compare-and-swap (the
-            // linearization point) and the snapshot's clones of the agents
-            // and kind, so no reference-count traffic on the cell unless
-            // this progress completed it (then it must be unlinked).
-            .read(&key, |cell| {
-                let next = cell.progressed(phase, now)?;
-                let completed = (next.life == Life::Ended).then(|| Arc::clone(cell));
-                Some((cell.snapshot_of(&next), completed))
-            })
-            .flatten()
-            .ok_or(ArcError::NotFound)?;
-        self.report_progress(&snapshot, completed.as_ref());
-        Ok(snapshot)
+        self.progress_arc(&key, None, phase)
     }
 
-    /// Progresses this very cell (not whatever arc the pair has by now).
-    fn progress_cell(
+    /// Progresses the arc of `agents` — with `token`, only if the pair
+    /// still holds that very arc.
+    fn progress_arc(
         &self,
-        cell: &Arc<Cell<A, K>>,
+        agents: &(A, A),
+        token: Option<u64>,
         phase: ArcPhase,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let next = cell
-            .progressed(phase, self.clock.now())
-            .ok_or(ArcError::NotFound)?;
-        let snapshot = cell.snapshot_of(&next);
-        // `Completed` ended the arc in the same compare-and-swap.
-        self.report_progress(&snapshot, (next.life == Life::Ended).then_some(cell));
-        Ok(snapshot)
-    }
-
-    /// After a progress: unlink the cell if that progress completed it
-    /// (`completed`), then tell the listeners, outside every guard.
-    fn report_progress(&self, snapshot: &ArcSnapshot<A, K>, completed: Option<&Arc<Cell<A, K>>>) {
-        if let Some(cell) = completed {
-            self.retire(cell);
-        }
-        self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
-        if completed.is_some() {
+        let now = self.clock.now();
+        if phase == ArcPhase::Completed {
+            // Completing ends the arc: the compare-and-swap
+            // `Active → Ended(Completed)` and the unlink are one map
+            // operation, as for `end`.
+            let mut last = None;
+            let (agents, cell) = self
+                .map
+                .remove_if(agents, |_, cell| {
+                    last = cell
+                        .is(token)
+                        .then(|| cell.progressed(phase, now))
+                        .flatten();
+                    if last.is_some() {
+                        self.count_out(cell);
+                    }
+                    last.is_some()
+                })
+                .ok_or(ArcError::NotFound)?;
+            let last = last.ok_or(ArcError::NotFound)?;
+            let snapshot = cell.snapshot_of(&agents, &last);
+            self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
             tracing::debug!("arc completed");
             self.events
                 .emit(|| ArcEvent::Ended(snapshot.clone(), EndReason::Completed));
+            return Ok(snapshot);
         }
+        // Under the shard read lock: the compare-and-swap (the
+        // linearization point) and the snapshot.
+        let snapshot = self
+            .map
+            .read(agents, |cell| {
+                let next = cell
+                    .is(token)
+                    .then(|| cell.progressed(phase, now))
+                    .flatten()?;
+                Some(cell.snapshot_of(agents, &next))
+            })
+            .flatten()
+            .ok_or(ArcError::NotFound)?;
+        self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
+        Ok(snapshot)
     }
 
-    /// After winning `Active → Ended`: unlink the cell and count it out,
-    /// under the shard lock, if the slot still holds it (otherwise the
-    /// start that replaced it counted it out).
-    fn retire(&self, cell: &Arc<Cell<A, K>>) {
-        self.map.remove_if(&cell.agents, |_, v| {
-            let ours = Arc::ptr_eq(v, cell);
-            if ours {
-                self.count_out(cell);
-            }
-            ours
-        });
-    }
-
-    /// Counts an ended arc out of `len`; called under the shard lock, by
-    /// whoever unlinks it (see `ArcEngine::active`).
-    fn count_out(&self, cell: &Cell<A, K>) {
+    /// Counts an ended arc out of `len`; called under the shard lock, in
+    /// the `remove_if` that ends and unlinks it (see `ArcEngine::active`).
+    fn count_out(&self, cell: &Cell<K>) {
         self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Ends this very cell; `None` if another transition ended it first.
-    fn end_cell(&self, cell: &Arc<Cell<A, K>>, reason: EndReason) -> Option<ArcSnapshot<A, K>> {
-        let last = cell.try_end()?;
-        self.retire(cell);
-        Some(self.report_end(cell, &last, reason))
-    }
-
-    /// After an end: log it, tell the listeners, return the final state.
-    fn report_end(&self, cell: &Cell<A, K>, last: &State, reason: EndReason) -> ArcSnapshot<A, K> {
+    /// Ends the arc of `agents` — with `token`, only if the pair still
+    /// holds that very arc. The compare-and-swap `Active → Ended` (the
+    /// linearization point; only our code runs there), the unlink and the
+    /// count-out are one map operation, under the shard lock. `None` if
+    /// there is no such active arc (another transition ended it first).
+    fn end_arc(
+        &self,
+        agents: &(A, A),
+        token: Option<u64>,
+        reason: EndReason,
+    ) -> Option<ArcSnapshot<A, K>> {
+        let mut last = None;
+        let (agents, cell) = self.map.remove_if(agents, |_, cell| {
+            last = cell.is(token).then(|| cell.try_end()).flatten();
+            if last.is_some() {
+                self.count_out(cell);
+            }
+            last.is_some()
+        })?;
+        let last = last?;
+        // Log, tell the listeners and drop the cell outside every guard.
         tracing::debug!(?reason, "arc ended");
-        let snapshot = cell.snapshot_of(last);
+        let snapshot = cell.snapshot_of(&agents, &last);
         self.events
             .emit(|| ArcEvent::Ended(snapshot.clone(), reason));
-        snapshot
+        Some(snapshot)
     }
 
     /// Ends the pair's arc. Exactly one of any number of concurrent `end`s
@@ -1258,23 +1291,7 @@ where
     /// ```
     pub fn end(&self, a: &A, b: &A, reason: EndReason) -> Result<ArcSnapshot<A, K>, ArcError> {
         let key = pair_key(a, b)?;
-        // One map operation: under the shard lock, the compare-and-swap
-        // `Active → Ended` (the linearization point; only our code runs
-        // there) and, if it won, the unlink and the count-out — what
-        // `end_cell` does in two steps for a cell it already holds.
-        let mut last = None;
-        let (_, cell) = self
-            .map
-            .remove_if(&key, |_, cell| {
-                last = cell.try_end();
-                if last.is_some() {
-                    self.count_out(cell);
-                }
-                last.is_some()
-            })
-            .ok_or(ArcError::NotFound)?;
-        let last = last.ok_or(ArcError::NotFound)?;
-        Ok(self.report_end(&cell, &last, reason))
+        self.end_arc(&key, None, reason).ok_or(ArcError::NotFound)
     }
 
     /// The pair's published, active arc (`None` for `a == b`).
@@ -1293,7 +1310,7 @@ where
         self.map
             .read(&key, |cell| {
                 let state = cell.active_state()?;
-                Some(cell.snapshot_of(&state))
+                Some(cell.snapshot_of(&key, &state))
             })
             .flatten()
     }
@@ -1312,19 +1329,23 @@ where
     /// assert_eq!(engine.active().len(), 2);
     /// ```
     pub fn active(&self) -> Vec<ArcSnapshot<A, K>> {
-        self.cells()
+        self.arcs()
             .into_iter()
-            .filter_map(|cell| cell.active_state().map(|s| cell.snapshot_of(&s)))
+            .map(|(_, snapshot)| snapshot)
             .collect()
     }
 
-    /// A snapshot of the map's cells, taken shard by shard. Only `Arc`s are
-    /// cloned under the shard locks (no `A: Clone` or other user code runs
-    /// there); everything else happens after.
-    fn cells(&self) -> Vec<Arc<Cell<A, K>>> {
-        let mut cells = Vec::with_capacity(self.map.len());
-        self.map.for_each(|_, cell| cells.push(cell.clone()));
-        cells
+    /// Every published, active arc with its token, read shard by shard:
+    /// each snapshot is taken under its shard's read lock (our code and the
+    /// data's `Clone`); everything else happens after.
+    fn arcs(&self) -> Vec<(u64, ArcSnapshot<A, K>)> {
+        let mut arcs = Vec::with_capacity(self.map.len());
+        self.map.for_each(|agents, cell| {
+            if let Some(state) = cell.active_state() {
+                arcs.push((cell.token, cell.snapshot_of(agents, &state)));
+            }
+        });
+        arcs
     }
 
     /// How many arcs are published and active: exact whenever no start or
@@ -1415,20 +1436,23 @@ where
     pub fn process_all(&self) -> ProcessReport {
         let now = self.clock.now();
         let mut report = ProcessReport::default();
-        for cell in self.cells() {
-            let Some(state) = cell.active_state() else {
-                continue;
-            };
+        for (token, snapshot) in self.arcs() {
             report.processed += 1;
-            if is_expired(&cell.kind, cell.started_at, now) {
-                if self.end_cell(&cell, EndReason::Expired).is_some() {
+            if is_expired(&snapshot.kind, snapshot.started_at, now) {
+                if self
+                    .end_arc(&snapshot.agents, Some(token), EndReason::Expired)
+                    .is_some()
+                {
                     report.expired += 1;
                 }
                 continue;
             }
             if let Some(hook) = &self.process_hook {
-                if let Some(phase) = run_process_hook(hook, &cell.snapshot_of(&state)) {
-                    if self.progress_cell(&cell, phase).is_ok() {
+                if let Some(phase) = run_process_hook(hook, &snapshot) {
+                    if self
+                        .progress_arc(&snapshot.agents, Some(token), phase)
+                        .is_ok()
+                    {
                         report.progressed += 1;
                         if phase == ArcPhase::Completed {
                             report.completed += 1;

@@ -193,6 +193,34 @@ fn end_vs_expiry() {
     });
 }
 
+/// The sweep's expiry racing an end and a restart of the same pair: the
+/// sweep judged the old arc expired from its snapshot, and acts only on
+/// that very arc (its token), never on the new arc the restart installed,
+/// which is not expired.
+#[test]
+fn expiry_vs_end_and_restart() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let engine = Arc::new(
+            ArcEngine::<u8, Kind>::builder()
+                .clock(clock.clone())
+                .build(),
+        );
+        assert!(engine.start(1, 2, Kind).unwrap().is_started());
+        clock.advance(Duration::from_secs(21));
+        let sweeper = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.process_all().expired)
+        };
+        let ended = engine.end(&1, &2, EndReason::Manual).is_ok();
+        assert!(engine.start(2, 1, Kind).unwrap().is_started());
+        let expired = sweeper.join().unwrap();
+        assert_eq!(usize::from(ended) + expired, 1, "the old arc ends once");
+        assert_eq!(engine.len(), 1, "the new arc survives the sweep");
+        assert!(engine.status(&1, &2).is_some());
+    });
+}
+
 /// A start whose hook fails racing a start whose hook succeeds: whichever
 /// claims the pair first decides; a failed hook always frees the pair, and
 /// a start told of the doomed pending arc finds the pair free afterwards.
