@@ -1128,18 +1128,14 @@ where
             if let Err(e) = run_start_hook(hook, &agents.0, &agents.1, &snapshot.kind) {
                 // Roll back: `Starting → Aborted` and the unlink, in one
                 // map operation.
-                let removed = self.map.remove_if(agents, |_, cell| {
-                    cell.token == token
-                        && cell
-                            .transition(|s| {
-                                (s.life == Life::Starting).then_some(State {
-                                    life: Life::Aborted,
-                                    ..*s
-                                })
-                            })
-                            .is_some()
+                self.unlink_if(agents, Some(token), |cell| {
+                    cell.transition(|s| {
+                        (s.life == Life::Starting).then_some(State {
+                            life: Life::Aborted,
+                            ..*s
+                        })
+                    })
                 });
-                drop(removed);
                 tracing::warn!(error = %e, "arc start hook failed; start rolled back");
                 return Err(ArcError::Hook(e));
             }
@@ -1199,22 +1195,9 @@ where
             // Completing ends the arc: the compare-and-swap
             // `Active → Ended(Completed)` and the unlink are one map
             // operation, as for `end`.
-            let mut last = None;
-            let (agents, cell) = self
-                .map
-                .remove_if(agents, |_, cell| {
-                    last = cell
-                        .is(token)
-                        .then(|| cell.progressed(phase, now))
-                        .flatten();
-                    if last.is_some() {
-                        self.count_out(cell);
-                    }
-                    last.is_some()
-                })
+            let snapshot = self
+                .unlink_if(agents, token, |cell| cell.progressed(phase, now))
                 .ok_or(ArcError::NotFound)?;
-            let last = last.ok_or(ArcError::NotFound)?;
-            let snapshot = cell.snapshot_of(&agents, &last);
             self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
             tracing::debug!("arc completed");
             self.events
@@ -1244,10 +1227,32 @@ where
         self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Every move out of `Starting`/`Active` (end, expiry, completion,
+    /// rollback): under the shard write lock, applies `transition` to the
+    /// arc of `agents` (with `token`, only to that very arc) and, if it
+    /// applied, unlinks the cell and counts an ended arc out of `len`, all
+    /// in one map operation; only our code runs there. The snapshot of the
+    /// state it installed, taken after the lock, where the cell is dropped.
+    fn unlink_if(
+        &self,
+        agents: &(A, A),
+        token: Option<u64>,
+        transition: impl Fn(&Cell<K>) -> Option<State>,
+    ) -> Option<ArcSnapshot<A, K>> {
+        let mut last = None;
+        let (agents, cell) = self.map.remove_if(agents, |_, cell| {
+            last = cell.is(token).then(|| transition(cell)).flatten();
+            if matches!(last, Some(s) if s.life == Life::Ended) {
+                self.count_out(cell);
+            }
+            last.is_some()
+        })?;
+        Some(cell.snapshot_of(&agents, &last?))
+    }
+
     /// Ends the arc of `agents` — with `token`, only if the pair still
-    /// holds that very arc. The compare-and-swap `Active → Ended` (the
-    /// linearization point; only our code runs there), the unlink and the
-    /// count-out are one map operation, under the shard lock. `None` if
+    /// holds that very arc: the compare-and-swap `Active → Ended` (the
+    /// linearization point) in [`unlink_if`](Self::unlink_if). `None` if
     /// there is no such active arc (another transition ended it first).
     fn end_arc(
         &self,
@@ -1255,18 +1260,9 @@ where
         token: Option<u64>,
         reason: EndReason,
     ) -> Option<ArcSnapshot<A, K>> {
-        let mut last = None;
-        let (agents, cell) = self.map.remove_if(agents, |_, cell| {
-            last = cell.is(token).then(|| cell.try_end()).flatten();
-            if last.is_some() {
-                self.count_out(cell);
-            }
-            last.is_some()
-        })?;
-        let last = last?;
-        // Log, tell the listeners and drop the cell outside every guard.
+        let snapshot = self.unlink_if(agents, token, Cell::try_end)?;
+        // Log and tell the listeners outside every guard.
         tracing::debug!(?reason, "arc ended");
-        let snapshot = cell.snapshot_of(&agents, &last);
         self.events
             .emit(|| ArcEvent::Ended(snapshot.clone(), reason));
         Some(snapshot)
