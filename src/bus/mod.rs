@@ -402,6 +402,25 @@ impl<E> Clone for KindEntry<E> {
 /// by every emit with one arc-swap load.
 type KindMap<E> = HashMap<<E as Event>::Kind, KindEntry<E>, MapHasher>;
 
+/// A copy of `map` in which `kind` lists `subscribers` and keeps
+/// `counters`: the next snapshot of a `subscribe` or `unsubscribe`.
+fn with_entry<E: Event>(
+    map: &KindMap<E>,
+    kind: &E::Kind,
+    subscribers: std::sync::Arc<[Subscriber<E>]>,
+    counters: Arc<counters::DeliveryCounters>,
+) -> Arc<KindMap<E>> {
+    let mut map = map.clone();
+    map.insert(
+        kind.clone(),
+        KindEntry {
+            subscribers,
+            counters,
+        },
+    );
+    Arc::new(map)
+}
+
 /// The lock-free event bus: RCU subscriber lists per kind and a lock-free
 /// bounded audit ring. See the [module docs](self) for the protocol and its
 /// guarantees.
@@ -500,21 +519,12 @@ impl<E: Event> EventBus<E> {
         // compare-and-swap copies the winner's entry, counters included, so
         // a kind never has two sets of counters.
         self.kinds.rcu(|current| {
-            let mut map = KindMap::<E>::clone(current);
-            let counters = map.get(&kind).map_or_else(
-                || Arc::new(counters::DeliveryCounters::new(self.stripes)),
-                |entry| entry.counters.clone(),
-            );
-            let old: &[Subscriber<E>] = map.get(&kind).map_or(&[], |e| &e.subscribers);
+            let (old, counters): (&[Subscriber<E>], _) = match current.get(&kind) {
+                Some(entry) => (&entry.subscribers, entry.counters.clone()),
+                None => (&[], Arc::new(counters::DeliveryCounters::new(self.stripes))),
+            };
             let subscribers = old.iter().cloned().chain([subscriber.clone()]).collect();
-            map.insert(
-                kind.clone(),
-                KindEntry {
-                    subscribers,
-                    counters,
-                },
-            );
-            Arc::new(map)
+            with_entry(current, &kind, subscribers, counters)
         });
         // Indexed after it is in the list: an unsubscribe can only find an
         // id whose handler is already there.
@@ -580,16 +590,8 @@ impl<E: Event> EventBus<E> {
                 .chain(&entry.subscribers[pos + 1..])
                 .cloned()
                 .collect();
-            let counters = entry.counters.clone();
-            let mut map = KindMap::<E>::clone(&current);
-            map.insert(
-                kind.clone(),
-                KindEntry {
-                    subscribers,
-                    counters,
-                },
-            );
-            let previous = self.kinds.compare_and_swap(&current, Arc::new(map));
+            let next = with_entry(&current, &kind, subscribers, entry.counters.clone());
+            let previous = self.kinds.compare_and_swap(&current, next);
             if Arc::ptr_eq(&previous, &current) {
                 break; // linearization point
             }
