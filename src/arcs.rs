@@ -8,12 +8,12 @@
 //! on a double end).
 //!
 //! [`ArcEngine`] keeps one slot of a sharded map (`dashmap`) per sorted pair.
-//! The slot holds an `Arc` to the arc's cell: immutable identity (agents,
-//! kind, start time) plus one `AtomicU64` packing all of its mutable state
-//! — `[life: 2][phase: 3][events: 24][last progress − start, ms: 35]` —
-//! replaced whole by compare-and-swap. Every operation is lock-free apart
-//! from the map's per-shard locks, which are held for one slot operation
-//! and never across user code.
+//! The slot holds the arc's cell by value: immutable identity (token, kind,
+//! start time) plus one `AtomicU64` packing all of its mutable state —
+//! `[life: 2][phase: 3][events: 24][last progress − start, ms: 35]` —
+//! always replaced whole. Every operation is one slot operation of the map,
+//! whose per-shard lock is held for that operation only and never across
+//! user code; no thread waits for another's hook or listener.
 //!
 //! One word makes every snapshot consistent (phase, count and time always
 //! belong to the same event) and loses no concurrent event; the price is
@@ -26,10 +26,15 @@
 //! # Protocols and linearization points
 //!
 //! * **cells** are held in the map by value, and the map holds only live
-//!   ones (`Starting` or `Active`): every move out of them is a
-//!   compare-and-swap made inside the `remove_if` that unlinks the cell.
-//!   Each cell has a token no other start draws, which the periodic sweep
-//!   uses to act only on the very arc it judged.
+//!   ones (`Starting` or `Active`): every move out of them is made inside
+//!   the `remove_if` that unlinks the cell. Each cell has a token no other
+//!   start draws, which the periodic sweep uses to act only on the very arc
+//!   it judged.
+//! * **who writes a state word**: only map operations on its slot, under
+//!   the shard lock. Under the *read* lock (`progress`, a hook's
+//!   publication), writers can overlap, so they compare-and-swap. Under the
+//!   *write* lock (every unlink: end, expiry, completion, rollback) no
+//!   other writer can run, so a load and a store are enough.
 //! * **start** — `a == b` is [`ArcError::SamePair`]. Otherwise one `entry`
 //!   call on the sorted pair decides the race under the shard lock: a vacant
 //!   slot is claimed with our new cell; an occupied slot yields
@@ -49,18 +54,19 @@
 //!   until its hook returns. If the hook then fails, those callers were told
 //!   of an arc that never became active: `AlreadyActive` means "this pair is
 //!   taken, or being taken, by another start".
-//! * **progress** — a compare-and-swap loop on the cell's state: from
-//!   `Active`, bump the event count, set the last-progress time and the
-//!   phase (moving to [`ArcPhase::Completed`] also ends the arc). The
-//!   successful compare-and-swap is the linearization point; no concurrent
-//!   progress is lost because each one retries on the newest state.
-//! * **end** (and expiry in [`ArcEngine::process_all`], and completion) — a
-//!   compare-and-swap `Active → Ended(reason)` on the cell, inside the
-//!   shard-locked `remove_if` of the pair's slot, so the win, the unlink and
-//!   the count-out are one map operation: exactly one caller wins and
-//!   reports [`ArcEvent::Ended`]; everyone else finds no active arc and gets
-//!   [`ArcError::NotFound`]. Expiry acts only on the arc with the token the
-//!   sweep found.
+//! * **progress** — under the shard read lock, a compare-and-swap loop on
+//!   the cell's state: from `Active`, bump the event count, set the
+//!   last-progress time and the phase. The successful compare-and-swap is
+//!   the linearization point; no concurrent progress is lost because each
+//!   one retries on the newest state. Moving to [`ArcPhase::Completed`]
+//!   ends the arc, and is made like an end.
+//! * **end** (and expiry in [`ArcEngine::process_all`], and completion) —
+//!   `Active → Ended(reason)` on the cell, inside the write-locked
+//!   `remove_if` of the pair's slot, so the win and the unlink are one map
+//!   operation (its store is the linearization point): exactly one caller
+//!   wins and reports [`ArcEvent::Ended`]; everyone else finds no active arc
+//!   and gets [`ArcError::NotFound`]. Expiry acts only on the arc with the
+//!   token the sweep found.
 //! * **status / active** read the map (one shard read lock, or each shard's
 //!   in turn) and load each cell's state word once: every snapshot is one
 //!   word, hence consistent per arc.
@@ -70,21 +76,19 @@
 //! * The map's shard locks order the slot operations: a cell is fully built
 //!   before it is inserted under the lock, so whoever finds it sees its
 //!   immutable fields.
-//! * State word: compare-and-swaps `AcqRel` (failure `Acquire`), loads
-//!   `Acquire`. The word carries all the mutable data itself, so
-//!   single-location coherence already makes each transition atomic and
-//!   linearizable; release/acquire adds that whoever sees a state also sees
-//!   what its writer did before — a reader that sees a published arc sees
-//!   the start hook's effects (e.g. its database row).
-//! * The active-arc counter behind [`ArcEngine::len`] (striped over
-//!   cache-padded atomics by pair hash): `Relaxed`, because it publishes no
-//!   data. Each pair counts 0 or 1 at every moment: its increment happens
-//!   before the arc is published and its decrement under the shard lock
-//!   that the pair's next start must take, so the operations of one pair
-//!   are ordered by happens-before and hence in the stripe's modification
-//!   order. `len` is therefore never more than the number of pairs with a
-//!   live (or just-ending) arc, never wraps below zero, and is exact
-//!   whenever no start or end is in flight.
+//! * State word: compare-and-swaps `AcqRel` (failure `Acquire`), stores
+//!   `Release`, loads `Acquire`. The word carries all the mutable data
+//!   itself, so single-location coherence already makes each transition
+//!   atomic and linearizable; release/acquire adds that whoever sees a
+//!   state also sees what its writer did before — a reader that sees a
+//!   published arc sees the start hook's effects (e.g. its database row).
+//! * [`ArcEngine::len`] is the map's own count (it holds only live cells)
+//!   minus a counter of cells whose start hook is still running. That
+//!   counter moves only on the hook path, under the pair's shard lock, and
+//!   is `Relaxed`: it publishes no data, and `len` visits the shards one at
+//!   a time anyway. So the hook-less start and end touch no shared counter;
+//!   `len` counts each pair at most once and is exact whenever no start or
+//!   end is in flight.
 //!
 //! # Events
 //!
@@ -117,12 +121,12 @@
 //! ```
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::time::{Duration, SystemTime};
 
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
-use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Entry, Ordering, ShardedMap, StripeHasher};
+use crate::sync::{AtomicU64, AtomicUsize, Entry, Ordering, ShardedMap};
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
 /// after twice that duration is expired by [`ArcEngine::process_all`].
@@ -776,9 +780,6 @@ struct Cell<K> {
     token: u64,
     kind: K,
     started_at: SystemTime,
-    /// The stripe of the active-arc counter this pair counts in (from the
-    /// pair's hash: the same for every arc of the pair).
-    stripe: usize,
     /// The packed [`State`]. Transitions are compare-and-swaps with
     /// `AcqRel` (on failure `Acquire`), loads are `Acquire`: the word
     /// carries all the mutable data itself (single-location coherence
@@ -819,13 +820,25 @@ impl<K: Clone> Cell<K> {
     }
 
     fn snapshot_of<A: Clone>(&self, agents: &(A, A), s: &State) -> ArcSnapshot<A, K> {
+        let last_progress = self.started_at + Duration::from_millis(s.delta_ms);
+        self.snapshot_with(agents, s, last_progress)
+    }
+
+    /// [`snapshot_of`](Self::snapshot_of) with the last-progress time
+    /// already known (a new arc's is its start: no time arithmetic).
+    fn snapshot_with<A: Clone>(
+        &self,
+        agents: &(A, A),
+        s: &State,
+        last_progress: SystemTime,
+    ) -> ArcSnapshot<A, K> {
         ArcSnapshot {
             agents: agents.clone(),
             kind: self.kind.clone(),
             phase: s.phase,
             events_triggered: s.events,
             started_at: self.started_at,
-            last_progress: self.started_at + Duration::from_millis(s.delta_ms),
+            last_progress,
         }
     }
 
@@ -835,24 +848,11 @@ impl<K: Clone> Cell<K> {
 
     /// Milliseconds from the start to `now` (0 if the clock is behind).
     fn delta_ms(&self, now: SystemTime) -> u64 {
-        now.duration_since(self.started_at)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .min(MAX_DELTA_MS)
-    }
-
-    /// The compare-and-swap of a `progress`: one more event, the phase,
-    /// the last-progress time; `Completed` ends the arc. The new state if
-    /// the arc was active.
-    fn progressed(&self, phase: ArcPhase, now: SystemTime) -> Option<State> {
-        let delta_ms = self.delta_ms(now);
-        let completes = phase == ArcPhase::Completed;
-        self.transition(|s| {
-            (s.life == Life::Active).then_some(State {
-                life: if completes { Life::Ended } else { Life::Active },
-                phase,
-                events: (s.events + 1).min(MAX_EVENTS),
-                delta_ms,
-            })
+        now.duration_since(self.started_at).map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1000)
+                .saturating_add(u64::from(d.subsec_millis()))
+                .min(MAX_DELTA_MS)
         })
     }
 
@@ -862,21 +862,13 @@ impl<K: Clone> Cell<K> {
         (s.life == Life::Active).then_some(s)
     }
 
-    /// The compare-and-swap `Active → Ended` that `end`, expiry and their
-    /// racers contend for: the final state if this caller won it.
-    fn try_end(&self) -> Option<State> {
-        self.transition(|s| {
-            (s.life == Life::Active).then_some(State {
-                life: Life::Ended,
-                ..*s
-            })
-        })
-    }
-
-    /// Compare-and-swap loop: applies `f` to the newest state until its
-    /// result is installed (returns it) or `f` declines (`None`). The
-    /// successful compare-and-swap is the linearization point of the
-    /// transition.
+    /// Compare-and-swap loop, for a caller holding the shard *read* lock
+    /// (`progress`, a hook's publication), which other writers may hold
+    /// too: applies `f` to the newest state until its result is installed
+    /// (returns it) or `f` declines (`None`). The successful
+    /// compare-and-swap is the linearization point of the transition; a
+    /// failed one means a concurrent writer won, and `f` is re-applied to
+    /// its state, so no concurrent event is lost.
     fn transition(&self, f: impl Fn(&State) -> Option<State>) -> Option<State> {
         let mut current = self.word.load(Ordering::Acquire);
         loop {
@@ -892,14 +884,64 @@ impl<K: Clone> Cell<K> {
             }
         }
     }
+
+    /// A load and a store, for a caller holding the shard *write* lock
+    /// (the `remove_if` of every move out of `Starting`/`Active`): every
+    /// write of a state word is made under its pair's shard lock, read or
+    /// write, so the write lock excludes every other writer and nothing
+    /// can come between the load and the store — a compare-and-swap would
+    /// only pay for a race that cannot happen. The store is the
+    /// linearization point. `Acquire`/`Release` like every other access to
+    /// the word (so a reader needs no argument about the lock to trust
+    /// what it loads); on x86 both are plain moves.
+    fn transition_exclusive(&self, f: impl FnOnce(&State) -> Option<State>) -> Option<State> {
+        let next = f(&self.state())?;
+        self.word.store(next.pack(), Ordering::Release);
+        Some(State::unpack(next.pack()))
+    }
 }
 
-/// Stripes of the active-arc counter.
-const STRIPES: usize = 16;
+// The steps of an arc's life, as pure functions of its state; each is
+// `None` where it does not apply. The `Cell` methods above install them.
+impl State {
+    /// A `progress`: one more event, the phase, the last-progress time;
+    /// `Completed` ends the arc. Only from `Active`.
+    #[inline]
+    fn progressed(&self, phase: ArcPhase, delta_ms: u64) -> Option<State> {
+        (self.life == Life::Active).then_some(State {
+            life: if phase == ArcPhase::Completed {
+                Life::Ended
+            } else {
+                Life::Active
+            },
+            phase,
+            events: (self.events + 1).min(MAX_EVENTS),
+            delta_ms,
+        })
+    }
 
-/// The striped count (see `ArcEngine::len`).
-fn count(stripes: &[CachePadded<AtomicUsize>; STRIPES]) -> usize {
-    stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    /// `Active → Ended`: what `end`, expiry and their racers contend for.
+    #[inline]
+    fn ended(&self) -> Option<State> {
+        self.moved(Life::Active, Life::Ended)
+    }
+
+    /// `Starting → Active`: a start hook succeeded.
+    #[inline]
+    fn published(&self) -> Option<State> {
+        self.moved(Life::Starting, Life::Active)
+    }
+
+    /// `Starting → Aborted`: a start hook failed.
+    #[inline]
+    fn aborted(&self) -> Option<State> {
+        self.moved(Life::Starting, Life::Aborted)
+    }
+
+    #[inline]
+    fn moved(&self, from: Life, to: Life) -> Option<State> {
+        (self.life == from).then_some(State { life: to, ..*self })
+    }
 }
 
 /// At most one active arc per unordered agent pair, lock-free.
@@ -920,30 +962,27 @@ fn count(stripes: &[CachePadded<AtomicUsize>; STRIPES]) -> usize {
 /// ```
 pub struct ArcEngine<A, K> {
     map: ShardedMap<(A, A), Cell<K>>,
-    /// Published arcs that have not left the map yet, striped so that
-    /// starts and ends of different pairs do not bounce one cache line. A
-    /// pair always counts in the stripe its hash picks, and its count is
-    /// only ever 0 or 1: the increment happens before the arc is published
-    /// (under the shard lock, or while the cell is still `Starting` and so
-    /// exclusively ours), the decrement under the shard lock, in the
-    /// `remove_if` that ends and unlinks the arc, so the shard lock orders
-    /// a pair's decrement before the next start's increment. `Relaxed` is enough for that: those
-    /// operations are already ordered by happens-before (shard lock, state
-    /// word acquire/release), so coherence puts them in that order in the
-    /// stripe's modification order; the count publishes no data.
-    active: [CachePadded<AtomicUsize>; STRIPES],
-    /// Picks a pair's counter stripe.
-    stripe_hasher: StripeHasher,
+    /// Cells still `Starting` (their start hook is running), so that
+    /// [`len`](Self::len) can be the map's own count minus these. Only a
+    /// start with a hook touches it: the hook-less path keeps no shared
+    /// counter. It moves under the pair's shard lock, with the cell's
+    /// insertion, publication or unlink. `Relaxed`: it publishes no data,
+    /// and `len` is a sum over shards taken one at a time anyway.
+    starting: AtomicUsize,
     clock: SharedClock,
     start_hook: Option<StartHook<A, K>>,
     process_hook: Option<ProcessHook<A, K>>,
     events: EventSink<A, K>,
 }
 
-impl<A, K> fmt::Debug for ArcEngine<A, K> {
+impl<A, K> fmt::Debug for ArcEngine<A, K>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArcEngine")
-            .field("active", &count(&self.active))
+            .field("active", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -1007,8 +1046,7 @@ where
     fn with_builder(b: ArcEngineBuilder<A, K>) -> Self {
         Self {
             map: ShardedMap::new(),
-            active: std::array::from_fn(|_| CachePadded::new(AtomicUsize::new(0))),
-            stripe_hasher: StripeHasher::default(),
+            starting: AtomicUsize::new(0),
             clock: b.clock,
             start_hook: b.start_hook,
             process_hook: b.process_hook,
@@ -1048,8 +1086,6 @@ where
             events: 0,
             delta_ms: 0,
         };
-        let stripe = self.stripe_hasher.hash_one(&key) as usize % STRIPES;
-        let counter = &self.active[stripe];
         // A new cell, built only once the pair is known to be free, so a
         // start of a taken pair reads no clock and draws no token.
         let fresh = |agents: &(A, A), kind: K| {
@@ -1057,17 +1093,16 @@ where
                 token: next_token(),
                 kind,
                 started_at: self.clock.now(),
-                stripe,
                 word: AtomicU64::new(initial.pack()),
             };
-            (cell.snapshot_of(agents, &initial), cell)
+            (cell.snapshot_with(agents, &initial, cell.started_at), cell)
         };
         // Linearization point of the start: the claim under the shard lock,
         // one map operation whether the pair is free or taken. The closure
         // runs our code, the clock, and the data's own trait impls (`Clone`
         // of the agents and the kind for the snapshot, as the map runs
-        // their `Eq`), never a hook or a listener. The counter moves under
-        // the shard lock (see `ArcEngine::active`). A displaced cell and an
+        // their `Eq`), never a hook or a listener. A placeholder is counted
+        // in `starting` under the shard lock. A displaced cell and an
         // unused kind are handed out of the closure, so that no drop of user
         // data happens under the shard lock.
         let claim = self.map.entry(key, |e| {
@@ -1088,15 +1123,15 @@ where
                     }
                     // Not reached: every move out of `Starting`/`Active`
                     // (end, expiry, completion, rollback) happens inside
-                    // the `remove_if` that unlinks the cell, and counts it
-                    // out there. A dead cell would simply be replaced.
+                    // the `remove_if` that unlinks the cell. A dead cell
+                    // would simply be replaced.
                     let (snapshot, cell) = fresh(o.key(), kind);
                     let token = cell.token;
                     (snapshot, token, Some(o.insert(cell)))
                 }
             };
-            if initial.life == Life::Active {
-                counter.fetch_add(1, Ordering::Relaxed);
+            if initial.life == Life::Starting {
+                self.starting.fetch_add(1, Ordering::Relaxed);
             }
             Claimed::Ours {
                 snapshot,
@@ -1128,27 +1163,13 @@ where
             if let Err(e) = run_start_hook(hook, &agents.0, &agents.1, &snapshot.kind) {
                 // Roll back: `Starting → Aborted` and the unlink, in one
                 // map operation.
-                self.unlink_if(agents, Some(token), |cell| {
-                    cell.transition(|s| {
-                        (s.life == Life::Starting).then_some(State {
-                            life: Life::Aborted,
-                            ..*s
-                        })
-                    })
-                });
+                self.unlink_if(agents, Some(token), |_, s| s.aborted());
                 tracing::warn!(error = %e, "arc start hook failed; start rolled back");
                 return Err(ArcError::Hook(e));
             }
-            // Counted in while still exclusively ours (see `active`).
-            counter.fetch_add(1, Ordering::Relaxed);
             self.map.read(agents, |cell| {
-                if cell.token == token {
-                    cell.transition(|s| {
-                        (s.life == Life::Starting).then_some(State {
-                            life: Life::Active,
-                            ..*s
-                        })
-                    });
+                if cell.token == token && cell.transition(State::published).is_some() {
+                    self.starting.fetch_sub(1, Ordering::Relaxed);
                 }
             });
         }
@@ -1196,7 +1217,9 @@ where
             // `Active → Ended(Completed)` and the unlink are one map
             // operation, as for `end`.
             let snapshot = self
-                .unlink_if(agents, token, |cell| cell.progressed(phase, now))
+                .unlink_if(agents, token, |cell, s| {
+                    s.progressed(phase, cell.delta_ms(now))
+                })
                 .ok_or(ArcError::NotFound)?;
             self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
             tracing::debug!("arc completed");
@@ -1209,10 +1232,11 @@ where
         let snapshot = self
             .map
             .read(agents, |cell| {
-                let next = cell
-                    .is(token)
-                    .then(|| cell.progressed(phase, now))
-                    .flatten()?;
+                if !cell.is(token) {
+                    return None;
+                }
+                let delta_ms = cell.delta_ms(now);
+                let next = cell.transition(|s| s.progressed(phase, delta_ms))?;
                 Some(cell.snapshot_of(agents, &next))
             })
             .flatten()
@@ -1221,29 +1245,26 @@ where
         Ok(snapshot)
     }
 
-    /// Counts an ended arc out of `len`; called under the shard lock, in
-    /// the `remove_if` that ends and unlinks it (see `ArcEngine::active`).
-    fn count_out(&self, cell: &Cell<K>) {
-        self.active[cell.stripe].fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// Every move out of `Starting`/`Active` (end, expiry, completion,
-    /// rollback): under the shard write lock, applies `transition` to the
-    /// arc of `agents` (with `token`, only to that very arc) and, if it
-    /// applied, unlinks the cell and counts an ended arc out of `len`, all
-    /// in one map operation; only our code runs there. The snapshot of the
-    /// state it installed, taken after the lock, where the cell is dropped.
+    /// rollback): under the shard write lock, applies `step` to the arc of
+    /// `agents` (with `token`, only to that very arc) and, if it applied,
+    /// unlinks the cell (and counts a rolled-back one out of `starting`),
+    /// all in one map operation; only our code runs there. The snapshot of
+    /// the state it installed, taken after the lock, where the cell is
+    /// dropped.
     fn unlink_if(
         &self,
         agents: &(A, A),
         token: Option<u64>,
-        transition: impl Fn(&Cell<K>) -> Option<State>,
+        step: impl FnOnce(&Cell<K>, &State) -> Option<State>,
     ) -> Option<ArcSnapshot<A, K>> {
         let mut last = None;
         let (agents, cell) = self.map.remove_if(agents, |_, cell| {
-            last = cell.is(token).then(|| transition(cell)).flatten();
-            if matches!(last, Some(s) if s.life == Life::Ended) {
-                self.count_out(cell);
+            if cell.is(token) {
+                last = cell.transition_exclusive(|s| step(cell, s));
+            }
+            if matches!(last, Some(s) if s.life == Life::Aborted) {
+                self.starting.fetch_sub(1, Ordering::Relaxed);
             }
             last.is_some()
         })?;
@@ -1260,7 +1281,7 @@ where
         token: Option<u64>,
         reason: EndReason,
     ) -> Option<ArcSnapshot<A, K>> {
-        let snapshot = self.unlink_if(agents, token, Cell::try_end)?;
+        let snapshot = self.unlink_if(agents, token, |_, s| s.ended())?;
         // Log and tell the listeners outside every guard.
         tracing::debug!(?reason, "arc ended");
         self.events
@@ -1344,10 +1365,13 @@ where
         arcs
     }
 
-    /// How many arcs are published and active: exact whenever no start or
-    /// end is in flight; meanwhile it may count an arc that is finishing its
-    /// start or its end, but never exceeds the number of pairs with such an
-    /// arc (each pair counts at most once).
+    /// How many arcs are published and active: the map's own count (it
+    /// holds only live cells) minus the cells whose start hook is still
+    /// running. Like `DashMap::len`, it visits the shards one at a time
+    /// (a metrics call, not a hot-path one): exact whenever no start or
+    /// end is in flight; meanwhile it may count or miss an arc that is
+    /// finishing its start or its end, but it counts each pair at most
+    /// once, so it never exceeds the number of pairs that hold an arc.
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcKind};
@@ -1358,7 +1382,9 @@ where
     /// assert_eq!(engine.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        count(&self.active)
+        self.map
+            .len()
+            .saturating_sub(self.starting.load(Ordering::Relaxed))
     }
 
     /// Whether no arc is active.

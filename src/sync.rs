@@ -53,14 +53,6 @@ pub(crate) use crossbeam_utils::CachePadded;
 /// outside client cannot be aimed at one shard.
 pub(crate) type MapHasher = foldhash::fast::RandomState;
 
-/// Picks counter stripes by key hash. Seeded per instance like
-/// [`MapHasher`]; under loom a fixed seed, because loom replays each
-/// execution and needs every run to take the same path.
-#[cfg(not(raceless_loom))]
-pub(crate) type StripeHasher = foldhash::fast::RandomState;
-#[cfg(raceless_loom)]
-pub(crate) type StripeHasher = foldhash::fast::FixedState;
-
 /// A view of one map slot, valid while the shard lock is held (inside the
 /// closure passed to [`ShardedMap::entry`]).
 pub(crate) enum Entry<'a, K, V> {

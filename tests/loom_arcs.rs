@@ -1,5 +1,6 @@
 //! loom models of the `arcs` races: two starts of one pair, start vs end,
-//! end vs restart, `len` during a restart, end vs expiry, a failing start hook vs another start. Run with
+//! end vs restart, `len` during a restart, end vs expiry, a failing start
+//! hook vs another start, two progresses of one arc, progress vs end. Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_arcs`.
 #![cfg(raceless_loom)]
 
@@ -270,5 +271,59 @@ fn failing_hook_vs_start() {
             }
         }
         assert!(engine.status(&1, &2).is_some());
+    });
+}
+
+/// Two concurrent progresses of one arc (under the shard *read* lock, so
+/// they can overlap): both count, neither event is lost, and the two
+/// returned snapshots are the two successive states.
+#[test]
+fn two_progresses_lose_no_event() {
+    loom::model(|| {
+        let engine = engine_with_an_arc();
+        let other = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.progress(&2, &1, ArcPhase::Escalation).unwrap())
+        };
+        let mine = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
+        let theirs = other.join().unwrap();
+        let mut counts = [mine.events_triggered, theirs.events_triggered];
+        counts.sort_unstable();
+        assert_eq!(counts, [1, 2]);
+        let last = if mine.events_triggered == 2 {
+            mine
+        } else {
+            theirs
+        };
+        assert_eq!(engine.status(&1, &2).unwrap(), last);
+    });
+}
+
+/// A progress racing an end: the end always wins its arc, and its final
+/// state holds the progress exactly when the progress succeeded (it
+/// happened before the end); a progress after the end finds nothing.
+#[test]
+fn progress_vs_end() {
+    loom::model(|| {
+        let engine = engine_with_an_arc();
+        let progress = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.progress(&1, &2, ArcPhase::Climax))
+        };
+        let ended = engine.end(&1, &2, EndReason::Manual).unwrap();
+        match progress.join().unwrap() {
+            Ok(arc) => {
+                assert_eq!(arc.events_triggered, 1);
+                assert_eq!((ended.events_triggered, ended.phase), (1, ArcPhase::Climax));
+            }
+            Err(e) => {
+                assert!(matches!(e, ArcError::NotFound));
+                assert_eq!(
+                    (ended.events_triggered, ended.phase),
+                    (0, ArcPhase::Initiation)
+                );
+            }
+        }
+        assert!(engine.is_empty());
     });
 }
