@@ -11,9 +11,10 @@
 //! The slot holds the arc's cell by value: immutable identity (token, kind,
 //! start time) plus one `AtomicU64` packing all of its mutable state —
 //! `[life: 2][phase: 3][events: 24][last progress − start, ms: 35]` —
-//! always replaced whole. Every operation is one slot operation of the map,
-//! whose per-shard lock is held for that operation only and never across
-//! user code; no thread waits for another's hook or listener.
+//! always replaced whole. Every operation on a pair is one slot operation
+//! of the map (two for a start with a hook: the claim and the publication
+//! or rollback), whose per-shard lock is held for that operation only and
+//! never across user code; no thread waits for another's hook or listener.
 //!
 //! One word makes every snapshot consistent (phase, count and time always
 //! belong to the same event) and loses no concurrent event; the price is
