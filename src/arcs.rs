@@ -781,8 +781,10 @@ struct Cell<K> {
     token: u64,
     kind: K,
     started_at: SystemTime,
-    /// The packed [`State`]. Transitions are compare-and-swaps with
-    /// `AcqRel` (on failure `Acquire`), loads are `Acquire`: the word
+    /// The packed [`State`], written only under its pair's shard lock:
+    /// compare-and-swaps with `AcqRel` (on failure `Acquire`) under the
+    /// read lock ([`Cell::transition`]), `Release` stores under the write
+    /// lock ([`Cell::transition_exclusive`]); loads are `Acquire`. The word
     /// carries all the mutable data itself (single-location coherence
     /// makes each transition linearizable), and release/acquire adds that
     /// whoever sees a state also sees what its writer did before it —
@@ -873,14 +875,14 @@ impl<K: Clone> Cell<K> {
     fn transition(&self, f: impl Fn(&State) -> Option<State>) -> Option<State> {
         let mut current = self.word.load(Ordering::Acquire);
         loop {
-            let next = f(&State::unpack(current))?;
+            let next = f(&State::unpack(current))?.pack();
             match self.word.compare_exchange_weak(
                 current,
-                next.pack(),
+                next,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(State::unpack(next.pack())),
+                Ok(_) => return Some(State::unpack(next)),
                 Err(actual) => current = actual,
             }
         }
@@ -896,9 +898,9 @@ impl<K: Clone> Cell<K> {
     /// the word (so a reader needs no argument about the lock to trust
     /// what it loads); on x86 both are plain moves.
     fn transition_exclusive(&self, f: impl FnOnce(&State) -> Option<State>) -> Option<State> {
-        let next = f(&self.state())?;
-        self.word.store(next.pack(), Ordering::Release);
-        Some(State::unpack(next.pack()))
+        let next = f(&self.state())?.pack();
+        self.word.store(next, Ordering::Release);
+        Some(State::unpack(next))
     }
 }
 
@@ -1214,7 +1216,7 @@ where
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
         let now = self.clock.now();
         if phase == ArcPhase::Completed {
-            // Completing ends the arc: the compare-and-swap
+            // Completing ends the arc: the move
             // `Active → Ended(Completed)` and the unlink are one map
             // operation, as for `end`.
             let snapshot = self
@@ -1273,8 +1275,8 @@ where
     }
 
     /// Ends the arc of `agents` — with `token`, only if the pair still
-    /// holds that very arc: the compare-and-swap `Active → Ended` (the
-    /// linearization point) in [`unlink_if`](Self::unlink_if). `None` if
+    /// holds that very arc: the move `Active → Ended` (the linearization
+    /// point) in [`unlink_if`](Self::unlink_if). `None` if
     /// there is no such active arc (another transition ended it first).
     fn end_arc(
         &self,
@@ -1437,7 +1439,8 @@ where
     /// The periodic sweep, timed by the engine's clock. Walks a snapshot of
     /// the arcs: each active arc past twice its kind's expected duration is
     /// ended with [`EndReason::Expired`] (exactly once, even racing
-    /// [`end`](Self::end): both are the same compare-and-swap on the arc);
+    /// [`end`](Self::end): both make the same move out of `Active`, in the
+    /// map operation that unlinks the arc);
     /// the process hook, if any, is asked about each other active arc and
     /// its answer applied with [`progress`](Self::progress) semantics to
     /// that very arc.
