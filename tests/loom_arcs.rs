@@ -61,10 +61,7 @@ fn two_starts() {
         let hook_calls = std::sync::Arc::new(AtomicUsize::new(0));
         let (engine, events) = engine_with_hook(&hook_calls);
         let engine = Arc::new(engine);
-        let other = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.start(2, 1, Kind).unwrap())
-        };
+        let other = spawn_on(&engine, |e| e.start(2, 1, Kind).unwrap());
         let mine = engine.start(1, 2, Kind).unwrap();
         let theirs = other.join().unwrap();
         assert_eq!(
@@ -109,10 +106,22 @@ fn engine_with_an_arc() -> Arc<ArcEngine<u8, Kind>> {
     engine
 }
 
+/// A loom thread running `f` on its own handle to `engine`.
+fn spawn_on<E, R>(
+    engine: &Arc<E>,
+    f: impl FnOnce(&E) -> R + Send + 'static,
+) -> loom::thread::JoinHandle<R>
+where
+    E: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    let engine = engine.clone();
+    loom::thread::spawn(move || f(&engine))
+}
+
 /// A thread ending the pair (1, 2); joins to whether its `end` won.
 fn spawn_end(engine: &Arc<ArcEngine<u8, Kind>>) -> loom::thread::JoinHandle<bool> {
-    let engine = engine.clone();
-    loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+    spawn_on(engine, |e| e.end(&1, &2, EndReason::Manual).is_ok())
 }
 
 /// An end racing a restart of the same pair: the ended arc's slot is either
@@ -153,10 +162,7 @@ fn len_counts_a_pair_at_most_once() {
     loom::model(|| {
         let engine = engine_with_an_arc();
         let ender = spawn_end(&engine);
-        let restarter = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.start(2, 1, Kind).unwrap().is_started())
-        };
+        let restarter = spawn_on(&engine, |e| e.start(2, 1, Kind).unwrap().is_started());
         assert!(engine.len() <= 1);
         assert!(ender.join().unwrap());
         let restarted = restarter.join().unwrap();
@@ -182,10 +188,7 @@ fn end_vs_expiry() {
         assert!(matches!(engine.start(1, 2, Kind), Ok(Start::Started(_))));
         clock.advance(Duration::from_secs(21));
         let engine = Arc::new(engine);
-        let sweeper = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.process_all().expired)
-        };
+        let sweeper = spawn_on(&engine, |e| e.process_all().expired);
         let by_end = usize::from(engine.end(&2, &1, EndReason::Manual).is_ok());
         let by_expiry = sweeper.join().unwrap();
         assert_eq!(by_end + by_expiry, 1);
@@ -209,10 +212,7 @@ fn expiry_vs_end_and_restart() {
         );
         assert!(engine.start(1, 2, Kind).unwrap().is_started());
         clock.advance(Duration::from_secs(21));
-        let sweeper = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.process_all().expired)
-        };
+        let sweeper = spawn_on(&engine, |e| e.process_all().expired);
         let ended = engine.end(&1, &2, EndReason::Manual).is_ok();
         assert!(engine.start(2, 1, Kind).unwrap().is_started());
         let expired = sweeper.join().unwrap();
@@ -247,10 +247,7 @@ fn failing_hook_vs_start() {
                 })
                 .build(),
         );
-        let doomed = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.start(1, 2, Doomable(true)))
-        };
+        let doomed = spawn_on(&engine, |e| e.start(1, 2, Doomable(true)));
         let good = engine.start(2, 1, Doomable(false)).unwrap();
         match doomed.join().unwrap() {
             // It claimed the pair first (and then rolled back)…
@@ -281,10 +278,9 @@ fn failing_hook_vs_start() {
 fn two_progresses_lose_no_event() {
     loom::model(|| {
         let engine = engine_with_an_arc();
-        let other = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.progress(&2, &1, ArcPhase::Escalation).unwrap())
-        };
+        let other = spawn_on(&engine, |e| {
+            e.progress(&2, &1, ArcPhase::Escalation).unwrap()
+        });
         let mine = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
         let theirs = other.join().unwrap();
         let mut counts = [mine.events_triggered, theirs.events_triggered];
@@ -306,10 +302,7 @@ fn two_progresses_lose_no_event() {
 fn progress_vs_end() {
     loom::model(|| {
         let engine = engine_with_an_arc();
-        let progress = {
-            let engine = engine.clone();
-            loom::thread::spawn(move || engine.progress(&1, &2, ArcPhase::Climax))
-        };
+        let progress = spawn_on(&engine, |e| e.progress(&1, &2, ArcPhase::Climax));
         let ended = engine.end(&1, &2, EndReason::Manual).unwrap();
         match progress.join().unwrap() {
             Ok(arc) => {
