@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use raceless::baseline::{MutexBreaker, ParkingLotMutex, StdMutex};
 use raceless::breaker::{
-    Breaker, BreakerError, BreakerEvent, CircuitBreaker, Outcome, ParallelStrategyExecutor, State,
+    Breaker, BreakerError, BreakerEvent, CallOutcome, CircuitBreaker, Outcome,
+    ParallelStrategyExecutor, State,
 };
 use raceless::clock::ManualClock;
 use raceless_harness::breaker::{self as h, Model, Op, RacyBreaker};
@@ -219,26 +221,75 @@ fn with_cool_down(threshold: u32, secs: u64) -> (CircuitBreaker, ManualClock) {
     (b, clock)
 }
 
-fn recorded_events(b: &CircuitBreaker) -> Arc<Mutex<Vec<BreakerEvent>>> {
+/// A recorded event, without the wall-clock `open_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Change(String, State, State),
+    AllReset(u64),
+}
+
+fn recorded_events(b: &CircuitBreaker) -> Arc<Mutex<Vec<Ev>>> {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    b.on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    b.on_event(move |e| {
+        let e = match e {
+            BreakerEvent::StateChanged { name, from, to, .. } => {
+                Ev::Change(name.to_string(), *from, *to)
+            }
+            BreakerEvent::AllReset { resets } => Ev::AllReset(*resets),
+            _ => unreachable!(),
+        };
+        sink.lock().unwrap().push(e)
+    });
     events
 }
 
-fn change(name: &str, from: State, to: State) -> BreakerEvent {
-    BreakerEvent::StateChanged {
-        name: name.into(),
-        from,
-        to,
-    }
+fn change(name: &str, from: State, to: State) -> Ev {
+    Ev::Change(name.into(), from, to)
 }
 
 #[test]
 fn builder_defaults_and_errors() {
     let b = CircuitBreaker::builder().build().unwrap();
     assert_eq!(b.failure_threshold(), 3);
-    assert_eq!(b.cool_down(), None);
+    assert_eq!(
+        b.cool_down(),
+        Some(Duration::from_secs(60)),
+        "a real breaker cools down"
+    );
+    let seed = CircuitBreaker::builder()
+        .without_cool_down()
+        .build()
+        .unwrap();
+    assert_eq!(seed.cool_down(), None);
+    let bad = |b: raceless::breaker::BreakerBuilder| b.build().err();
+    let builder = CircuitBreaker::builder;
+    assert_eq!(
+        bad(builder().sliding_window(0)),
+        Some(BreakerError::InvalidWindow(0))
+    );
+    assert_eq!(
+        bad(builder().sliding_window(10_001)),
+        Some(BreakerError::InvalidWindow(10_001))
+    );
+    assert_eq!(
+        bad(builder().sliding_window(10).failure_rate_threshold(0.0)),
+        Some(BreakerError::InvalidRate)
+    );
+    assert_eq!(
+        bad(builder()
+            .sliding_window(10)
+            .failure_rate_threshold(f32::NAN)),
+        Some(BreakerError::InvalidRate)
+    );
+    assert_eq!(
+        bad(builder().half_open_calls(0)),
+        Some(BreakerError::InvalidHalfOpenCalls(0))
+    );
+    assert_eq!(
+        bad(builder().half_open_calls(1_001)),
+        Some(BreakerError::InvalidHalfOpenCalls(1_001))
+    );
     assert_eq!(
         CircuitBreaker::builder().failure_threshold(0).build().err(),
         Some(BreakerError::ZeroThreshold)
@@ -249,7 +300,7 @@ fn builder_defaults_and_errors() {
             .build()
             .unwrap()
             .cool_down(),
-        Some(Duration::from_nanos(u64::MAX))
+        Some(Duration::from_micros(u64::MAX))
     );
     assert!(format!("{b:?}").contains("CircuitBreaker"));
 }
@@ -259,12 +310,15 @@ fn without_cool_down_an_open_name_stays_open() {
     let clock = ManualClock::new();
     let b = CircuitBreaker::builder()
         .failure_threshold(1)
+        .without_cool_down()
         .clock(clock.clone())
         .build()
         .unwrap();
     b.record_failure("x");
     clock.advance(Duration::from_secs(1_000_000));
     assert!(b.try_acquire("x").is_none());
+    assert_eq!(b.acquire("x").unwrap_err().retry_after, None);
+    assert_eq!(b.retry_after("x"), None);
     assert!(!Breaker::admit(&b, "x"));
     assert_eq!(b.state("x"), State::Open);
 }
@@ -307,7 +361,7 @@ fn half_open_trial_failure_reopens_and_restarts_the_cool_down() {
     clock.advance(Duration::from_secs(10));
     b.try_acquire("x").unwrap().failure();
     assert_eq!(b.state("x"), State::Open);
-    assert_eq!(b.failures("x"), 2);
+    assert_eq!(b.failures("x"), 1, "re-opened at the threshold");
     assert_eq!(b.times_opened("x"), 2);
     clock.advance(Duration::from_secs(5));
     assert!(b.try_acquire("x").is_none());
@@ -316,23 +370,20 @@ fn half_open_trial_failure_reopens_and_restarts_the_cool_down() {
 }
 
 #[test]
-fn a_dropped_trial_permit_does_not_wedge_the_name() {
+fn a_dropped_trial_permit_is_offered_again_at_once() {
     let (b, clock) = with_cool_down(1, 10);
     b.record_failure("x");
     clock.advance(Duration::from_secs(10));
     drop(b.try_acquire("x").unwrap());
-    assert_eq!(
-        b.state("x"),
-        State::Open,
-        "a dropped trial counts as a failure"
-    );
-    clock.advance(Duration::from_secs(10));
-    assert!(
-        b.try_acquire("x").is_some(),
-        "a new trial after a new cool-down"
-    );
+    assert_eq!(b.state("x"), State::HalfOpen, "released, not failed");
+    assert_eq!(b.times_opened("x"), 1);
+    let trial = b
+        .try_acquire("x")
+        .expect("the trial is offered again at once");
+    assert!(trial.is_trial());
+    trial.success();
+    assert_eq!(b.state("x"), State::Closed);
     // A trial abandoned by a panic is the same.
-    let (b, clock) = with_cool_down(1, 10);
     b.record_failure("y");
     clock.advance(Duration::from_secs(10));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -340,7 +391,24 @@ fn a_dropped_trial_permit_does_not_wedge_the_name() {
         panic!("probe crashed");
     }));
     assert!(r.is_err());
-    assert_eq!(b.state("y"), State::Open);
+    assert!(b.try_acquire("y").unwrap().is_trial());
+}
+
+#[test]
+fn a_forgotten_trial_round_is_presumed_lost_after_a_cool_down() {
+    let (b, clock) = with_cool_down(1, 10);
+    b.record_failure("x");
+    clock.advance(Duration::from_secs(10));
+    std::mem::forget(b.try_acquire("x").unwrap());
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(
+        b.acquire("x").unwrap_err().retry_after,
+        Some(Duration::from_secs(1))
+    );
+    clock.advance(Duration::from_secs(1));
+    let trial = b.try_acquire("x").expect("a new round");
+    trial.success();
+    assert_eq!(b.state("x"), State::Closed);
 }
 
 #[test]
@@ -363,26 +431,32 @@ fn exactly_one_of_many_contenders_wins_the_trial() {
 }
 
 #[test]
-fn a_clock_stepping_backwards_restarts_the_cool_down() {
+fn wall_clock_steps_do_not_move_the_cool_down() {
     let (b, clock) = with_cool_down(1, 10);
     clock.advance(Duration::from_secs(3600));
     b.record_failure("x");
-    clock.set(ManualClock::start()); // an hour back
+    clock.set(ManualClock::start()); // the wall clock an hour back
     assert!(b.try_acquire("x").is_none());
+    clock.set(ManualClock::start() + Duration::from_secs(86_400)); // a day ahead
+    assert!(
+        b.try_acquire("x").is_none(),
+        "a wall-clock step is not time passing"
+    );
     clock.advance(Duration::from_secs(10));
-    assert!(b.try_acquire("x").is_some(), "not wedged for an hour");
+    assert!(b.try_acquire("x").is_some(), "monotonic time decides");
 }
 
 #[test]
-fn a_success_during_a_trial_closes_and_the_late_permit_still_counts() {
+fn a_success_during_a_trial_closes_and_the_late_trial_does_not_count() {
     let (b, clock) = with_cool_down(1, 10);
     b.record_failure("x");
     clock.advance(Duration::from_secs(10));
     let trial = b.try_acquire("x").unwrap();
-    b.record_success("x");
+    b.record_success("x"); // the seed's name-level success closes
     assert_eq!(b.state("x"), State::Closed);
-    trial.failure(); // recorded like record_failure: threshold 1 opens
-    assert_eq!(b.state("x"), State::Open);
+    trial.failure(); // its round is over: ignored
+    assert_eq!(b.state("x"), State::Closed);
+    assert_eq!(b.failures("x"), 0);
 }
 
 #[test]
@@ -406,7 +480,7 @@ fn events_report_each_change_once_and_survive_a_panicking_listener() {
             change("x", State::Open, State::Closed),
             change("y", State::Closed, State::Open),
             change("y", State::Open, State::Closed),
-            BreakerEvent::AllReset { resets: 1 },
+            Ev::AllReset(1),
         ]
     );
 }
@@ -668,144 +742,158 @@ fn all_types_are_send_and_sync() {
 }
 
 // ---------------------------------------------------------------------------
-// Half-open semantics against a sequential model (lock-free only: the
-// baselines have no cool-down)
+// The 0.2 rules (cool-down, trials, rate mode, epochs) against the mutex
+// reference: random operations, permits held across them and ended late.
 // ---------------------------------------------------------------------------
 
-/// What to do with a granted permit, right away.
-#[derive(Debug, Clone, Copy)]
-enum Resolve {
-    Success,
-    Failure,
-    Drop,
-}
-
 #[derive(Debug, Clone)]
-enum TrialOp {
+enum RuleOp {
     Failure(usize),
     Success(usize),
     Reset(usize),
     ResetAll,
-    Acquire(usize, Resolve),
+    Remove(usize),
+    Admit(usize),
+    /// End the held ticket at this index (modulo how many are held).
+    End(usize, CallOutcome),
     Advance(u64),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct TrialName {
-    count: u32,
-    trial: bool,
-    opened_at: u64,
-    times_opened: u64,
-}
-
-/// The half-open rules, one operation at a time (time in seconds).
-struct TrialModel {
-    threshold: u32,
-    cool_down: u64,
-    now: u64,
-    names: [TrialName; 2],
-}
-
-impl TrialModel {
-    fn state(&self, i: usize) -> State {
-        let n = &self.names[i];
-        if n.trial {
-            State::HalfOpen
-        } else if n.count >= self.threshold {
-            State::Open
-        } else {
-            State::Closed
-        }
-    }
-    fn failure(&mut self, i: usize) {
-        let (th, now) = (self.threshold, self.now);
-        let n = &mut self.names[i];
-        let opens = n.trial || (n.count < th && n.count.saturating_add(1) >= th);
-        n.count = n.count.saturating_add(1);
-        n.trial = false;
-        if opens {
-            n.opened_at = now;
-            n.times_opened += 1;
-        }
-    }
-    fn success(&mut self, i: usize) {
-        self.names[i].count = 0;
-        self.names[i].trial = false;
-    }
-    /// `Some(is_trial)` if a permit is granted.
-    fn acquire(&mut self, i: usize) -> Option<bool> {
-        match self.state(i) {
-            State::Closed => Some(false),
-            State::Open if self.now - self.names[i].opened_at >= self.cool_down => {
-                self.names[i].trial = true;
-                Some(true)
-            }
-            _ => None,
-        }
-    }
-}
-
-fn trial_op() -> impl Strategy<Value = TrialOp> {
+fn rule_op() -> impl Strategy<Value = RuleOp> {
     let name = 0usize..2;
-    let resolve = prop_oneof![
-        Just(Resolve::Success),
-        Just(Resolve::Failure),
-        Just(Resolve::Drop)
+    let outcome = prop_oneof![
+        Just(CallOutcome::Success),
+        Just(CallOutcome::Failure),
+        Just(CallOutcome::Released)
     ];
     prop_oneof![
-        4 => name.clone().prop_map(TrialOp::Failure),
-        1 => name.clone().prop_map(TrialOp::Success),
-        1 => name.clone().prop_map(TrialOp::Reset),
-        1 => Just(TrialOp::ResetAll),
-        4 => (name, resolve).prop_map(|(n, r)| TrialOp::Acquire(n, r)),
-        3 => (0u64..8).prop_map(TrialOp::Advance),
+        3 => name.clone().prop_map(RuleOp::Failure),
+        1 => name.clone().prop_map(RuleOp::Success),
+        1 => name.clone().prop_map(RuleOp::Reset),
+        1 => Just(RuleOp::ResetAll),
+        1 => name.clone().prop_map(RuleOp::Remove),
+        5 => name.prop_map(RuleOp::Admit),
+        5 => (0usize..8, outcome).prop_map(|(i, o)| RuleOp::End(i, o)),
+        3 => (0u64..8).prop_map(RuleOp::Advance),
     ]
+}
+
+/// Drives the lock-free breaker and the mutex reference built from the
+/// same builder with the same operations, comparing every answer.
+fn matches_the_reference(
+    builder: raceless::breaker::BreakerBuilder,
+    ops: &[RuleOp],
+) -> Result<(), TestCaseError> {
+    let clock = ManualClock::new();
+    let builder = builder.clock(clock.clone());
+    let lf = builder.clone().build().unwrap();
+    let reference = MutexBreaker::<StdMutex>::from_builder(builder).unwrap();
+    let names = ["x", "y"];
+    let mut held = Vec::new();
+    for op in ops {
+        match *op {
+            RuleOp::Failure(i) => {
+                Breaker::record_failure(&lf, names[i]);
+                reference.record_failure(names[i]);
+            }
+            RuleOp::Success(i) => {
+                Breaker::record_success(&lf, names[i]);
+                reference.record_success(names[i]);
+            }
+            RuleOp::Reset(i) => {
+                Breaker::reset(&lf, names[i]);
+                reference.reset(names[i]);
+            }
+            RuleOp::ResetAll => {
+                Breaker::reset_all(&lf);
+                reference.reset_all();
+            }
+            RuleOp::Remove(i) => {
+                prop_assert_eq!(Breaker::remove(&lf, names[i]), reference.remove(names[i]));
+            }
+            RuleOp::Admit(i) => {
+                let a = Breaker::admit_call(&lf, names[i]);
+                let b = reference.admit_call(names[i]);
+                prop_assert_eq!(a.is_ok(), b.is_ok(), "{:?}", op);
+                match (a, b) {
+                    (Ok(a), Ok(b)) => held.push((i, a, b)),
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    _ => unreachable!(),
+                }
+            }
+            RuleOp::End(j, outcome) => {
+                if !held.is_empty() {
+                    let (i, a, b) = held.remove(j % held.len());
+                    Breaker::end_call(&lf, names[i], a, outcome);
+                    reference.end_call(names[i], b, outcome);
+                }
+            }
+            RuleOp::Advance(s) => clock.advance(Duration::from_secs(s)),
+        }
+        for name in names {
+            prop_assert_eq!(
+                Breaker::state(&lf, name),
+                reference.state(name),
+                "{} after {:?}",
+                name,
+                op
+            );
+            prop_assert_eq!(
+                Breaker::failures(&lf, name),
+                reference.failures(name),
+                "{} after {:?}",
+                name,
+                op
+            );
+            prop_assert_eq!(
+                Breaker::times_opened(&lf, name),
+                reference.times_opened(name)
+            );
+            prop_assert_eq!(Breaker::retry_after(&lf, name), reference.retry_after(name));
+        }
+    }
+    Ok(())
 }
 
 proptest! {
     #[test]
-    fn half_open_matches_the_model(
+    fn consecutive_mode_matches_the_reference(
         threshold in 1u32..4,
         cool_down in 0u64..6,
-        ops in proptest::collection::vec(trial_op(), 1..80),
+        trials in 1u32..3,
+        ops in proptest::collection::vec(rule_op(), 1..80),
     ) {
-        let (b, clock) = with_cool_down(threshold, cool_down);
-        let mut m = TrialModel { threshold, cool_down, now: 0, names: Default::default() };
-        let names = ["x", "y"];
-        for op in &ops {
-            match *op {
-                TrialOp::Failure(i) => { b.record_failure(names[i]); m.failure(i); }
-                TrialOp::Success(i) => { b.record_success(names[i]); m.success(i); }
-                TrialOp::Reset(i) => { b.reset(names[i]); m.success(i); }
-                TrialOp::ResetAll => {
-                    b.reset_all();
-                    for i in 0..2 { m.success(i); }
-                }
-                TrialOp::Advance(s) => {
-                    clock.advance(Duration::from_secs(s));
-                    m.now += s;
-                }
-                TrialOp::Acquire(i, resolve) => {
-                    let got = b.try_acquire(names[i]);
-                    let want = m.acquire(i);
-                    prop_assert_eq!(got.as_ref().map(|p| p.is_trial()), want, "{:?}", op);
-                    if let (Some(p), Some(trial)) = (got, want) {
-                        match resolve {
-                            Resolve::Success => { p.success(); m.success(i); }
-                            Resolve::Failure => { p.failure(); m.failure(i); }
-                            Resolve::Drop => {
-                                drop(p);
-                                if trial { m.failure(i); }
-                            }
-                        }
-                    }
-                }
-            }
-            for (i, name) in names.iter().enumerate() {
-                prop_assert_eq!(b.state(name), m.state(i), "{} after {:?}", name, op);
-                prop_assert_eq!(b.failures(name), m.names[i].count);
-                prop_assert_eq!(b.times_opened(name), m.names[i].times_opened);
-            }
-        }
+        let builder = CircuitBreaker::builder()
+            .failure_threshold(threshold)
+            .cool_down(Duration::from_secs(cool_down))
+            .half_open_calls(trials);
+        matches_the_reference(builder, &ops)?;
+    }
+
+    #[test]
+    fn rate_mode_matches_the_reference(
+        window in 1u32..6,
+        minimum in 1u32..6,
+        percent in prop_oneof![Just(25.0f32), Just(50.0), Just(66.0), Just(100.0)],
+        cool_down in 0u64..6,
+        trials in 1u32..4,
+        ops in proptest::collection::vec(rule_op(), 1..80),
+    ) {
+        let builder = CircuitBreaker::builder()
+            .sliding_window(window)
+            .minimum_calls(minimum)
+            .failure_rate_threshold(percent)
+            .cool_down(Duration::from_secs(cool_down))
+            .half_open_calls(trials);
+        matches_the_reference(builder, &ops)?;
+    }
+
+    #[test]
+    fn without_cool_down_matches_the_reference(
+        threshold in 1u32..4,
+        ops in proptest::collection::vec(rule_op(), 1..60),
+    ) {
+        let builder = CircuitBreaker::builder().failure_threshold(threshold).without_cool_down();
+        matches_the_reference(builder, &ops)?;
     }
 }

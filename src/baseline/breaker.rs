@@ -2,32 +2,68 @@
 //!
 //! cleveragents #7088 fixed its race with one `threading.Lock` around the
 //! `failures` dict and the `disabled` set; this is that fix, translated
-//! faithfully: every operation — reads included — takes the one lock.
+//! faithfully — every operation, reads included, takes the one lock — and
+//! extended with the 0.2 rules (cool-down, trials, rate mode, epochs), so
+//! that it doubles as their plain-code reference.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
+use std::time::Duration;
 
 use super::{Lock, MutexKind, StdMutex};
-use crate::breaker::{Breaker, BreakerError};
+use crate::breaker::{
+    Breaker, BreakerBuilder, BreakerError, CallOutcome, CallTicket, CircuitBreaker, Rejected, State,
+};
+use crate::breaker::{Config, Ticket, SATURATED};
 use crate::sync::MapHasher;
 
-/// The seed's state: the two collections the lock guards.
-#[derive(Default)]
-struct State {
-    failures: HashMap<Box<str>, u32, MapHasher>,
-    disabled: HashSet<Box<str>, MapHasher>,
-    times_opened: HashMap<Box<str>, u64, MapHasher>,
+/// One name, as the rules describe it (no packing).
+#[derive(Debug, Default)]
+struct Name {
+    state: Phase,
+    /// Consecutive failures (consecutive mode).
+    count: u32,
+    /// The window's outcomes, oldest first, `true` = failed (rate mode).
+    window: VecDeque<bool>,
+    epoch: u64,
+    /// Monotonic µs the open or half-open phase began.
+    since: u64,
+    admitted: u32,
+    succeeded: u32,
+    failed: u32,
+    times_opened: u64,
+    rejected: u64,
+    /// This incarnation of the name (a removed and re-created name is new).
+    id: u64,
 }
 
-/// The seed's breaker (`failures` dict + `disabled` set) behind one mutex
-/// of kind `M` ([`StdMutex`] by default, `ParkingLotMutex` with the
-/// `parking_lot` feature). Correct, and the yardstick
-/// [`CircuitBreaker`](crate::breaker::CircuitBreaker) is measured against.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// The whole state the lock guards.
+#[derive(Default)]
+struct Names {
+    names: HashMap<Box<str>, Name, MapHasher>,
+    generation: u64,
+    next_id: u64,
+}
+
+/// The seed's breaker (one lock around all names) behind a mutex of kind
+/// `M` ([`StdMutex`] by default, `ParkingLotMutex` with the `parking_lot`
+/// feature), extended with every rule of the lock-free
+/// [`CircuitBreaker`]: cool-down and half-open trials, rate mode, outcome
+/// epochs, cancellation. It is the yardstick the lock-free breaker is
+/// measured against and the plain-code reference of its rules: each
+/// operation is the rule as written, under one lock.
 ///
 /// It uses the same hasher as the lock-free map (foldhash), so benchmarks
-/// compare synchronization, not hash functions. It has no cool-down, events
-/// or handles: it is the seed, not the extensions.
+/// compare synchronization, not hash functions.
 ///
 /// ```
 /// use raceless::baseline::MutexBreaker;
@@ -42,8 +78,8 @@ struct State {
 /// # Ok::<(), raceless::breaker::BreakerError>(())
 /// ```
 pub struct MutexBreaker<M: MutexKind = StdMutex> {
-    threshold: u32,
-    state: M::Mutex<State>,
+    config: Config,
+    state: M::Mutex<Names>,
     kind: PhantomData<M>,
 }
 
@@ -51,90 +87,318 @@ impl<M: MutexKind> fmt::Debug for MutexBreaker<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MutexBreaker")
             .field("mutex", &M::NAME)
-            .field("failure_threshold", &self.threshold)
+            .field("failure_threshold", &self.config.threshold)
             .finish_non_exhaustive()
     }
 }
 
 impl<M: MutexKind> MutexBreaker<M> {
     /// A breaker opening a name after `failure_threshold` consecutive
-    /// failures; 0 is [`BreakerError::ZeroThreshold`].
+    /// failures, with the builder's other defaults (like
+    /// [`CircuitBreaker::new`]); 0 is [`BreakerError::ZeroThreshold`].
     ///
     /// ```
     /// use raceless::baseline::{MutexBreaker, StdMutex};
     /// assert!(MutexBreaker::<StdMutex>::new(0).is_err());
     /// ```
     pub fn new(failure_threshold: u32) -> Result<Self, BreakerError> {
-        if failure_threshold == 0 {
-            return Err(BreakerError::ZeroThreshold);
-        }
+        Self::from_builder(CircuitBreaker::builder().failure_threshold(failure_threshold))
+    }
+
+    /// A breaker with the settings of `builder` (its `track_totals` is
+    /// ignored: the baseline keeps no totals).
+    ///
+    /// ```
+    /// use raceless::baseline::{MutexBreaker, StdMutex};
+    /// use raceless::breaker::{Breaker, CircuitBreaker};
+    ///
+    /// let b = MutexBreaker::<StdMutex>::from_builder(CircuitBreaker::builder().sliding_window(10))?;
+    /// b.record_failure("x");
+    /// assert_eq!(b.failures("x"), 1);
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn from_builder(builder: BreakerBuilder) -> Result<Self, BreakerError> {
         Ok(Self {
-            threshold: failure_threshold,
-            state: Lock::new(State::default()),
+            config: builder.validate()?,
+            state: Lock::new(Names::default()),
             kind: PhantomData,
         })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.config.clock.monotonic().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn cool_down(&self) -> Option<u64> {
+        self.config
+            .cool_down
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The name's state as the rules define it.
+    fn state_of(&self, n: &Name) -> State {
+        match n.state {
+            Phase::Closed => State::Closed,
+            Phase::Open => State::Open,
+            Phase::HalfOpen => State::HalfOpen,
+        }
+    }
+
+    fn open(&self, n: &mut Name, now: u64, new_epoch: bool) {
+        n.state = Phase::Open;
+        n.since = now;
+        n.times_opened += 1;
+        n.window.clear();
+        if new_epoch {
+            n.epoch += 1;
+        }
+        if self.config.rate.is_none() {
+            n.count = n.count.max(self.config.threshold);
+        }
+    }
+
+    fn reopen(&self, n: &mut Name, now: u64) {
+        n.count = self.config.threshold;
+        self.open(n, now, true);
+    }
+
+    fn close(n: &mut Name) {
+        let pristine = n.state == Phase::Closed && n.count == 0 && n.window.is_empty();
+        if !pristine {
+            n.state = Phase::Closed;
+            n.count = 0;
+            n.window.clear();
+            n.epoch += 1;
+        }
+    }
+
+    /// A closed-phase outcome (the window in rate mode, the count in
+    /// consecutive mode).
+    fn closed_outcome(&self, n: &mut Name, failed: bool, now: u64) {
+        match self.config.rate {
+            Some(rate) => {
+                n.window.push_back(failed);
+                if n.window.len() > rate.window as usize {
+                    n.window.pop_front();
+                }
+                let failures = n.window.iter().filter(|f| **f).count() as u64;
+                if rate.trips(n.window.len() as u64, failures) {
+                    self.open(n, now, false);
+                }
+            }
+            None if failed => {
+                n.count = n.count.saturating_add(1).min(SATURATED);
+                if n.count >= self.config.threshold {
+                    self.open(n, now, false);
+                }
+            }
+            None => n.count = 0,
+        }
+    }
+
+    fn name<'a>(&self, s: &'a mut Names, name: &str) -> &'a mut Name {
+        if !s.names.contains_key(name) {
+            s.next_id += 1;
+            let id = s.next_id;
+            s.names.insert(
+                name.into(),
+                Name {
+                    id,
+                    ..Name::default()
+                },
+            );
+        }
+        s.names.get_mut(name).expect("just inserted")
     }
 }
 
 impl<M: MutexKind> Breaker for MutexBreaker<M> {
     fn record_failure(&self, name: &str) {
+        let now = self.now();
         self.state.with(|s| {
-            let count = match s.failures.get_mut(name) {
-                Some(c) => {
-                    *c = c.saturating_add(1);
-                    *c
-                }
-                None => {
-                    s.failures.insert(name.into(), 1);
-                    1
-                }
-            };
-            if count >= self.threshold && !s.disabled.contains(name) {
-                s.disabled.insert(name.into());
-                *s.times_opened.entry(name.into()).or_insert(0) += 1;
+            let n = self.name(s, name);
+            match (n.state, self.config.rate) {
+                (Phase::HalfOpen, _) => self.reopen(n, now),
+                (Phase::Open, Some(_)) => {}
+                (Phase::Open, None) => n.count = n.count.saturating_add(1).min(SATURATED),
+                (Phase::Closed, _) => self.closed_outcome(n, true, now),
             }
         })
     }
 
     fn record_success(&self, name: &str) {
+        let now = self.now();
         self.state.with(|s| {
-            match s.failures.get_mut(name) {
-                Some(c) => *c = 0,
-                None => {
-                    s.failures.insert(name.into(), 0);
-                }
+            let n = self.name(s, name);
+            if self.config.rate.is_some() && n.state == Phase::Closed {
+                self.closed_outcome(n, false, now);
+            } else {
+                Self::close(n);
             }
-            s.disabled.remove(name);
         })
     }
 
     fn is_open(&self, name: &str) -> bool {
-        self.state.with(|s| s.disabled.contains(name))
+        self.state(name) != State::Closed
     }
 
     fn failures(&self, name: &str) -> u32 {
-        self.state
-            .with(|s| s.failures.get(name).copied().unwrap_or(0))
+        self.state.with(|s| {
+            let Some(n) = s.names.get(name) else { return 0 };
+            match (n.state, self.config.rate) {
+                (Phase::HalfOpen, None) => self.config.threshold,
+                (Phase::HalfOpen, Some(_)) => n.failed,
+                (Phase::Open, Some(_)) => 0,
+                (_, None) => n.count,
+                (_, Some(_)) => n.window.iter().filter(|f| **f).count() as u32,
+            }
+        })
     }
 
     fn reset(&self, name: &str) {
         self.state.with(|s| {
-            if let Some(c) = s.failures.get_mut(name) {
-                *c = 0;
+            if let Some(n) = s.names.get_mut(name) {
+                Self::close(n);
             }
-            s.disabled.remove(name);
         })
     }
 
     fn reset_all(&self) {
         self.state.with(|s| {
-            s.failures.clear();
-            s.disabled.clear();
+            s.generation += 1;
+            for n in s.names.values_mut() {
+                n.state = Phase::Closed;
+                n.count = 0;
+                n.window.clear();
+                n.epoch = 0;
+                n.admitted = 0;
+            }
         })
     }
 
     fn times_opened(&self, name: &str) -> u64 {
         self.state
-            .with(|s| s.times_opened.get(name).copied().unwrap_or(0))
+            .with(|s| s.names.get(name).map_or(0, |n| n.times_opened))
+    }
+
+    fn admit(&self, name: &str) -> bool {
+        self.admit_call(name).is_ok()
+    }
+
+    fn admit_call(&self, name: &str) -> Result<CallTicket, Rejected> {
+        let now = self.now();
+        let cool_down = self.cool_down();
+        let k = self.config.half_open_calls;
+        self.state.with(|s| {
+            let generation = s.generation;
+            let n = self.name(s, name);
+            let ticket = |n: &Name, trial| CallTicket {
+                ticket: Ticket {
+                    generation,
+                    epoch: n.epoch,
+                    trial,
+                },
+                slot: n.id,
+            };
+            if n.state == Phase::Closed {
+                return Ok(ticket(n, false));
+            }
+            let Some(cool_down) = cool_down else {
+                n.rejected += 1;
+                return Err(Rejected { retry_after: None });
+            };
+            if n.state == Phase::HalfOpen && n.admitted < k {
+                n.admitted += 1;
+                return Ok(ticket(n, true));
+            }
+            let elapsed = now.saturating_sub(n.since);
+            if elapsed >= cool_down {
+                // Open: the cool-down is over; half-open with every trial
+                // out for a cool-down: the round is presumed lost.
+                n.state = Phase::HalfOpen;
+                n.epoch += 1;
+                n.since = now;
+                n.admitted = 1;
+                n.succeeded = 0;
+                n.failed = 0;
+                return Ok(ticket(n, true));
+            }
+            n.rejected += 1;
+            Err(Rejected {
+                retry_after: Some(Duration::from_micros(cool_down - elapsed)),
+            })
+        })
+    }
+
+    fn end_call(&self, name: &str, ticket: CallTicket, outcome: CallOutcome) {
+        let now = self.now();
+        let k = self.config.half_open_calls;
+        self.state.with(|s| {
+            let generation = s.generation;
+            let Some(n) = s.names.get_mut(name) else {
+                return;
+            };
+            let t = ticket.ticket;
+            if n.id != ticket.slot || generation != t.generation || n.epoch != t.epoch {
+                return; // admitted in a state that is gone
+            }
+            match (t.trial, n.state, outcome) {
+                (_, _, CallOutcome::Released) if !t.trial => {}
+                (true, Phase::HalfOpen, CallOutcome::Released) => {
+                    n.admitted = n.admitted.saturating_sub(1)
+                }
+                (true, Phase::HalfOpen, CallOutcome::Failure) if self.config.rate.is_none() => {
+                    self.reopen(n, now)
+                }
+                (true, Phase::HalfOpen, outcome) => {
+                    if outcome == CallOutcome::Failure {
+                        n.failed += 1;
+                    } else {
+                        n.succeeded += 1;
+                    }
+                    if n.succeeded + n.failed < k {
+                        return;
+                    }
+                    match self.config.rate {
+                        Some(rate) if rate.trial_trips(u64::from(k), u64::from(n.failed)) => {
+                            self.reopen(n, now)
+                        }
+                        _ => Self::close(n),
+                    }
+                }
+                (false, Phase::Closed, outcome) => {
+                    self.closed_outcome(n, outcome == CallOutcome::Failure, now)
+                }
+                _ => {} // not in the phase it was admitted in
+            }
+        })
+    }
+
+    fn state(&self, name: &str) -> State {
+        self.state.with(|s| {
+            s.names
+                .get(name)
+                .map_or(State::Closed, |n| self.state_of(n))
+        })
+    }
+
+    fn retry_after(&self, name: &str) -> Option<Duration> {
+        let cool_down = self.cool_down()?;
+        let now = self.now();
+        let k = self.config.half_open_calls;
+        self.state.with(|s| {
+            let n = s.names.get(name)?;
+            match n.state {
+                Phase::Closed => None,
+                Phase::HalfOpen if n.admitted < k => None,
+                _ => Some(Duration::from_micros(
+                    cool_down.saturating_sub(now.saturating_sub(n.since)),
+                )),
+            }
+        })
+    }
+
+    fn remove(&self, name: &str) -> bool {
+        self.state.with(|s| s.names.remove(name).is_some())
     }
 }

@@ -4,8 +4,8 @@ use std::fmt;
 
 use crate::sync::{Arc, CachePadded};
 
-use super::state::{Admission, Shared, Slot};
-use super::{report, with_clock, NameMetrics, State};
+use super::state::{End, Shared, Slot, Ticket};
+use super::{report, NameMetrics, Rejected, State};
 
 type SlotRef = Arc<CachePadded<Slot>>;
 
@@ -75,7 +75,11 @@ impl BreakerHandle {
     /// ```
     #[inline]
     pub fn record_failure(&self) {
-        record_failure(&self.slot, &self.shared);
+        report(
+            &self.shared,
+            &self.slot,
+            self.slot.record_failure(&self.shared),
+        );
     }
 
     /// [`CircuitBreaker::record_success`](super::CircuitBreaker::record_success) for this name.
@@ -90,7 +94,11 @@ impl BreakerHandle {
     /// ```
     #[inline]
     pub fn record_success(&self) {
-        record_success(&self.slot, &self.shared);
+        report(
+            &self.shared,
+            &self.slot,
+            self.slot.record_success(&self.shared),
+        );
     }
 
     /// [`CircuitBreaker::is_open`](super::CircuitBreaker::is_open) for this
@@ -159,6 +167,20 @@ impl BreakerHandle {
         report(&self.shared, &self.slot, self.slot.close(&self.shared));
     }
 
+    /// [`CircuitBreaker::retry_after`](super::CircuitBreaker::retry_after) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// assert_eq!(h.retry_after(), None);
+    /// h.record_failure();
+    /// assert!(h.retry_after().is_some());
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.slot.retry_after(&self.shared)
+    }
+
     /// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire) for this name.
     ///
     /// ```
@@ -166,34 +188,113 @@ impl BreakerHandle {
     /// let h = CircuitBreaker::new(1)?.handle("db");
     /// let permit = h.try_acquire().expect("closed: admitted");
     /// permit.failure();
-    /// assert!(h.try_acquire().is_none()); // open, no cool-down configured
+    /// assert!(h.try_acquire().is_none()); // open: cooling down
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn try_acquire(&self) -> Option<Permit> {
+        acquire(&self.slot, &self.shared).ok()
+    }
+
+    /// [`CircuitBreaker::acquire`](super::CircuitBreaker::acquire) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// h.acquire().unwrap().failure();
+    /// assert!(h.acquire().unwrap_err().retry_after.is_some());
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn acquire(&self) -> Result<Permit, Rejected> {
         acquire(&self.slot, &self.shared)
+    }
+
+    /// [`CircuitBreaker::call`](super::CircuitBreaker::call) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// assert_eq!(h.call(|| Ok::<_, ()>(7)).unwrap(), 7);
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, super::CallError<E>> {
+        self.call_with(|_| true, f)
+    }
+
+    /// [`CircuitBreaker::call_with`](super::CircuitBreaker::call_with) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// let r = h.call_with(|e: &&str| *e != "not found", || Err::<(), _>("not found"));
+    /// assert!(r.is_err());
+    /// assert!(!h.is_open()); // "not found" is not a failure of the upstream
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn call_with<T, E>(
+        &self,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, super::CallError<E>> {
+        let permit = self.acquire().map_err(super::CallError::Rejected)?;
+        permit.run(is_failure, f)
+    }
+
+    /// [`CircuitBreaker::call_async`](super::CircuitBreaker::call_async) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// let r = block_on(h.call_async(async { Ok::<_, ()>(7) }));
+    /// assert_eq!(r.unwrap(), 7);
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    /// # }
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub async fn call_async<T, E>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, super::CallError<E>> {
+        self.call_async_with(|_| true, f).await
+    }
+
+    /// [`CircuitBreaker::call_async_with`](super::CircuitBreaker::call_async_with) for this name.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let h = CircuitBreaker::new(1)?.handle("db");
+    /// let call = h.call_async_with(|e: &u16| *e >= 500, async { Err::<(), u16>(404) });
+    /// # let r = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(call);
+    /// assert!(r.is_err() && !h.is_open());
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub async fn call_async_with<T, E>(
+        &self,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, super::CallError<E>> {
+        let permit = self.acquire().map_err(super::CallError::Rejected)?;
+        // If this future is dropped at the await below, the permit is
+        // dropped with it: released, nothing recorded.
+        let result = f.await;
+        permit.finish(is_failure, result)
     }
 }
 
-#[inline]
-fn record_failure(slot: &Slot, shared: &Shared) {
-    let t = with_clock(shared, |now| slot.record_failure(shared, now));
-    report(shared, slot, t);
-}
-
-#[inline]
-fn record_success(slot: &Slot, shared: &Shared) {
-    report(shared, slot, slot.record_success(shared));
-}
-
-pub(super) fn acquire(slot: &SlotRef, shared: &Arc<Shared>) -> Option<Permit> {
-    let (admission, transition) = with_clock(shared, |now| slot.acquire(shared, now))?;
+pub(super) fn acquire(slot: &SlotRef, shared: &Arc<Shared>) -> Result<Permit, Rejected> {
+    let (outcome, transition) = slot.acquire(shared);
     report(shared, slot, transition);
-    Some(Permit {
-        slot: slot.clone(),
-        shared: shared.clone(),
-        admission,
-        resolved: false,
-    })
+    match outcome {
+        Ok(ticket) => Ok(Permit {
+            slot: slot.clone(),
+            shared: shared.clone(),
+            ticket,
+            resolved: false,
+        }),
+        Err(refusal) => Err(Rejected {
+            retry_after: refusal.retry_after,
+        }),
+    }
 }
 
 pub(super) fn metrics(slot: &Slot, shared: &Shared) -> NameMetrics {
@@ -202,28 +303,41 @@ pub(super) fn metrics(slot: &Slot, shared: &Shared) -> NameMetrics {
     let totals = shared.track_totals;
     NameMetrics {
         name: slot.name.clone(),
-        state: word.state(shared.threshold),
-        consecutive_failures: word.count(),
+        state: shared.state_of(word),
+        consecutive_failures: slot.failures(shared),
         times_opened: slot.times_opened(),
+        rejected_calls: slot.rejected(),
         total_successes: totals.then_some(successes),
         total_failures: totals.then_some(failures),
     }
 }
 
 /// Permission to make one call on a name, from
-/// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire).
-/// Report the call's outcome with [`success`](Self::success) or
-/// [`failure`](Self::failure); they record exactly like
-/// [`record_success`](super::CircuitBreaker::record_success) /
-/// [`record_failure`](super::CircuitBreaker::record_failure) (so a trial's
-/// success closes the name and its failure re-opens it and restarts the
-/// cool-down).
+/// [`CircuitBreaker::try_acquire`](super::CircuitBreaker::try_acquire) or
+/// [`CircuitBreaker::acquire`](super::CircuitBreaker::acquire). Report the
+/// call's outcome with [`success`](Self::success) or
+/// [`failure`](Self::failure).
 ///
-/// **Dropped without an outcome** (a forgotten permit, or a panic in the
-/// call): a *trial* permit counts as a failure — the probe is presumed lost,
-/// the name re-opens and its cool-down restarts — so an abandoned trial can
-/// never wedge a name half-open. An ordinary (closed-state) permit records
-/// nothing: no call outcome was observed.
+/// A permit remembers the state its call was admitted in (the name's epoch
+/// and the breaker's generation): **its outcome counts only if the name is
+/// still in that state**. A call admitted while the name was closed that
+/// finishes after the name opened neither closes it nor counts; a trial
+/// permit's outcome counts only while its trial round runs. So a late
+/// outcome never overwrites newer state. (The name-level
+/// [`record_success`](super::CircuitBreaker::record_success) /
+/// [`record_failure`](super::CircuitBreaker::record_failure) keep the
+/// seed's meaning and always apply.)
+///
+/// **Drop rule.** Dropped without an outcome (a cancelled future, a panic
+/// in the call, a forgotten permit), a permit is *released*: nothing is
+/// recorded, and a half-open trial place it held is offered again at once.
+/// A client that went away is not an upstream failure. A permit that is
+/// never dropped ([`std::mem::forget`]) cannot wedge the name either: a
+/// trial round still undecided a cool-down after it began is presumed lost
+/// and the next caller starts a new one.
+///
+/// A permit is `Send + 'static`: it owns a reference to its name's state,
+/// so it can be held across `.await` points and moved between tasks.
 ///
 /// ```
 /// use raceless::breaker::{CircuitBreaker, State};
@@ -240,17 +354,18 @@ pub(super) fn metrics(slot: &Slot, shared: &Shared) -> NameMetrics {
 /// clock.advance(Duration::from_secs(5));
 /// let trial = breaker.try_acquire("db").unwrap();
 /// assert!(trial.is_trial());
-/// drop(trial); // abandoned: counts as a failed trial
-/// assert_eq!(breaker.state("db"), State::Open);
-/// clock.advance(Duration::from_secs(5));
-/// assert!(breaker.try_acquire("db").is_some()); // a new trial after a new cool-down
+/// assert!(breaker.try_acquire("db").is_none()); // one trial at a time
+/// drop(trial); // released: the trial is offered again at once
+/// let trial = breaker.try_acquire("db").unwrap();
+/// trial.success();
+/// assert_eq!(breaker.state("db"), State::Closed);
 /// # Ok::<(), raceless::breaker::BreakerError>(())
 /// ```
 #[must_use = "report the call's outcome with success() or failure()"]
 pub struct Permit {
     slot: SlotRef,
     shared: Arc<Shared>,
-    admission: Admission,
+    ticket: Ticket,
     resolved: bool,
 }
 
@@ -277,7 +392,7 @@ impl Permit {
         &self.slot.name
     }
 
-    /// Whether this is the half-open trial permit (rather than an ordinary
+    /// Whether this is a half-open trial permit (rather than an ordinary
     /// call on a closed name).
     ///
     /// ```
@@ -288,10 +403,13 @@ impl Permit {
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn is_trial(&self) -> bool {
-        self.admission == Admission::Trial
+        self.ticket.trial
     }
 
-    /// The call succeeded: records a success (closes a half-open name).
+    /// The call succeeded. On a closed name it zeroes the consecutive
+    /// failures (consecutive mode) or enters the window (rate mode); a
+    /// trial's success counts towards closing the name. Ignored if the name
+    /// left the state the call was admitted in.
     ///
     /// ```
     /// # use raceless::breaker::CircuitBreaker;
@@ -301,12 +419,14 @@ impl Permit {
     /// assert_eq!(breaker.failures("db"), 0);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
-    pub fn success(mut self) {
-        self.resolved = true;
-        record_success(&self.slot, &self.shared);
+    pub fn success(self) {
+        self.end(End::Success);
     }
 
-    /// The call failed: records a failure (re-opens a half-open name).
+    /// The call failed. On a closed name it counts (and may open it); a
+    /// failed trial re-opens the name (consecutive mode) or counts towards
+    /// the trial round's failure rate (rate mode). Ignored if the name left
+    /// the state the call was admitted in.
     ///
     /// ```
     /// # use raceless::breaker::CircuitBreaker;
@@ -315,17 +435,73 @@ impl Permit {
     /// assert!(breaker.is_open("db"));
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
-    pub fn failure(mut self) {
+    pub fn failure(self) {
+        self.end(End::Failure);
+    }
+
+    /// Gives the permit back without an outcome (what dropping it does):
+    /// nothing is recorded; a trial place is offered again.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// breaker.try_acquire("db").unwrap().release();
+    /// assert_eq!(breaker.failures("db"), 0);
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn release(self) {
+        self.end(End::Released);
+    }
+
+    fn end(mut self, end: End) {
         self.resolved = true;
-        record_failure(&self.slot, &self.shared);
+        let t = self.slot.end(&self.shared, self.ticket, end, false);
+        report(&self.shared, &self.slot, t);
+    }
+
+    /// Runs `f` under this permit and records its outcome.
+    pub(super) fn run<T, E>(
+        self,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, super::CallError<E>> {
+        // A panic in `f` drops the permit: released.
+        let result = f();
+        self.finish(is_failure, result)
+    }
+
+    /// Records `result` (an error that `is_failure` rejects counts as a
+    /// success: the upstream answered) and hands it back.
+    pub(super) fn finish<T, E>(
+        self,
+        is_failure: impl FnOnce(&E) -> bool,
+        result: Result<T, E>,
+    ) -> Result<T, super::CallError<E>> {
+        match result {
+            Ok(v) => {
+                self.success();
+                Ok(v)
+            }
+            Err(e) => {
+                if is_failure(&e) {
+                    self.failure();
+                } else {
+                    self.success();
+                }
+                Err(super::CallError::Failed(e))
+            }
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.resolved && self.admission == Admission::Trial {
-            tracing::debug!(name = %self.slot.name, "trial permit dropped unresolved: failure");
-            record_failure(&self.slot, &self.shared);
+        if !self.resolved {
+            tracing::trace!(name = %self.slot.name, trial = self.ticket.trial, "permit released unresolved");
+            let t = self
+                .slot
+                .end(&self.shared, self.ticket, End::Released, false);
+            report(&self.shared, &self.slot, t);
         }
     }
 }

@@ -91,7 +91,8 @@
 //! locks, so a reader sees each slot fully constructed.
 
 use std::fmt;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
 
 use crate::clock::{self, Clock, SharedClock};
 use crate::listener::Listeners;
@@ -109,7 +110,8 @@ pub use executor::{Outcome, ParallelStrategyExecutor};
 pub use handle::{BreakerHandle, Permit};
 pub use state::State;
 
-use state::{NeedsClock, Shared, Slot, Transition};
+use state::{End, Shared, Slot, Transition};
+pub(crate) use state::{RateConfig, Ticket, SATURATED};
 
 /// The operations every breaker implementation offers: the seed's API, plus
 /// what tests, benchmarks and the executor need. Implemented by
@@ -151,6 +153,165 @@ pub trait Breaker: Send + Sync {
     fn admit(&self, name: &str) -> bool {
         !self.is_open(name)
     }
+
+    /// Admits one call on `name` (or rejects it), remembering the state it
+    /// was admitted in. The default is the seed's rule: a call runs unless
+    /// the name is open, and its outcome is recorded by name whatever
+    /// happened since (the check-then-act that epochs remove).
+    fn admit_call(&self, name: &str) -> Result<CallTicket, Rejected> {
+        if self.is_open(name) {
+            Err(Rejected { retry_after: None })
+        } else {
+            Ok(CallTicket::default())
+        }
+    }
+
+    /// Reports the end of a call admitted by
+    /// [`admit_call`](Breaker::admit_call). The default records a success
+    /// or failure by name and ignores a release.
+    fn end_call(&self, name: &str, ticket: CallTicket, outcome: CallOutcome) {
+        let _ = ticket;
+        match outcome {
+            CallOutcome::Success => self.record_success(name),
+            CallOutcome::Failure => self.record_failure(name),
+            CallOutcome::Released => {}
+        }
+    }
+
+    /// The state of `name` (default: open or closed from
+    /// [`is_open`](Breaker::is_open)).
+    fn state(&self, name: &str) -> State {
+        if self.is_open(name) {
+            State::Open
+        } else {
+            State::Closed
+        }
+    }
+
+    /// How long until a call on `name` may run (default: never known).
+    fn retry_after(&self, name: &str) -> Option<Duration> {
+        let _ = name;
+        None
+    }
+
+    /// Forgets `name`; `false` if unknown (default: not supported).
+    fn remove(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
+
+    /// Runs `f` as one call on `name`: admitted or rejected, then its
+    /// outcome reported ([`CircuitBreaker::call_with`] is this for the
+    /// lock-free breaker). A panic in `f` releases the call.
+    fn call_with<T, E>(
+        &self,
+        name: &str,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CallError<E>>
+    where
+        Self: Sized,
+    {
+        let ticket = self.admit_call(name).map_err(CallError::Rejected)?;
+        let mut guard = TicketGuard {
+            breaker: self,
+            name,
+            ticket: Some(ticket),
+        };
+        let result = f();
+        let outcome = match &result {
+            Ok(_) => CallOutcome::Success,
+            Err(e) if is_failure(e) => CallOutcome::Failure,
+            Err(_) => CallOutcome::Success,
+        };
+        guard.end(outcome);
+        result.map_err(CallError::Failed)
+    }
+
+    /// The async [`call_with`](Breaker::call_with): dropping the future
+    /// before `f` completes releases the call.
+    fn call_async_with<T, E>(
+        &self,
+        name: &str,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> impl Future<Output = Result<T, CallError<E>>>
+    where
+        Self: Sized,
+    {
+        async move {
+            let ticket = self.admit_call(name).map_err(CallError::Rejected)?;
+            let mut guard = TicketGuard {
+                breaker: self,
+                name,
+                ticket: Some(ticket),
+            };
+            let result = f.await;
+            let outcome = match &result {
+                Ok(_) => CallOutcome::Success,
+                Err(e) if is_failure(e) => CallOutcome::Failure,
+                Err(_) => CallOutcome::Success,
+            };
+            guard.end(outcome);
+            result.map_err(CallError::Failed)
+        }
+    }
+}
+
+/// The state a call was admitted in, from [`Breaker::admit_call`]; handed
+/// back to [`Breaker::end_call`]. Opaque: only the breaker that issued it
+/// reads it.
+///
+/// ```
+/// use raceless::breaker::{Breaker, CallOutcome, CircuitBreaker};
+/// let breaker = CircuitBreaker::new(1)?;
+/// let ticket = Breaker::admit_call(&breaker, "db").unwrap();
+/// Breaker::end_call(&breaker, "db", ticket, CallOutcome::Failure);
+/// assert!(breaker.is_open("db"));
+/// # Ok::<(), raceless::breaker::BreakerError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallTicket {
+    pub(crate) ticket: state::Ticket,
+    /// The slot (lock-free) or name incarnation (baseline) it belongs to.
+    pub(crate) slot: u64,
+}
+
+/// How a call admitted by [`Breaker::admit_call`] ended.
+///
+/// ```
+/// use raceless::breaker::CallOutcome;
+/// assert_ne!(CallOutcome::Success, CallOutcome::Released);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// The call succeeded.
+    Success,
+    /// The call failed.
+    Failure,
+    /// The call was cancelled or panicked: nothing is recorded.
+    Released,
+}
+
+/// Ends a trait-level call as released unless it was ended explicitly.
+struct TicketGuard<'a, B: Breaker + ?Sized> {
+    breaker: &'a B,
+    name: &'a str,
+    ticket: Option<CallTicket>,
+}
+
+impl<B: Breaker + ?Sized> TicketGuard<'_, B> {
+    fn end(&mut self, outcome: CallOutcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.end_call(self.name, ticket, outcome);
+        }
+    }
+}
+
+impl<B: Breaker + ?Sized> Drop for TicketGuard<'_, B> {
+    fn drop(&mut self) {
+        self.end(CallOutcome::Released);
+    }
 }
 
 /// Errors of the breaker component.
@@ -168,6 +329,88 @@ pub enum BreakerError {
     /// An executor needs at least one worker.
     #[error("max_workers must be at least 1")]
     ZeroWorkers,
+    /// `sliding_window` must be between 1 and 10 000 calls.
+    #[error("the sliding window must hold 1 to 10000 calls, not {0}")]
+    InvalidWindow(u32),
+    /// `failure_rate_threshold` must be a percentage in (0, 100].
+    #[error("the failure rate threshold must be a percentage in (0, 100]")]
+    InvalidRate,
+    /// `half_open_calls` must be between 1 and 1 000.
+    #[error("half_open_calls must be 1 to 1000, not {0}")]
+    InvalidHalfOpenCalls(u32),
+}
+
+/// The error of [`CircuitBreaker::call`] and its siblings: the breaker
+/// rejected the call, or the call ran and failed.
+///
+/// ```
+/// use raceless::breaker::{CallError, CircuitBreaker};
+///
+/// let breaker = CircuitBreaker::new(1)?;
+/// let r = breaker.call("db", || Err::<(), _>("timeout"));
+/// assert!(matches!(r, Err(CallError::Failed("timeout"))));
+/// let r = breaker.call("db", || Ok::<_, &str>(1)); // open now
+/// let Err(CallError::Rejected(rejected)) = r else { panic!() };
+/// assert!(rejected.retry_after.is_some());
+/// # Ok::<(), raceless::breaker::BreakerError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError<E> {
+    /// The name is open (or its half-open trials are all out): the call did
+    /// not run.
+    Rejected(Rejected),
+    /// The call ran and returned this error.
+    Failed(E),
+}
+
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Rejected(r) => r.fmt(f),
+            CallError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Rejected(r) => Some(r),
+            CallError::Failed(e) => Some(e),
+        }
+    }
+}
+
+impl<E> CallError<E> {
+    /// The call's own error, if it ran.
+    ///
+    /// ```
+    /// use raceless::breaker::CallError;
+    /// assert_eq!(CallError::Failed(3).into_failed(), Some(3));
+    /// ```
+    pub fn into_failed(self) -> Option<E> {
+        match self {
+            CallError::Failed(e) => Some(e),
+            CallError::Rejected(_) => None,
+        }
+    }
+}
+
+/// A call the breaker did not run.
+///
+/// ```
+/// use raceless::breaker::Rejected;
+/// use std::time::Duration;
+/// let r = Rejected { retry_after: Some(Duration::from_secs(3)) };
+/// assert_eq!(r.to_string(), "circuit open: retry after 3s");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit open{}", match .retry_after { Some(d) => format!(": retry after {d:?}"), None => String::new() })]
+pub struct Rejected {
+    /// How long until a trial call may run (a server's `Retry-After`);
+    /// `None` when the name stays open until a success or reset (no
+    /// cool-down configured).
+    pub retry_after: Option<Duration>,
 }
 
 /// A state change, delivered to the listeners registered with
@@ -184,16 +427,17 @@ pub enum BreakerError {
 /// let sink = seen.clone();
 /// breaker.on_event(move |e: &BreakerEvent| sink.lock().unwrap().push(e.clone()));
 /// breaker.record_failure("db");
-/// assert_eq!(
-///     seen.lock().unwrap()[0],
-///     BreakerEvent::StateChanged { name: "db".into(), from: State::Closed, to: State::Open }
-/// );
+/// let BreakerEvent::StateChanged { name, from, to, open_until, .. } = seen.lock().unwrap()[0].clone()
+/// else { panic!() };
+/// assert_eq!((&*name, from, to), ("db", State::Closed, State::Open));
+/// assert!(open_until.is_some()); // the default cool-down
 /// # Ok::<(), raceless::breaker::BreakerError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BreakerEvent {
     /// `name` went from `from` to `to`.
+    #[non_exhaustive]
     StateChanged {
         /// The name.
         name: std::sync::Arc<str>,
@@ -201,6 +445,10 @@ pub enum BreakerEvent {
         from: State,
         /// The state after.
         to: State,
+        /// When `to` is [`State::Open`] and a cool-down is configured: the
+        /// wall-clock instant from which a trial call may run (for a
+        /// server's `Retry-After`, or a dashboard).
+        open_until: Option<SystemTime>,
     },
     /// [`reset_all`](CircuitBreaker::reset_all) closed every name at once
     /// (one event, not one per name: the reset is O(1)).
@@ -233,6 +481,9 @@ pub struct NameMetrics {
     pub consecutive_failures: u32,
     /// How many times it opened (from closed or half-open).
     pub times_opened: u64,
+    /// Calls rejected since it was first seen (open, or every half-open
+    /// trial out).
+    pub rejected_calls: u64,
     /// Successes recorded since it was first seen (`None` unless the breaker
     /// was built with [`track_totals(true)`](BreakerBuilder::track_totals)).
     pub total_successes: Option<u64>,
@@ -241,6 +492,17 @@ pub struct NameMetrics {
 }
 
 /// Builds a [`CircuitBreaker`]; see [`CircuitBreaker::builder`].
+///
+/// The defaults are a real breaker's: 3 consecutive failures open a name,
+/// which stays open for a 60 s cool-down, after which one trial call
+/// decides (success closes, failure re-opens). The seed's behaviour — open
+/// until a success or a reset — is [`without_cool_down`](Self::without_cool_down).
+///
+/// With [`sliding_window`](Self::sliding_window) the breaker counts a
+/// failure **rate** instead (resilience4j's count-based window): a name
+/// opens once at least [`minimum_calls`](Self::minimum_calls) of its last
+/// `n` outcomes are in and the share of failures among them reaches
+/// [`failure_rate_threshold`](Self::failure_rate_threshold).
 ///
 /// ```
 /// use raceless::breaker::CircuitBreaker;
@@ -253,31 +515,67 @@ pub struct NameMetrics {
 ///     .clock(ManualClock::new())
 ///     .build()?;
 /// assert_eq!(breaker.failure_threshold(), 5);
+///
+/// let rate = CircuitBreaker::builder()
+///     .sliding_window(100)
+///     .failure_rate_threshold(50.0)
+///     .minimum_calls(20)
+///     .half_open_calls(5)
+///     .build()?;
+/// assert_eq!(rate.cool_down(), Some(Duration::from_secs(60)));
 /// # Ok::<(), raceless::breaker::BreakerError>(())
 /// ```
 #[must_use]
+#[derive(Clone)]
 pub struct BreakerBuilder {
     threshold: u32,
     cool_down: Option<Duration>,
     clock: Option<SharedClock>,
     track_totals: bool,
+    window: Option<u32>,
+    rate: f32,
+    minimum_calls: Option<u32>,
+    half_open_calls: u32,
 }
+
+impl fmt::Debug for BreakerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerBuilder")
+            .field("failure_threshold", &self.threshold)
+            .field("cool_down", &self.cool_down)
+            .field("sliding_window", &self.window)
+            .field("failure_rate_threshold", &self.rate)
+            .field("minimum_calls", &self.minimum_calls)
+            .field("half_open_calls", &self.half_open_calls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The builder's default cool-down (resilience4j's `waitDurationInOpenState`).
+pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(60);
 
 impl BreakerBuilder {
     /// Consecutive failures that open a name (default 3, the seed's). Must
-    /// be at least 1.
+    /// be at least 1. Not used in rate mode.
     pub fn failure_threshold(mut self, n: u32) -> Self {
         self.threshold = n;
         self
     }
 
-    /// Enables half-open trials: once a name has been open for `d`,
-    /// [`try_acquire`](CircuitBreaker::try_acquire) grants one trial permit.
-    /// Default: none (the seed's behaviour: an open name stays open until a
-    /// success or reset). `Duration::ZERO` makes the trial available at
-    /// once; durations beyond ~584 years are clamped.
+    /// How long a name stays open before a half-open trial may run
+    /// (default [`DEFAULT_COOL_DOWN`], 60 s). Measured on the clock's
+    /// monotonic time, so a wall-clock step neither shortens nor extends
+    /// it. `Duration::ZERO` makes the trial available at once; durations
+    /// beyond ~584 000 years are clamped.
     pub fn cool_down(mut self, d: Duration) -> Self {
         self.cool_down = Some(d);
+        self
+    }
+
+    /// The seed's behaviour: an open name stays open until a success is
+    /// recorded by name or it is reset; no half-open trials.
+    pub fn without_cool_down(mut self) -> Self {
+        self.cool_down = None;
         self
     }
 
@@ -295,18 +593,49 @@ impl BreakerBuilder {
         self
     }
 
-    /// The breaker, or [`BreakerError::ZeroThreshold`].
+    /// Rate mode: judge each name by its last `calls` outcomes (1 to
+    /// 10 000; resilience4j's count-based `slidingWindowSize`).
+    pub fn sliding_window(mut self, calls: u32) -> Self {
+        self.window = Some(calls);
+        self
+    }
+
+    /// Rate mode: open when failures make up at least `percent` of the
+    /// window (default 50, in (0, 100]).
+    pub fn failure_rate_threshold(mut self, percent: f32) -> Self {
+        self.rate = percent;
+        self
+    }
+
+    /// Rate mode: the failure rate is judged only once the window holds at
+    /// least `n` outcomes (default: the window size; values above it act
+    /// as the window size, 0 as 1).
+    pub fn minimum_calls(mut self, n: u32) -> Self {
+        self.minimum_calls = Some(n);
+        self
+    }
+
+    /// Trial calls admitted while half-open (default 1, at most 1 000). In
+    /// consecutive mode all must succeed to close the name and the first
+    /// failure re-opens it; in rate mode their failure rate decides once
+    /// all have reported.
+    pub fn half_open_calls(mut self, n: u32) -> Self {
+        self.half_open_calls = n;
+        self
+    }
+
+    /// The breaker, or the first invalid setting as a [`BreakerError`].
     pub fn build(self) -> Result<CircuitBreaker, BreakerError> {
-        if self.threshold == 0 {
-            return Err(BreakerError::ZeroThreshold);
-        }
+        let config = self.validate()?;
         Ok(CircuitBreaker {
             id: name_cache::next_breaker_id(),
             shared: Arc::new(Shared {
-                threshold: self.threshold,
-                cool_down: self.cool_down.map(state::duration_nanos),
-                clock: self.clock.unwrap_or_else(clock::system_clock),
-                track_totals: self.track_totals,
+                threshold: config.threshold,
+                cool_down: config.cool_down.map(state::micros),
+                rate: config.rate,
+                half_open_calls: config.half_open_calls,
+                clock: config.clock,
+                track_totals: config.track_totals,
                 generation: CachePadded::new(AtomicU64::new(0)),
                 listeners: Listeners::new(),
             }),
@@ -315,6 +644,51 @@ impl BreakerBuilder {
             misses: CachePadded::new(AtomicUsize::new(0)),
         })
     }
+
+    /// Checks every setting: the validated configuration both the
+    /// lock-free breaker and the mutex baseline are built from.
+    pub(crate) fn validate(self) -> Result<Config, BreakerError> {
+        if self.threshold == 0 {
+            return Err(BreakerError::ZeroThreshold);
+        }
+        if !(1..=state::MAX_HALF_OPEN_CALLS).contains(&self.half_open_calls) {
+            return Err(BreakerError::InvalidHalfOpenCalls(self.half_open_calls));
+        }
+        let rate = match self.window {
+            None => None,
+            Some(n) if !(1..=state::MAX_WINDOW).contains(&n) => {
+                return Err(BreakerError::InvalidWindow(n))
+            }
+            Some(n) => {
+                if !(self.rate > 0.0 && self.rate <= 100.0) {
+                    return Err(BreakerError::InvalidRate);
+                }
+                Some(RateConfig {
+                    window: n,
+                    minimum_calls: self.minimum_calls.unwrap_or(n).clamp(1, n),
+                    rate_bp: (f64::from(self.rate) * 100.0).round() as u64,
+                })
+            }
+        };
+        Ok(Config {
+            threshold: self.threshold,
+            cool_down: self.cool_down,
+            rate,
+            half_open_calls: self.half_open_calls,
+            clock: self.clock.unwrap_or_else(clock::system_clock),
+            track_totals: self.track_totals,
+        })
+    }
+}
+
+/// A validated [`BreakerBuilder`].
+pub(crate) struct Config {
+    pub(crate) threshold: u32,
+    pub(crate) cool_down: Option<Duration>,
+    pub(crate) rate: Option<RateConfig>,
+    pub(crate) half_open_calls: u32,
+    pub(crate) clock: SharedClock,
+    pub(crate) track_totals: bool,
 }
 
 type SlotRef = Arc<CachePadded<Slot>>;
@@ -368,8 +742,8 @@ impl fmt::Debug for CircuitBreaker {
 
 impl CircuitBreaker {
     /// A breaker that opens a name after `failure_threshold` consecutive
-    /// failures (no cool-down, system clock); 0 is
-    /// [`BreakerError::ZeroThreshold`].
+    /// failures, with the builder's other defaults (a 60 s cool-down, then
+    /// one trial call; system clock); 0 is [`BreakerError::ZeroThreshold`].
     ///
     /// ```
     /// use raceless::breaker::CircuitBreaker;
@@ -380,7 +754,7 @@ impl CircuitBreaker {
         Self::builder().failure_threshold(failure_threshold).build()
     }
 
-    /// A builder: threshold (default 3), cool-down, clock, totals.
+    /// A builder; see [`BreakerBuilder`] for the settings and defaults.
     ///
     /// ```
     /// use raceless::breaker::CircuitBreaker;
@@ -391,9 +765,13 @@ impl CircuitBreaker {
     pub fn builder() -> BreakerBuilder {
         BreakerBuilder {
             threshold: 3,
-            cool_down: None,
+            cool_down: Some(DEFAULT_COOL_DOWN),
             clock: None,
             track_totals: false,
+            window: None,
+            rate: 50.0,
+            minimum_calls: None,
+            half_open_calls: 1,
         }
     }
 
@@ -412,11 +790,14 @@ impl CircuitBreaker {
     ///
     /// ```
     /// # use raceless::breaker::CircuitBreaker;
-    /// assert_eq!(CircuitBreaker::new(1)?.cool_down(), None);
+    /// use std::time::Duration;
+    /// assert_eq!(CircuitBreaker::new(1)?.cool_down(), Some(Duration::from_secs(60)));
+    /// let seed = CircuitBreaker::builder().without_cool_down().build()?;
+    /// assert_eq!(seed.cool_down(), None);
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn cool_down(&self) -> Option<Duration> {
-        self.shared.cool_down.map(Duration::from_nanos)
+        self.shared.cool_down.map(Duration::from_micros)
     }
 
     /// The slot of `name`, created (closed, zero) if absent. Insertion goes
@@ -430,7 +811,7 @@ impl CircuitBreaker {
         self.names.entry(key.clone(), |e| match e {
             Entry::Occupied(e) => e.get().clone(),
             Entry::Vacant(e) => {
-                let slot = Arc::new(Slot::new(key, generation));
+                let slot = Arc::new(Slot::new(key, generation, &self.shared));
                 e.insert(slot.clone());
                 slot
             }
@@ -459,7 +840,7 @@ impl CircuitBreaker {
                 let name = self
                     .lookup(name, |slot| slot.name.clone())
                     .unwrap_or_else(|| name.into());
-                state_changed(name, t)
+                state_changed(&self.shared, name, t)
             });
         }
     }
@@ -475,13 +856,17 @@ impl CircuitBreaker {
     #[inline]
     fn lookup<R>(&self, name: &str, f: impl FnOnce(&Slot) -> R + Copy) -> Option<R> {
         let set = name_cache::set_of(name);
-        if let Some(r) = name_cache::with(self.id, set, name, f) {
+        // A removed slot may linger in a cache: it counts as a miss.
+        let live = |slot: &Slot| (!slot.is_removed()).then(|| f(slot));
+        if let Some(Some(r)) = name_cache::with(self.id, set, name, live) {
             return Some(r);
         }
         let hot = self.hot.load();
         if let Some((key, slot)) = hot.get_key_value(name) {
-            name_cache::insert(self.id, set, key, slot);
-            return Some(f(slot));
+            if !slot.is_removed() {
+                name_cache::insert(self.id, set, key, slot);
+                return Some(f(slot));
+            }
         }
         let hot_len = hot.len();
         drop(hot);
@@ -527,15 +912,15 @@ impl CircuitBreaker {
     /// ```
     #[inline]
     pub fn record_failure(&self, name: &str) {
-        let t = with_clock(&self.shared, |now| {
-            self.on_slot(name, |slot| slot.record_failure(&self.shared, now))
-        });
+        let t = self.on_slot(name, |slot| slot.record_failure(&self.shared));
         self.report(name, t);
     }
 
     /// Records a success of `name`: its count drops to zero and it closes
     /// (from open or half-open). A success on a closed name with no
-    /// failures writes nothing.
+    /// failures writes nothing. (This is the seed's name-level success; a
+    /// call's outcome reported through [`call`](Self::call) or a
+    /// [`Permit`] counts only in the state the call was admitted in.)
     ///
     /// ```
     /// # use raceless::breaker::CircuitBreaker;
@@ -658,17 +1043,19 @@ impl CircuitBreaker {
         self.names.for_each(|_, slot| slot.rebase(&self.shared));
     }
 
-    /// Asks to make a call on `name`.
+    /// Asks to make a call on `name` (created if absent).
     ///
     /// - Closed: `Some` ordinary permit (nothing is written).
-    /// - Open, with a cool-down that has elapsed since it opened: exactly
-    ///   one caller gets `Some` **trial** permit (the name turns
-    ///   [`State::HalfOpen`]); everyone else gets `None` until the trial's
-    ///   outcome is reported.
-    /// - Otherwise `None`.
+    /// - Open, with a cool-down that has elapsed since it opened: the name
+    ///   turns [`State::HalfOpen`] and up to `half_open_calls` callers
+    ///   (default 1) get `Some` **trial** permit; everyone else gets `None`
+    ///   until the trials decide.
+    /// - Otherwise `None` (see [`acquire`](Self::acquire) for how long to
+    ///   wait).
     ///
     /// Report the call's outcome with [`Permit::success`] or
-    /// [`Permit::failure`]; see [`Permit`] for what dropping one does.
+    /// [`Permit::failure`]; see [`Permit`] for when an outcome counts and
+    /// what dropping a permit does.
     ///
     /// ```
     /// use raceless::breaker::{CircuitBreaker, State};
@@ -691,7 +1078,259 @@ impl CircuitBreaker {
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn try_acquire(&self, name: &str) -> Option<Permit> {
+        self.acquire(name).ok()
+    }
+
+    /// [`try_acquire`](Self::try_acquire), saying how long to wait when
+    /// the call is rejected ([`Rejected::retry_after`]).
+    ///
+    /// ```
+    /// use raceless::breaker::CircuitBreaker;
+    /// use raceless::clock::ManualClock;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let breaker = CircuitBreaker::builder()
+    ///     .failure_threshold(1)
+    ///     .cool_down(Duration::from_secs(10))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// breaker.acquire("db").unwrap().failure();
+    /// clock.advance(Duration::from_secs(4));
+    /// let rejected = breaker.acquire("db").unwrap_err();
+    /// assert_eq!(rejected.retry_after, Some(Duration::from_secs(6)));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn acquire(&self, name: &str) -> Result<Permit, Rejected> {
         handle::acquire(&self.slot(name), &self.shared)
+    }
+
+    /// Runs `f` if `name` admits a call, and records its outcome: `Ok` is
+    /// a success, `Err` a failure. Rejected calls do not run
+    /// ([`CallError::Rejected`], with how long to wait). The outcome counts
+    /// only in the state the call was admitted in (see [`Permit`]); a panic
+    /// in `f` records nothing and frees a trial place.
+    ///
+    /// ```
+    /// use raceless::breaker::{CallError, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new(2)?;
+    /// assert_eq!(breaker.call("db", || Ok::<_, String>(42)), Ok(42));
+    /// for _ in 0..2 {
+    ///     let _ = breaker.call("db", || Err::<(), _>("timeout"));
+    /// }
+    /// assert!(matches!(breaker.call("db", || Ok::<_, &str>(1)), Err(CallError::Rejected(_))));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    #[inline]
+    pub fn call<T, E>(
+        &self,
+        name: &str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
+        self.call_with(name, |_| true, f)
+    }
+
+    /// [`call`](Self::call), with `is_failure` deciding which errors count
+    /// as failures (failsafe's `call_with`, resilience4j's
+    /// `recordExceptions`): an error it returns `false` for counts as a
+    /// success — the upstream answered — and is still returned as
+    /// [`CallError::Failed`].
+    ///
+    /// ```
+    /// use raceless::breaker::CircuitBreaker;
+    ///
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// let server_error = |status: &u16| *status >= 500;
+    /// let _ = breaker.call_with("api", server_error, || Err::<(), u16>(404));
+    /// assert!(!breaker.is_open("api")); // a 404 is the client's problem
+    /// let _ = breaker.call_with("api", server_error, || Err::<(), u16>(503));
+    /// assert!(breaker.is_open("api"));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn call_with<T, E>(
+        &self,
+        name: &str,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, CallError<E>> {
+        // Two lookups (admit, then record) instead of one owned permit: a
+        // lookup that hits the thread cache writes no shared line, while an
+        // owned permit's `Arc` clone would bounce a hot name's reference
+        // count between cores. The slot id in the ticket keeps a removed
+        // and re-created name from taking the outcome.
+        let (admitted, t) = self.on_slot(name, |slot| {
+            let (admitted, t) = slot.acquire(&self.shared);
+            (admitted.map(|ticket| (ticket, slot.id())), t)
+        });
+        self.report(name, t);
+        let (ticket, id) = admitted.map_err(|r| {
+            CallError::Rejected(Rejected {
+                retry_after: r.retry_after,
+            })
+        })?;
+        let guard = CallGuard {
+            breaker: self,
+            name,
+            ticket,
+            id,
+            armed: true,
+        };
+        let result = f();
+        let (end, result) = match result {
+            Ok(v) => (End::Success, Ok(v)),
+            Err(e) => (
+                if is_failure(&e) {
+                    End::Failure
+                } else {
+                    End::Success
+                },
+                Err(CallError::Failed(e)),
+            ),
+        };
+        guard.finish(end);
+        result
+    }
+
+    /// Awaits `f` if `name` admits a call, and records its outcome like
+    /// [`call`](Self::call).
+    ///
+    /// **Cancellation.** If the returned future is dropped before `f`
+    /// completes (a client went away, a `select!` or timeout gave up), its
+    /// permit is released: nothing is recorded, and a half-open trial it
+    /// held is offered to the next caller at once. The future is `Send`
+    /// when `f` and its output are.
+    ///
+    /// ```
+    /// use raceless::breaker::{CallError, CircuitBreaker};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// let body = breaker.call_async("upstream", async { Ok::<_, std::io::Error>("hello") }).await;
+    /// assert_eq!(body.unwrap(), "hello");
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn call_async<T, E>(
+        &self,
+        name: &str,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, CallError<E>> {
+        self.call_async_with(name, |_| true, f).await
+    }
+
+    /// [`call_async`](Self::call_async) with an error classifier, like
+    /// [`call_with`](Self::call_with).
+    ///
+    /// ```
+    /// use raceless::breaker::CircuitBreaker;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// let r = breaker.call_async_with("api", |s: &u16| *s >= 500, async { Err::<(), u16>(404) }).await;
+    /// assert!(r.is_err() && !breaker.is_open("api"));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn call_async_with<T, E>(
+        &self,
+        name: &str,
+        is_failure: impl FnOnce(&E) -> bool,
+        f: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, CallError<E>> {
+        let permit = self.acquire(name).map_err(CallError::Rejected)?;
+        // Dropped at this await, the future drops the permit: released.
+        let result = f.await;
+        permit.finish(is_failure, result)
+    }
+
+    /// How long until a call on `name` may run: `None` unless the name is
+    /// open (or half-open with every trial out) and a cool-down is
+    /// configured. For a server's `Retry-After` header.
+    ///
+    /// ```
+    /// use raceless::breaker::CircuitBreaker;
+    /// use raceless::clock::ManualClock;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new();
+    /// let breaker = CircuitBreaker::builder()
+    ///     .failure_threshold(1)
+    ///     .cool_down(Duration::from_secs(30))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// assert_eq!(breaker.retry_after("db"), None);
+    /// breaker.record_failure("db");
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(breaker.retry_after("db"), Some(Duration::from_secs(20)));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn retry_after(&self, name: &str) -> Option<Duration> {
+        self.read(name, None, |slot| slot.retry_after(&self.shared))
+    }
+
+    /// Forgets `name`: its state, counts and metrics are dropped, and the
+    /// next operation on it starts a fresh, closed name. `false` if it was
+    /// not known. Names built from request data (a host, a tenant) stay
+    /// bounded by removing the ones no longer used.
+    ///
+    /// **Handles and permits of a removed name** are detached: they keep
+    /// working on the removed state, which the breaker no longer reports,
+    /// and their outcomes never reach the fresh name. Its memory is freed
+    /// when the last of them is dropped and the lookup caches have moved on
+    /// (the shared snapshot is rebuilt after a few lookups miss it; each
+    /// thread's cache holds at most 128 names).
+    ///
+    /// ```
+    /// use raceless::breaker::CircuitBreaker;
+    ///
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// breaker.record_failure("tenant-42");
+    /// assert!(breaker.remove("tenant-42"));
+    /// assert!(!breaker.is_open("tenant-42"));
+    /// assert!(breaker.metrics().is_empty());
+    /// assert!(!breaker.remove("tenant-42"));
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn remove(&self, name: &str) -> bool {
+        // Marked under the shard write lock, in the same step that unlinks
+        // it: a map reader sees the slot unmarked and linked, or not at all.
+        let removed = self
+            .names
+            .remove_if(name, |_, slot| {
+                slot.mark_removed();
+                true
+            })
+            .is_some();
+        if removed {
+            tracing::debug!(name, "breaker name removed");
+            self.count_miss(self.hot.load().len());
+        }
+        removed
+    }
+
+    /// How many names the breaker holds.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// let breaker = CircuitBreaker::new(1)?;
+    /// breaker.record_success("a");
+    /// assert_eq!(breaker.len(), 1);
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the breaker holds no names.
+    ///
+    /// ```
+    /// # use raceless::breaker::CircuitBreaker;
+    /// assert!(CircuitBreaker::new(1)?.is_empty());
+    /// # Ok::<(), raceless::breaker::BreakerError>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A resolved handle to `name` (created if absent): its operations skip
@@ -803,30 +1442,87 @@ impl Breaker for CircuitBreaker {
     /// [`CircuitBreaker::try_acquire`], without a permit object: the caller
     /// must report the outcome).
     fn admit(&self, name: &str) -> bool {
-        let admitted = with_clock(&self.shared, |now| {
-            self.on_slot(name, |slot| {
-                Ok(slot.acquire(&self.shared, now)?.map(|(_, t)| t))
-            })
+        let (admitted, t) = self.on_slot(name, |slot| slot.acquire(&self.shared));
+        self.report(name, t);
+        admitted.is_ok()
+    }
+    fn admit_call(&self, name: &str) -> Result<CallTicket, Rejected> {
+        let (admitted, t) = self.on_slot(name, |slot| {
+            let (admitted, t) = slot.acquire(&self.shared);
+            (
+                admitted.map(|ticket| CallTicket {
+                    ticket,
+                    slot: slot.id(),
+                }),
+                t,
+            )
         });
-        match admitted {
-            Some(t) => {
-                self.report(name, t);
-                true
-            }
-            None => false,
-        }
+        self.report(name, t);
+        admitted.map_err(|r| Rejected {
+            retry_after: r.retry_after,
+        })
+    }
+    fn end_call(&self, name: &str, ticket: CallTicket, outcome: CallOutcome) {
+        let end = match outcome {
+            CallOutcome::Success => End::Success,
+            CallOutcome::Failure => End::Failure,
+            CallOutcome::Released => End::Released,
+        };
+        let t = self
+            .lookup(name, |slot| {
+                (slot.id() == ticket.slot)
+                    .then(|| slot.end(&self.shared, ticket.ticket, end, false))
+            })
+            .flatten()
+            .flatten();
+        self.report(name, t);
+    }
+    fn retry_after(&self, name: &str) -> Option<Duration> {
+        CircuitBreaker::retry_after(self, name)
+    }
+    fn remove(&self, name: &str) -> bool {
+        CircuitBreaker::remove(self, name)
+    }
+    fn state(&self, name: &str) -> State {
+        CircuitBreaker::state(self, name)
     }
 }
 
-/// Runs `op` without the time; if it needs the time, reads the clock (user
-/// code: never under a lock) and runs it again with it.
-#[inline]
-fn with_clock<R>(shared: &Shared, op: impl Fn(Option<u64>) -> Result<R, NeedsClock>) -> R {
-    let mut now = None;
-    loop {
-        match op(now) {
-            Ok(r) => return r,
-            Err(NeedsClock) => now = Some(shared.now_nanos()),
+/// Records a by-name call's end when dropped: `finish` with the outcome,
+/// or released if the call panicked.
+struct CallGuard<'a> {
+    breaker: &'a CircuitBreaker,
+    name: &'a str,
+    ticket: state::Ticket,
+    id: u64,
+    armed: bool,
+}
+
+impl CallGuard<'_> {
+    #[inline]
+    fn finish(mut self, end: End) {
+        self.armed = false;
+        self.end(end);
+    }
+
+    #[inline]
+    fn end(&self, end: End) {
+        let t = self
+            .breaker
+            .lookup(self.name, |slot| {
+                (slot.id() == self.id)
+                    .then(|| slot.end(&self.breaker.shared, self.ticket, end, false))
+            })
+            .flatten()
+            .flatten();
+        self.breaker.report(self.name, t);
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.end(End::Released);
         }
     }
 }
@@ -840,15 +1536,22 @@ fn with_clock<R>(shared: &Shared, op: impl Fn(Option<u64>) -> Result<R, NeedsClo
 #[inline]
 fn report(shared: &Shared, slot: &Slot, t: Option<Transition>) {
     if let Some(t) = t {
-        shared.emit(|| state_changed(slot.name.clone(), t));
+        shared.emit(|| state_changed(shared, slot.name.clone(), t));
     }
 }
 
-fn state_changed(name: std::sync::Arc<str>, t: Transition) -> BreakerEvent {
+fn state_changed(shared: &Shared, name: std::sync::Arc<str>, t: Transition) -> BreakerEvent {
+    let open_until = match (t.to, shared.cool_down) {
+        (State::Open, Some(cool_down)) => {
+            Some(shared.clock.now() + Duration::from_micros(cool_down))
+        }
+        _ => None,
+    };
     BreakerEvent::StateChanged {
         name,
         from: t.from,
         to: t.to,
+        open_until,
     }
 }
 

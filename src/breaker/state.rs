@@ -6,120 +6,180 @@
 //! hot names never share a cache line):
 //!
 //! ```text
-//!  63                          34   33    32                                 0
-//! +------------------------------+-------+-----------------------------------+
-//! |  generation (low 30 bits)    | trial |  consecutive failures (33 bits)   |
-//! +------------------------------+-------+-----------------------------------+
+//!  63            48 47   46 45          32 31                               0
+//! +----------------+-------+-------------+----------------------------------+
+//! | generation (16)| phase |  epoch (14) |              data (32)           |
+//! +----------------+-------+-------------+----------------------------------+
 //! ```
 //!
-//! The failure field is one bit wider than the `u32` count it reports: a
-//! value at or above `u32::MAX` reads as `u32::MAX` (saturated). The extra
-//! bit is headroom for the `fetch_add` fast path (below): a CAS never raises
-//! the field past `u32::MAX`, and each thread has at most one `fetch_add` in
-//! flight that was admitted while the field was below `u32::MAX`, so the
-//! field stays below `u32::MAX + threads < 2³³` and never carries into the
-//! trial bit.
+//! - **phase**: `COUNTING` (0), `OPEN` (1, rate mode only) or `HALF_OPEN` (2).
+//! - **data** depends on the phase and the mode:
 //!
-//! The state is a pure function of the word and the threshold:
+//! | phase       | consecutive mode (default)               | rate mode (`sliding_window(n)`)        |
+//! |-------------|------------------------------------------|----------------------------------------|
+//! | `COUNTING`  | consecutive failures; **open** once ≥ threshold | window: calls (16) · failures (16) |
+//! | `OPEN`      | —                                        | 0 (the window is discarded)            |
+//! | `HALF_OPEN` | trials: admitted (10) · succeeded (10) · failed (10) | same                       |
 //!
-//! | trial | count            | state                                          |
-//! |-------|------------------|------------------------------------------------|
-//! | 1     | (≥ threshold)    | [`State::HalfOpen`]: one trial permit is out   |
-//! | 0     | ≥ threshold      | [`State::Open`]                                |
-//! | 0     | < threshold      | [`State::Closed`]                              |
+//! In consecutive mode "open" is *defined* as "the count reached the
+//! threshold", so the failure that brings the count to the threshold and the
+//! name opening are the same atomic step (a CAS, or the `fetch_add` fast
+//! path below): no observer can see the count at or past the threshold on a
+//! closed name, and exactly one step moves the count from `threshold - 1` to
+//! `threshold` — its thread reports the opening.
 //!
-//! "Open" is *defined* as "the count reached the threshold", so the failure
-//! that brings the count to the threshold and the name opening are the same
-//! compare-and-swap: no observer can see the count at or past the threshold
-//! on a closed name, and exactly one successful CAS moves the count from
-//! `threshold - 1` to `threshold` — that CAS's thread reports the opening.
+//! # Epochs: outcomes count only in the state they were admitted in
+//!
+//! The epoch changes whenever the name leaves the open or half-open state
+//! (to half-open, to closed, or back to open from half-open) and on every
+//! `reset` or successful close. A [`Permit`](super::Permit) carries the
+//! epoch (and the global generation, below) it was admitted in, and its
+//! outcome is applied by a CAS that *checks* them: a call admitted while the
+//! name was closed counts only while it is still closed in that epoch, and
+//! a half-open trial only while that trial round runs. So a late success
+//! cannot close a name that opened after the call was admitted, and a late
+//! failure cannot re-open a name that a trial round has since closed. The
+//! opening of a closed name keeps its epoch (the phase or the count says it
+//! is open, which the closed permits' check also tests), so the `fetch_add`
+//! fast path can open a name.
+//!
+//! The epoch has 14 bits: a permit that stays out while its name changes
+//! state 16 384 times could be mistaken for a current one. With the default
+//! cool-down (60 s) that is more than four days of a single call.
 //!
 //! # Generations: `reset_all` in O(1)
 //!
 //! The breaker holds one global generation counter (a `u64`). `reset_all` is
 //! a single `fetch_add` on it. A word whose generation bits differ from the
-//! low 30 bits of the current global generation is **stale**: it was written
+//! low 16 bits of the current global generation is **stale**: it was written
 //! before the latest `reset_all` and reads as the fresh state (closed, zero
 //! failures). Writers rebase lazily: a CAS loop loads the word, then the
 //! global generation `g`; it interprets the word as live if its generation
 //! equals `g`, as fresh otherwise, and installs its result tagged with `g`.
+//! A permit admitted before a `reset_all` carries the old generation, so
+//! its outcome is ignored like that of an earlier epoch.
 //!
 //! The global generation is always loaded *after* the word. The word was
 //! written by a thread that had read its generation from the global counter
 //! before its (Release) CAS; our Acquire load of the word makes that read
 //! happen-before our load of the global counter, so by read-read coherence we
 //! read that generation or a later one. Hence a word's generation is never
-//! ahead of the `g` we load, and a simple inequality means "stale". For the
-//! same reason the generations stored in a word only grow (in its
-//! modification order).
+//! ahead of the `g` we load, and a simple inequality means "stale".
 //!
-//! Generation bits wrap after 2³⁰ `reset_all` calls. So that a word
-//! untouched for that long cannot come back to life, every 2²⁹-th
+//! Generation bits wrap after 2¹⁶ `reset_all` calls. So that a word
+//! untouched for that long cannot come back to life, every 2¹⁵-th
 //! `reset_all` sweeps the names and rebases stale words to the current
-//! generation (a CAS per word that does not change the abstract state, since
-//! a stale word already reads as fresh). Between two sweeps no word falls
-//! more than 2²⁹ + (resets during one sweep) generations behind.
+//! generation (a CAS per word that does not change the abstract state).
 //!
 //! # The `fetch_add` fast path
 //!
-//! Without a cool-down there are no trials and no opening stamps, so a
-//! failure is just "count + 1" — and since *open* is defined by the count,
-//! `fetch_add(1)` on the word is the whole operation, opening included: the
-//! one `fetch_add` that returns a count of `threshold - 1` opened the name.
-//! It is taken when the word, loaded first, is live (generation check as
-//! usual) and its field is below `u32::MAX`; otherwise the CAS loop runs
-//! (stale words are rebased by CAS, saturation is a CAS that writes nothing).
-//! The value `fetch_add` returns is interpreted at its *own* generation: it
-//! is at least that of the word we checked (generations only grow in a
-//! word), which was current after our operation began, so the reset that
-//! would make it stale, if any, happened inside our interval — we linearize
-//! just before it, exactly like a late CAS below.
+//! In consecutive mode a failure recorded by name on a counting word is just
+//! "count + 1", opening included, so `fetch_add(1)` is the whole operation:
+//! the one `fetch_add` that returns a count of `threshold - 1` opened the
+//! name, and then stamps the opening (below). It is taken when the word,
+//! loaded first, is live, counting and below [`SATURATED`]; each thread has
+//! at most one `fetch_add` in flight admitted below it, so the field stays
+//! below `SATURATED + threads < 2³²` and never carries into the epoch. The
+//! value `fetch_add` returns is interpreted at its own generation, like a
+//! late CAS (below).
+//!
+//! # Rate mode: the sliding window
+//!
+//! With `sliding_window(n)` a closed name keeps the number of calls and of
+//! failures among its last `n` outcomes *in the word*, so the outcome that
+//! brings the failure rate to the threshold and the opening are one CAS.
+//! Which outcome leaves the window is decided by a ring of `n` cells beside
+//! the word. Recording an outcome of a call admitted in epoch `e`:
+//!
+//! 1. CAS the word (still counting in epoch `e`, else the outcome is
+//!    ignored): calls + 1, failures + (1 if failed); if the window is not
+//!    over-full (calls ≤ n), `calls ≥ minimum_calls` and
+//!    `failures / calls ≥ rate`, the same CAS opens the name (and discards
+//!    the window). An over-full window is judged at step 3, after the
+//!    eviction, so that one thread alone sees exactly the sequential
+//!    window: append, drop the oldest beyond `n`, judge.
+//! 2. Take a ticket (`fetch_add` on the ring cursor) and `swap` the outcome,
+//!    tagged with `(generation, e)`, into cell `ticket % n`.
+//! 3. If the swapped-out cell holds an outcome of the same `(generation, e)`,
+//!    CAS the word (still counting in `e`): calls − 1, failures − (its
+//!    failure), and check the threshold again.
+//!
+//! Every outcome is added once (step 1) and removed at most once (by the one
+//! `swap` that takes it out of its cell), so the window never loses or
+//! double counts an outcome. An outcome is added before it is put in its
+//! cell, and removed only after it was taken out of the cell, so the counts
+//! never go below zero; while `k` records are between steps 1 and 3 the
+//! window momentarily holds up to `n + k` outcomes (16 bits each leave
+//! room). When no record is in flight it holds exactly the outcomes in the
+//! ring: the last `n` tickets.
+//!
+//! # Half-open
+//!
+//! With a cool-down, the first caller after it elapsed moves the name from
+//! open to half-open (CAS, new epoch) and gets the first trial permit; up to
+//! `half_open_calls` trials are admitted (each a CAS on the admitted count).
+//! A dropped trial permit gives its place back (admitted − 1), so the trial
+//! is offered again at once. The trial outcomes decide: in consecutive mode
+//! a failed trial re-opens the name and `half_open_calls` successes close
+//! it; in rate mode, once every trial has reported, the name re-opens if
+//! their failure rate reaches the threshold and closes otherwise. A trial
+//! round whose permits have all been handed out and that is still undecided
+//! a cool-down after it began is presumed lost (a forgotten permit, a hung
+//! call): the next caller starts a new round (new epoch), so nothing wedges
+//! a name half-open.
+//!
+//! # Stamps
+//!
+//! The monotonic time an open or half-open phase began is kept beside the
+//! word as `generation (8) · epoch (14) · microseconds (42)`, written by the
+//! one thread whose step created that phase, right after that step. A
+//! reader uses a stamp only if its generation and epoch bits are the
+//! word's: until then the phase counts as just begun (a caller is rejected
+//! with the full cool-down as `retry_after`). The writer replaces a stamp
+//! only if it is not newer (same generation bits, epoch ahead by less than
+//! 2¹³), so a slow writer never overwrites a newer phase's stamp. Times are
+//! compared modulo 2⁴² µs (50 days): a phase left untouched for longer may
+//! wait one more cool-down.
 //!
 //! # Linearization points
 //!
 //! - Reads (`is_open`, `failures`, `state`) linearize at their load of the
-//!   word: a closed or zero word answers without looking at the generation
-//!   (stale or live, it reads closed/zero); otherwise the generation load
-//!   that follows decides. If the word was live at the load and a
-//!   `reset_all` came before the generation load, the read linearizes just
-//!   after that `reset_all` (inside the read's interval), where the fresh
-//!   state it reports is the true one.
+//!   word: a pristine word answers without looking at the generation;
+//!   otherwise the generation load that follows decides. If the word was
+//!   live at the load and a `reset_all` came before the generation load, the
+//!   read linearizes just after that `reset_all`.
 //! - Writes (CAS loops) linearize at their successful CAS if the global
-//!   generation still equals the `g` they tagged the word with. If a
-//!   `reset_all` moved the generation past `g` between their load of `g` and
-//!   their CAS, they linearize immediately before that `reset_all` (which lies
-//!   inside their interval): their effect is on the pre-reset state and is
-//!   wiped by the reset, exactly what readers see, since the word they wrote
-//!   is stale. All such late writes of generation `g` form one chain of CASes
-//!   in the word's modification order, so they are ordered among themselves.
-//! - A write whose function decides "no change" (e.g. a success on a name
-//!   that is already closed with no failures) writes nothing and linearizes
-//!   like a read.
+//!   generation still equals the `g` they tagged the word with; otherwise
+//!   immediately before the `reset_all` that moved it (which lies inside
+//!   their interval): their effect is wiped by the reset, as readers see.
+//! - A write whose function decides "no change" writes nothing and
+//!   linearizes at its load, like a read.
+//! - An outcome in rate mode linearizes at step 1; its eviction of an older
+//!   outcome is a separate step (3) of the same operation.
 //! - `reset_all` linearizes at its `fetch_add` on the global generation.
 //!
 //! # Orderings
 //!
 //! - Word: loads `Acquire`, successful CAS `AcqRel`, failed CAS `Acquire`.
-//!   Release/Acquire carries (a) the cool-down stamp written before an
-//!   opening CAS and (b) the generation the writer read, which the coherence
-//!   argument above needs.
-//! - Global generation: `fetch_add` `AcqRel`, loads `Acquire`. The counter
-//!   publishes no data; the argument above only needs coherence plus the
-//!   word's Release/Acquire, and `Acquire` keeps every "saw generation `G`"
-//!   event ordered after the `reset_all` that wrote `G`.
-//! - Cool-down stamp (`opened_at`): `fetch_max` `Relaxed` *before* the CAS
-//!   that opens (published by that CAS's Release), loaded `Relaxed` after an
-//!   `Acquire` load of the word that showed the opening.
-//! - Statistics (`times_opened`, totals): `Relaxed` read-modify-writes. Each
-//!   one is exact (an RMW never loses an update); they publish nothing and
-//!   are read as statistics, so no ordering with the word is promised.
+//!   Release/Acquire carries the generation the writer read, which the
+//!   coherence argument above needs.
+//! - Global generation: `fetch_add` `AcqRel`, loads `Acquire`.
+//! - Ring cells: `swap` `AcqRel`, so that the remover of an outcome
+//!   (step 3) happens after its adder's step 1, which precedes the adder's
+//!   own swap; the cursor `fetch_add` is `Relaxed` (it only spreads
+//!   outcomes over cells; the swap decides who removes what).
+//! - Stamps: `Relaxed` loads and CAS. A stamp is one word that names its
+//!   own epoch, so a reader needs no ordering with the word to tell whether
+//!   it belongs to the phase it saw; a stale stamp is never used.
+//! - Statistics (`times_opened`, `rejected`, totals): `Relaxed`
+//!   read-modify-writes. Each one is exact (an RMW never loses an update);
+//!   they publish nothing and are read as statistics.
 
-use std::convert::Infallible;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::listener::Listeners;
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
 
 use super::BreakerEvent;
 
@@ -137,60 +197,99 @@ use super::BreakerEvent;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum State {
-    /// Calls run; failures are counted.
+    /// Calls run; outcomes are counted.
     Closed,
     /// The name reached its failure threshold: calls are rejected. With a
-    /// cool-down configured, [`try_acquire`](super::CircuitBreaker::try_acquire)
-    /// hands out one trial permit once it has elapsed.
+    /// cool-down, the first caller after it elapsed starts a half-open trial.
     Open,
-    /// A trial permit is out; its outcome closes or re-opens the name.
+    /// Trial calls are out; their outcomes close or re-open the name.
     HalfOpen,
 }
 
-const COUNT_MASK: u64 = (1 << 33) - 1;
-const TRIAL: u64 = 1 << 33;
-const GEN_SHIFT: u32 = 34;
-/// The generation bits a word keeps (30).
+const DATA_MASK: u64 = u32::MAX as u64;
+const EPOCH_SHIFT: u32 = 32;
+const EPOCH_BITS: u32 = 14;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+const PHASE_SHIFT: u32 = 46;
+const PHASE_MASK: u64 = 3;
+const GEN_SHIFT: u32 = 48;
+/// The generation bits a word keeps (16).
 pub(crate) const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 /// Every `SWEEP_EVERY`-th `reset_all` rebases stale words (half the wrap).
-pub(crate) const SWEEP_EVERY: u64 = 1 << 29;
-/// The saturated count.
-const SATURATED: u64 = u32::MAX as u64;
+pub(crate) const SWEEP_EVERY: u64 = 1 << 15;
+/// The consecutive-failure count saturates here (2³¹ − 1); the 32-bit field
+/// above it is headroom for `fetch_add`s in flight.
+pub(crate) const SATURATED: u32 = (1 << 31) - 1;
+/// The largest `sliding_window` (the window's counts are 16-bit fields
+/// with room for records in flight).
+pub(crate) const MAX_WINDOW: u32 = 10_000;
+/// The largest `half_open_calls` (10-bit trial counters).
+pub(crate) const MAX_HALF_OPEN_CALLS: u32 = 1_000;
+
+const COUNTING: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+
+const TRIAL_BITS: u32 = 10;
+const TRIAL_MASK: u64 = (1 << TRIAL_BITS) - 1;
 
 /// One decoded state word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Word(u64);
 
 impl Word {
-    /// Closed, zero failures, tagged with generation `g`.
+    /// Closed, zero failures, epoch 0, tagged with generation `g`.
     #[inline]
     pub(crate) fn fresh(g: u64) -> Self {
         Word((g & GEN_MASK) << GEN_SHIFT)
     }
     #[inline]
-    fn with(self, count: u32, trial: bool) -> Self {
-        Word((self.0 & !(COUNT_MASK | TRIAL)) | u64::from(count) | if trial { TRIAL } else { 0 })
-    }
-    /// The consecutive failures (the field, saturated at `u32::MAX`).
-    #[inline]
-    pub(crate) fn count(self) -> u32 {
-        (self.0 & COUNT_MASK).min(SATURATED) as u32
+    fn data(self) -> u64 {
+        self.0 & DATA_MASK
     }
     #[inline]
-    pub(crate) fn trial(self) -> bool {
-        self.0 & TRIAL != 0
+    pub(crate) fn epoch(self) -> u64 {
+        (self.0 >> EPOCH_SHIFT) & EPOCH_MASK
+    }
+    #[inline]
+    fn phase(self) -> u64 {
+        (self.0 >> PHASE_SHIFT) & PHASE_MASK
     }
     #[inline]
     pub(crate) fn generation(self) -> u64 {
         self.0 >> GEN_SHIFT
+    }
+    /// The same generation, with `phase`, `epoch` and `data`.
+    #[inline]
+    fn with(self, phase: u64, epoch: u64, data: u64) -> Self {
+        Word(
+            (self.0 & (GEN_MASK << GEN_SHIFT))
+                | (phase << PHASE_SHIFT)
+                | ((epoch & EPOCH_MASK) << EPOCH_SHIFT)
+                | (data & DATA_MASK),
+        )
+    }
+    /// The same phase and epoch with new data.
+    #[inline]
+    fn with_data(self, data: u64) -> Self {
+        Word((self.0 & !DATA_MASK) | (data & DATA_MASK))
+    }
+    /// The next phase, in the next epoch.
+    #[inline]
+    fn next(self, phase: u64, data: u64) -> Self {
+        self.with(phase, self.epoch() + 1, data)
+    }
+    /// The consecutive failures (consecutive mode, counting phase).
+    #[inline]
+    pub(crate) fn count(self) -> u32 {
+        self.data().min(u64::from(SATURATED)) as u32
     }
     /// Whether the word belongs to global generation `g`.
     #[inline]
     fn is_live(self, g: u64) -> bool {
         self.generation() == g & GEN_MASK
     }
-    /// The word as it reads under global generation `g`: itself if live,
-    /// the fresh state otherwise.
+    /// The word as it reads under global generation `g`.
     #[inline]
     fn under(self, g: u64) -> Self {
         if self.is_live(g) {
@@ -199,30 +298,70 @@ impl Word {
             Self::fresh(g)
         }
     }
-    /// The state this word encodes (a live word).
-    #[inline]
-    pub(crate) fn state(self, threshold: u32) -> State {
-        if self.trial() {
-            State::HalfOpen
-        } else if self.count() >= threshold {
-            State::Open
-        } else {
-            State::Closed
-        }
-    }
-    /// Whether this word reads as closed with zero failures whatever its
-    /// generation (live or stale), so a reader needs no generation check.
+    /// Whether this word reads the same in every generation (closed,
+    /// nothing counted, epoch 0), so a reader needs no generation check.
     #[inline]
     fn is_pristine(self) -> bool {
-        self.0 & (COUNT_MASK | TRIAL) == 0
+        self.0 & !(GEN_MASK << GEN_SHIFT) == 0
+    }
+}
+
+/// A rate-mode window's two counts.
+#[inline]
+fn window(data: u64) -> (u64, u64) {
+    (data >> 16, data & 0xffff)
+}
+#[inline]
+fn window_data(calls: u64, failures: u64) -> u64 {
+    (calls << 16) | failures
+}
+/// A half-open round's three counters.
+#[inline]
+fn trials(data: u64) -> (u64, u64, u64) {
+    (
+        data & TRIAL_MASK,
+        (data >> TRIAL_BITS) & TRIAL_MASK,
+        (data >> (2 * TRIAL_BITS)) & TRIAL_MASK,
+    )
+}
+#[inline]
+fn trials_data(admitted: u64, succeeded: u64, failed: u64) -> u64 {
+    admitted | (succeeded << TRIAL_BITS) | (failed << (2 * TRIAL_BITS))
+}
+
+/// Rate-mode configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateConfig {
+    pub(crate) window: u32,
+    pub(crate) minimum_calls: u32,
+    /// The failure-rate threshold in basis points (1/100 of a percent).
+    pub(crate) rate_bp: u64,
+}
+
+impl RateConfig {
+    /// Whether `failed` of a round's `trials` trip the threshold (a trial
+    /// round is judged whole, whatever `minimum_calls`).
+    #[inline]
+    pub(crate) fn trial_trips(&self, trials: u64, failed: u64) -> bool {
+        failed * 10_000 >= self.rate_bp * trials
+    }
+
+    /// Whether `failures` out of `calls` trips the threshold.
+    #[inline]
+    pub(crate) fn trips(&self, calls: u64, failures: u64) -> bool {
+        calls > 0
+            && calls >= u64::from(self.minimum_calls)
+            && failures * 10_000 >= self.rate_bp * calls
     }
 }
 
 /// What the breaker shares with its handles and permits.
 pub(crate) struct Shared {
     pub(crate) threshold: u32,
-    /// Nanoseconds; `None`: no half-open (the seed's behaviour).
+    /// Microseconds; `None`: no half-open (the seed's behaviour).
     pub(crate) cool_down: Option<u64>,
+    pub(crate) rate: Option<RateConfig>,
+    pub(crate) half_open_calls: u32,
     pub(crate) clock: SharedClock,
     pub(crate) track_totals: bool,
     /// The global generation; `reset_all` bumps it. Its own cache line: it
@@ -233,8 +372,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn now_nanos(&self) -> u64 {
-        to_nanos(self.clock.now())
+    /// Monotonic microseconds of the breaker's clock.
+    #[inline]
+    pub(crate) fn now_micros(&self) -> u64 {
+        micros(self.clock.monotonic())
+    }
+
+    /// The state a live word encodes.
+    #[inline]
+    pub(crate) fn state_of(&self, w: Word) -> State {
+        match w.phase() {
+            HALF_OPEN => State::HalfOpen,
+            OPEN => State::Open,
+            _ if self.rate.is_none() && w.data() >= u64::from(self.threshold) => State::Open,
+            _ => State::Closed,
+        }
     }
 
     /// Calls the listeners with `event` (nothing is held here).
@@ -246,14 +398,8 @@ impl Shared {
     }
 }
 
-pub(crate) fn to_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-pub(crate) fn duration_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// A state change made by one operation, reported by its thread.
@@ -263,48 +409,120 @@ pub(crate) struct Transition {
     pub(crate) to: State,
 }
 
-/// The operation needs the time and was given none: the caller reads the
-/// clock with nothing held and calls again. Nothing was written.
-#[derive(Debug)]
-pub(crate) struct NeedsClock;
-
-/// What a successful `acquire` handed out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// The name is closed: an ordinary call.
-    Closed,
-    /// This caller won the half-open trial.
-    Trial,
+/// The state a call was admitted in, carried by its permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Ticket {
+    pub(crate) generation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) trial: bool,
 }
 
-/// The state of one name: the state word plus its cool-down stamp and
+/// What a call's end reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Success,
+    Failure,
+    /// Cancelled or dropped: nothing is recorded; a trial's place is freed.
+    Released,
+}
+
+/// Why `acquire` refused: how long until a trial may run (`None`: not
+/// before a success or reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) retry_after: Option<Duration>,
+}
+
+/// The state of one name: the state word plus its stamp, window and
 /// statistics, on their own cache line(s).
 pub(crate) struct Slot {
     word: AtomicU64,
-    /// Clock time (ns since the Unix epoch) of the latest opening; only
-    /// grows (`fetch_max`) except when the clock is seen to step backwards.
-    opened_at: AtomicU64,
+    /// `epoch · micros` of the latest open or half-open phase (see "Stamps").
+    stamp: AtomicU64,
     times_opened: AtomicU64,
+    rejected: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
+    /// Rate mode: the ring of the window's outcomes and its cursor.
+    ring: Box<[AtomicU64]>,
+    cursor: AtomicU64,
+    /// Set once the name was removed from its breaker: lookups that still
+    /// find this slot in a cache treat it as absent.
+    removed: AtomicBool,
+    /// Unique among all slots ever made (a by-name call's ticket names its
+    /// slot, so that a removed and re-created name does not take it).
+    id: u64,
     /// The name, for events and metrics (a `std` `Arc`: `str` is unsized).
     pub(crate) name: std::sync::Arc<str>,
 }
 
+/// A fresh slot id. `Relaxed`: only uniqueness is needed.
+fn next_slot_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A stamp is `generation (8) · epoch (14) · microseconds (42)`.
+const STAMP_SHIFT: u32 = 42;
+const STAMP_TIME_MASK: u64 = (1 << STAMP_SHIFT) - 1;
+const STAMP_TAG_MASK: u64 = (1 << (64 - STAMP_SHIFT)) - 1;
+
+/// The tag a stamp of phase `w` carries.
+#[inline]
+fn stamp_tag(w: Word) -> u64 {
+    ((w.generation() & 0xff) << EPOCH_BITS) | w.epoch()
+}
+
+/// A ring cell: `generation · epoch · present · failed`.
+#[inline]
+fn cell(t: Ticket, failed: bool) -> u64 {
+    ((t.generation & GEN_MASK) << 20) | ((t.epoch & EPOCH_MASK) << 2) | 2 | u64::from(failed)
+}
+
 impl Slot {
-    pub(crate) fn new(name: std::sync::Arc<str>, generation: u64) -> CachePadded<Self> {
+    pub(crate) fn new(
+        name: std::sync::Arc<str>,
+        generation: u64,
+        shared: &Shared,
+    ) -> CachePadded<Self> {
+        let ring = match shared.rate {
+            Some(r) => (0..r.window).map(|_| AtomicU64::new(0)).collect(),
+            None => Box::default(),
+        };
         CachePadded::new(Slot {
             word: AtomicU64::new(Word::fresh(generation).0),
-            opened_at: AtomicU64::new(0),
+            stamp: AtomicU64::new(0),
             times_opened: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            ring,
+            cursor: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            id: next_slot_id(),
             name,
         })
     }
 
-    /// The word as it reads now. Linearizes at the word load (see the module
-    /// docs).
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Marks the slot removed (see `CircuitBreaker::remove`). `Release`:
+    /// pairs with the `Acquire` in [`is_removed`](Self::is_removed), though
+    /// the flag publishes nothing else; a lookup that misses the flag
+    /// linearizes before the removal.
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+    }
+
+    #[inline]
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// The word as it reads now. Linearizes at the word load.
     #[inline]
     pub(crate) fn load(&self, shared: &Shared) -> Word {
         let raw = Word(self.word.load(Ordering::Acquire));
@@ -318,24 +536,38 @@ impl Slot {
     pub(crate) fn is_open(&self, shared: &Shared) -> bool {
         // The common case on a healthy name: one Acquire load, no write.
         let raw = Word(self.word.load(Ordering::Acquire));
-        if !raw.trial() && raw.count() < shared.threshold {
+        if shared.state_of(raw) == State::Closed {
             return false; // closed whether live or stale
         }
         raw.is_live(shared.generation.load(Ordering::Acquire))
     }
 
+    /// Consecutive failures (consecutive mode; the threshold while
+    /// half-open), or the failures in the window (rate mode; the failed
+    /// trials while half-open).
     #[inline]
     pub(crate) fn failures(&self, shared: &Shared) -> u32 {
-        self.load(shared).count()
+        let w = self.load(shared);
+        match (w.phase(), shared.rate) {
+            (HALF_OPEN, None) => shared.threshold,
+            (HALF_OPEN, Some(_)) => trials(w.data()).2 as u32,
+            (OPEN, _) => 0,
+            (_, None) => w.count(),
+            (_, Some(_)) => window(w.data()).1 as u32,
+        }
     }
 
     #[inline]
     pub(crate) fn state(&self, shared: &Shared) -> State {
-        self.load(shared).state(shared.threshold)
+        shared.state_of(self.load(shared))
     }
 
     pub(crate) fn times_opened(&self) -> u64 {
         self.times_opened.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     pub(crate) fn totals(&self) -> (u64, u64) {
@@ -345,77 +577,75 @@ impl Slot {
         )
     }
 
-    /// The CAS loop every write uses: `f` maps the live word (tagged with the
-    /// current generation) to the new word, or `None` for "no change"
-    /// (nothing is written). Returns `(before, after)` as installed.
+    /// The CAS loop every write uses: `f` maps the live word and the global
+    /// generation to the new word, or `None` for "no change" (nothing is
+    /// written). Returns `(before, after)` as installed.
     #[inline]
-    fn update<E>(
+    fn update(
         &self,
         shared: &Shared,
-        mut f: impl FnMut(Word) -> Result<Option<Word>, E>,
-    ) -> Result<(Word, Word), E> {
+        mut f: impl FnMut(Word, u64) -> Option<Word>,
+    ) -> (Word, Word) {
         let mut raw = self.word.load(Ordering::Acquire);
         loop {
             let g = shared.generation.load(Ordering::Acquire);
             let current = Word(raw).under(g);
-            let Some(new) = f(current)? else {
-                return Ok((current, current));
+            let Some(new) = f(current, g) else {
+                return (current, current);
             };
             match self
                 .word
                 .compare_exchange_weak(raw, new.0, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok((current, new)),
+                Ok(_) => return (current, new),
                 Err(actual) => raw = actual,
             }
         }
     }
 
-    /// Counts one failure. Opens the name when the count reaches the
-    /// threshold (in the same CAS), re-opens a half-open one. With a
-    /// cool-down, an opening needs the time: `now` (ns) or `Err(NeedsClock)`.
+    /// Counts a failure recorded by name (the seed's meaning): in
+    /// consecutive mode count + 1, opening at the threshold; in rate mode an
+    /// outcome of the current closed epoch; a half-open name re-opens.
     #[inline]
-    pub(crate) fn record_failure(
-        &self,
-        shared: &Shared,
-        now: Option<u64>,
-    ) -> Result<Option<Transition>, NeedsClock> {
-        let threshold = shared.threshold;
-        if let Some(t) = self.record_failure_fast(shared) {
-            return Ok(t);
-        }
-        let (before, after) = self.update(shared, |w| {
-            if w.count() == u32::MAX && !w.trial() {
-                return Ok(None); // saturated and open: nothing changes
-            }
-            let count = w.count().saturating_add(1);
-            let opens = w.trial() || (w.count() < threshold && count >= threshold);
-            if opens && shared.cool_down.is_some() {
-                // The stamp goes in before the CAS that opens, so whoever
-                // sees the name open (Acquire) sees a stamp at least this
-                // recent. fetch_max: a slow racer cannot move it back.
-                let now = now.ok_or(NeedsClock)?;
-                self.opened_at.fetch_max(now, Ordering::Relaxed);
-            }
-            Ok(Some(w.with(count, false)))
-        })?;
+    pub(crate) fn record_failure(&self, shared: &Shared) -> Option<Transition> {
         if shared.track_totals {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(self.transition(before, after, threshold))
+        if shared.rate.is_none() {
+            if let Some(t) = self.record_failure_fast(shared) {
+                return t;
+            }
+        }
+        let (before, after) = self.update(shared, |w, _| match (w.phase(), shared.rate) {
+            (HALF_OPEN, _) => Some(reopen(w, shared)),
+            (OPEN, _) => None,
+            (_, Some(_)) => None, // rate mode: recorded below as an outcome
+            (_, None) => {
+                if w.data() >= u64::from(SATURATED) {
+                    return None; // saturated (and open): nothing changes
+                }
+                Some(w.with_data(w.data() + 1))
+            }
+        });
+        if shared.rate.is_some() && before.phase() == COUNTING {
+            let g = shared.generation.load(Ordering::Acquire);
+            let ticket = Ticket {
+                generation: g,
+                epoch: before.epoch(),
+                trial: false,
+            };
+            return self.end(shared, ticket, End::Failure, true);
+        }
+        self.transition(shared, before, after)
     }
 
     /// The `fetch_add` fast path (see the module docs): `None` when it does
-    /// not apply (cool-down configured, trial out, stale word, saturated
-    /// field), and then nothing was written.
+    /// not apply, and then nothing was written.
     #[inline]
     fn record_failure_fast(&self, shared: &Shared) -> Option<Option<Transition>> {
-        if shared.cool_down.is_some() {
-            return None;
-        }
         let w = Word(self.word.load(Ordering::Acquire));
-        if w.trial()
-            || w.0 & COUNT_MASK >= SATURATED
+        if w.phase() != COUNTING
+            || w.data() >= u64::from(SATURATED)
             || !w.is_live(shared.generation.load(Ordering::Acquire))
         {
             return None;
@@ -424,92 +654,318 @@ impl Slot {
         // Release so later readers of the word inherit our generation read.
         let before = Word(self.word.fetch_add(1, Ordering::AcqRel));
         let after = Word(before.0 + 1);
-        if shared.track_totals {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(self.transition(before, after, shared.threshold))
+        Some(self.transition(shared, before, after))
     }
 
-    /// A success: zero failures, closed.
+    /// A success recorded by name (the seed's meaning): zero failures and
+    /// closed, from any state; in rate mode a success outcome while closed.
     #[inline]
     pub(crate) fn record_success(&self, shared: &Shared) -> Option<Transition> {
         if shared.track_totals {
             self.successes.fetch_add(1, Ordering::Relaxed);
         }
+        if shared.rate.is_some() {
+            let w = self.load(shared);
+            if w.phase() == COUNTING {
+                let g = shared.generation.load(Ordering::Acquire);
+                let ticket = Ticket {
+                    generation: g,
+                    epoch: w.epoch(),
+                    trial: false,
+                };
+                // A closed window took it (or the name just opened: then
+                // the success closes it, below, as the seed's success does).
+                if let Some(t) = self.window_outcome(shared, ticket, false) {
+                    return t;
+                }
+            }
+        }
         self.close(shared)
     }
 
-    /// Closes the name and zeroes its count (success and `reset`).
+    /// Closes the name and zeroes its counts (a success by name, `reset`).
+    /// The epoch moves on whenever the word changes, so permits of the
+    /// closed phase before stop counting.
     #[inline]
     pub(crate) fn close(&self, shared: &Shared) -> Option<Transition> {
-        let result = self.update(shared, |w| {
-            Ok::<_, Infallible>(if w.count() == 0 && !w.trial() {
-                None // already closed with no failures: no write
+        let (before, after) = self.update(shared, |w, _| {
+            if w.phase() == COUNTING && w.data() == 0 {
+                None // already closed with nothing counted: no write
             } else {
-                Some(w.with(0, false))
-            })
+                Some(w.next(COUNTING, 0))
+            }
         });
-        let (before, after) = match result {
-            Ok(words) => words,
-            Err(never) => match never {},
-        };
-        self.transition(before, after, shared.threshold)
+        self.transition(shared, before, after)
     }
 
-    /// Asks to run a call: `Closed` on a closed name; on an open one whose
-    /// cool-down has elapsed, `Trial` for exactly one caller (the CAS from
-    /// open to half-open); otherwise `None`. Needs the time only for an open
-    /// name with a cool-down.
-    pub(crate) fn acquire(
-        &self,
-        shared: &Shared,
-        now: Option<u64>,
-    ) -> Result<Option<(Admission, Option<Transition>)>, NeedsClock> {
-        let threshold = shared.threshold;
-        let mut admission = None;
-        let (before, after) = self.update(shared, |w| {
-            admission = None;
-            match w.state(threshold) {
+    /// Asks to run a call: a closed ticket on a closed name; on an open one
+    /// whose cool-down has elapsed, or a half-open one with room, a trial
+    /// ticket; otherwise a refusal.
+    pub(crate) fn acquire(&self, shared: &Shared) -> (Result<Ticket, Refusal>, Option<Transition>) {
+        // A closed name: one load, no write, no clock.
+        let raw = Word(self.word.load(Ordering::Acquire));
+        let g = shared.generation.load(Ordering::Acquire);
+        let w = raw.under(g);
+        if shared.state_of(w) == State::Closed {
+            return (
+                Ok(Ticket {
+                    generation: g,
+                    epoch: w.epoch(),
+                    trial: false,
+                }),
+                None,
+            );
+        }
+        let Some(cool_down) = shared.cool_down else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            return (Err(Refusal { retry_after: None }), None);
+        };
+        let now = shared.now_micros();
+        let mut outcome = Err(Refusal { retry_after: None });
+        let (before, after) = self.update(shared, |w, g| {
+            match shared.state_of(w) {
                 State::Closed => {
-                    admission = Some(Admission::Closed);
-                    Ok(None)
+                    outcome = Ok(Ticket {
+                        generation: g,
+                        epoch: w.epoch(),
+                        trial: false,
+                    });
+                    None
                 }
-                State::HalfOpen => Ok(None),
-                State::Open => {
-                    let Some(cool_down) = shared.cool_down else {
-                        return Ok(None);
-                    };
-                    let now = now.ok_or(NeedsClock)?;
-                    // Acquire on the word (in `update`) ordered this load
-                    // after the stamp written before the opening CAS.
-                    let opened = self.opened_at.load(Ordering::Relaxed);
-                    if now < opened {
-                        // The clock stepped backwards past the opening:
-                        // restart the cool-down from now rather than wait
-                        // for the clock to catch up.
-                        self.opened_at.fetch_min(now, Ordering::Relaxed);
-                        return Ok(None);
+                State::Open => match self.since(w, now) {
+                    Some(elapsed) if elapsed >= cool_down => {
+                        let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
+                        outcome = Ok(Ticket {
+                            generation: g,
+                            epoch: next.epoch(),
+                            trial: true,
+                        });
+                        Some(next)
                     }
-                    if now - opened < cool_down {
-                        return Ok(None);
+                    elapsed => {
+                        outcome = Err(remaining(cool_down, elapsed));
+                        None
                     }
-                    admission = Some(Admission::Trial);
-                    Ok(Some(w.with(w.count(), true)))
+                },
+                State::HalfOpen => {
+                    let (admitted, succeeded, failed) = trials(w.data());
+                    if admitted < u64::from(shared.half_open_calls) {
+                        outcome = Ok(Ticket {
+                            generation: g,
+                            epoch: w.epoch(),
+                            trial: true,
+                        });
+                        return Some(w.with_data(trials_data(admitted + 1, succeeded, failed)));
+                    }
+                    match self.since(w, now) {
+                        // The round is presumed lost: start a new one.
+                        Some(elapsed) if elapsed >= cool_down => {
+                            let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
+                            outcome = Ok(Ticket {
+                                generation: g,
+                                epoch: next.epoch(),
+                                trial: true,
+                            });
+                            Some(next)
+                        }
+                        elapsed => {
+                            outcome = Err(remaining(cool_down, elapsed));
+                            None
+                        }
+                    }
                 }
             }
-        })?;
-        Ok(admission.map(|a| (a, self.transition(before, after, threshold))))
+        });
+        if before != after && after.phase() == HALF_OPEN && before.epoch() != after.epoch() {
+            self.write_stamp(after, now);
+        }
+        if outcome.is_err() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        (outcome, self.transition(shared, before, after))
     }
 
-    /// Resolves a state change into a report (and counts openings).
+    /// How long until a call on this name may run: `None` unless it is
+    /// open (or half-open with every trial out) with a cool-down.
+    pub(crate) fn retry_after(&self, shared: &Shared) -> Option<Duration> {
+        let cool_down = shared.cool_down?;
+        let w = self.load(shared);
+        match shared.state_of(w) {
+            State::Closed => None,
+            State::HalfOpen if trials(w.data()).0 < u64::from(shared.half_open_calls) => None,
+            _ => remaining(cool_down, self.since(w, shared.now_micros())).retry_after,
+        }
+    }
+
+    /// Microseconds since the phase of `w` began, if its stamp is written.
     #[inline]
-    fn transition(&self, before: Word, after: Word, threshold: u32) -> Option<Transition> {
-        let (from, to) = (before.state(threshold), after.state(threshold));
+    fn since(&self, w: Word, now: u64) -> Option<u64> {
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        (stamp >> STAMP_SHIFT == stamp_tag(w)).then(|| now.wrapping_sub(stamp) & STAMP_TIME_MASK)
+    }
+
+    /// Stamps the phase `w` began at `now`, unless a newer phase's stamp is
+    /// already there (see "Stamps").
+    fn write_stamp(&self, w: Word, now: u64) {
+        let tag = stamp_tag(w);
+        let new = (tag << STAMP_SHIFT) | (now & STAMP_TIME_MASK);
+        let mut old = self.stamp.load(Ordering::Relaxed);
+        loop {
+            let old_tag = old >> STAMP_SHIFT;
+            // Newer: same generation bits, epoch ahead by less than 2^13.
+            let ahead = old_tag.wrapping_sub(tag) & STAMP_TAG_MASK;
+            if old != 0 && old_tag != tag && ahead < (1 << (EPOCH_BITS - 1)) {
+                return; // a newer phase of this generation stamped already
+            }
+            match self
+                .stamp
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => old = actual,
+            }
+        }
+    }
+
+    /// Reports the end of a call admitted with `ticket`: applied only if the
+    /// name is still in the phase and epoch the call was admitted in.
+    /// `counted`: whether the totals were already counted (by-name calls).
+    pub(crate) fn end(
+        &self,
+        shared: &Shared,
+        ticket: Ticket,
+        end: End,
+        counted: bool,
+    ) -> Option<Transition> {
+        if shared.track_totals && !counted {
+            match end {
+                End::Success => self.successes.fetch_add(1, Ordering::Relaxed),
+                End::Failure => self.failures.fetch_add(1, Ordering::Relaxed),
+                End::Released => 0,
+            };
+        }
+        if ticket.trial {
+            return self.end_trial(shared, ticket, end);
+        }
+        match (end, shared.rate) {
+            (End::Released, _) => None,
+            (_, Some(_)) => self
+                .window_outcome(shared, ticket, end == End::Failure)
+                .flatten(),
+            (End::Failure, None) => {
+                let (before, after) = self.update(shared, |w, g| {
+                    (admitted_closed(shared, w, g, ticket) && w.data() < u64::from(SATURATED))
+                        .then(|| w.with_data(w.data() + 1))
+                });
+                self.transition(shared, before, after)
+            }
+            (End::Success, None) => {
+                let (before, after) = self.update(shared, |w, g| {
+                    (admitted_closed(shared, w, g, ticket) && w.data() != 0).then(|| w.with_data(0))
+                });
+                self.transition(shared, before, after)
+            }
+        }
+    }
+
+    /// A trial's end (see "Half-open").
+    fn end_trial(&self, shared: &Shared, ticket: Ticket, end: End) -> Option<Transition> {
+        let k = u64::from(shared.half_open_calls);
+        let (before, after) = self.update(shared, |w, g| {
+            if g != ticket.generation || w.phase() != HALF_OPEN || w.epoch() != ticket.epoch {
+                return None; // a stale trial: its round is over
+            }
+            let (admitted, succeeded, failed) = trials(w.data());
+            match end {
+                End::Released => {
+                    Some(w.with_data(trials_data(admitted.saturating_sub(1), succeeded, failed)))
+                }
+                End::Failure if shared.rate.is_none() => Some(reopen(w, shared)),
+                _ => {
+                    let (succeeded, failed) = match end {
+                        End::Failure => (succeeded, failed + 1),
+                        _ => (succeeded + 1, failed),
+                    };
+                    if succeeded + failed < k {
+                        return Some(w.with_data(trials_data(admitted, succeeded, failed)));
+                    }
+                    Some(match shared.rate {
+                        Some(r) if r.trial_trips(k, failed) => reopen(w, shared),
+                        _ => w.next(COUNTING, 0),
+                    })
+                }
+            }
+        });
+        self.transition(shared, before, after)
+    }
+
+    /// Records a closed-phase outcome in the window (rate mode; see "Rate
+    /// mode"). `None` if the name is no longer closed in the ticket's epoch
+    /// (the outcome is ignored), else the transition it caused.
+    fn window_outcome(
+        &self,
+        shared: &Shared,
+        ticket: Ticket,
+        failed: bool,
+    ) -> Option<Option<Transition>> {
+        let rate = shared.rate?;
+        let mut ignored = false;
+        // Step 1: add (and maybe open).
+        let (before, after) = self.update(shared, |w, g| {
+            ignored = !admitted_closed(shared, w, g, ticket);
+            if ignored {
+                return None;
+            }
+            let (calls, failures) = window(w.data());
+            let (calls, failures) = (calls + 1, failures + u64::from(failed));
+            // Over-full (its eviction is still to come): judged at step 3.
+            let judged = calls <= u64::from(rate.window);
+            Some(if judged && rate.trips(calls, failures) {
+                w.with(OPEN, w.epoch(), 0)
+            } else {
+                w.with_data(window_data(calls, failures))
+            })
+        });
+        if ignored {
+            return None;
+        }
+        if after.phase() == OPEN {
+            return Some(self.transition(shared, before, after));
+        }
+        // Step 2: into the ring.
+        let at = self.cursor.fetch_add(1, Ordering::Relaxed) % u64::from(rate.window);
+        let old = self.ring[at as usize].swap(cell(ticket, failed), Ordering::AcqRel);
+        if old & !1 != cell(ticket, false) & !1 {
+            return Some(None); // an empty cell, or an outcome of another epoch
+        }
+        // Step 3: remove the outcome it replaced.
+        let (before, after) = self.update(shared, |w, g| {
+            if !admitted_closed(shared, w, g, ticket) {
+                return None;
+            }
+            let (calls, failures) = window(w.data());
+            let (calls, failures) = (calls - 1, failures - (old & 1));
+            Some(if rate.trips(calls, failures) {
+                w.with(OPEN, w.epoch(), 0)
+            } else {
+                w.with_data(window_data(calls, failures))
+            })
+        });
+        Some(self.transition(shared, before, after))
+    }
+
+    /// Resolves a state change into a report, counts and stamps openings.
+    #[inline]
+    fn transition(&self, shared: &Shared, before: Word, after: Word) -> Option<Transition> {
+        let (from, to) = (shared.state_of(before), shared.state_of(after));
         if from == to {
             return None;
         }
         if to == State::Open {
             self.times_opened.fetch_add(1, Ordering::Relaxed);
+            if shared.cool_down.is_some() {
+                self.write_stamp(after, shared.now_micros());
+            }
         }
         tracing::debug!(name = %self.name, ?from, ?to, "breaker state change");
         Some(Transition { from, to })
@@ -532,34 +988,62 @@ impl Slot {
     }
 }
 
+/// Whether a closed-phase ticket still applies to the live word `w`.
+#[inline]
+fn admitted_closed(shared: &Shared, w: Word, g: u64, ticket: Ticket) -> bool {
+    g == ticket.generation && w.epoch() == ticket.epoch && shared.state_of(w) == State::Closed
+}
+
+/// The word of a name re-opened from half-open: consecutive mode counts
+/// the threshold, rate mode an empty open phase; a new epoch either way.
+#[inline]
+fn reopen(w: Word, shared: &Shared) -> Word {
+    match shared.rate {
+        Some(_) => w.next(OPEN, 0),
+        None => w.next(COUNTING, u64::from(shared.threshold)),
+    }
+}
+
+/// The refusal for a phase `elapsed` µs old (unknown: just begun).
+#[inline]
+fn remaining(cool_down: u64, elapsed: Option<u64>) -> Refusal {
+    let left = cool_down.saturating_sub(elapsed.unwrap_or(0));
+    Refusal {
+        retry_after: Some(Duration::from_micros(left)),
+    }
+}
+
 #[cfg(all(test, not(raceless_loom)))]
 mod tests {
     use super::*;
 
     #[test]
     fn word_fields_round_trip() {
-        let w = Word::fresh(5).with(u32::MAX, true);
-        assert_eq!(w.count(), u32::MAX);
-        // Fast-path headroom above u32::MAX reads saturated, no carry.
-        let over = Word(Word::fresh(5).with(u32::MAX, false).0 + 7);
+        let w = Word::fresh(5).with(HALF_OPEN, 9, trials_data(3, 2, 1));
+        assert_eq!((w.phase(), w.epoch(), w.generation()), (HALF_OPEN, 9, 5));
+        assert_eq!(trials(w.data()), (3, 2, 1));
+        let w = w.next(COUNTING, window_data(7, 4));
         assert_eq!(
-            (over.count(), over.trial(), over.generation()),
-            (u32::MAX, false, 5)
+            (w.phase(), w.epoch(), window(w.data())),
+            (COUNTING, 10, (7, 4))
         );
-        assert!(w.trial());
-        assert_eq!(w.generation(), 5);
-        assert_eq!(w.state(3), State::HalfOpen);
-        let w = w.with(2, false);
-        assert_eq!((w.count(), w.trial(), w.generation()), (2, false, 5));
-        assert_eq!(w.state(3), State::Closed);
-        assert_eq!(w.with(3, false).state(3), State::Open);
+        // The epoch wraps inside its field.
+        assert_eq!(Word::fresh(1).with(COUNTING, EPOCH_MASK + 3, 0).epoch(), 2);
         assert_eq!(Word::fresh(GEN_MASK + 1).generation(), 0);
+        // Fast-path headroom above the saturation reads saturated.
+        let over = Word::fresh(5).with_data(u64::from(SATURATED) + 7);
+        assert_eq!(
+            (over.count(), over.epoch(), over.generation()),
+            (SATURATED, 0, 5)
+        );
     }
 
     fn shared(threshold: u32) -> Shared {
         Shared {
             threshold,
             cool_down: None,
+            rate: None,
+            half_open_calls: 1,
             clock: crate::clock::system_clock(),
             track_totals: false,
             generation: CachePadded::new(AtomicU64::new(0)),
@@ -568,16 +1052,16 @@ mod tests {
     }
 
     #[test]
-    fn failures_saturate_at_u32_max() {
+    fn failures_saturate() {
         let shared = shared(3);
-        let slot = Slot::new("x".into(), 0);
+        let slot = Slot::new("x".into(), 0, &shared);
         slot.word.store(
-            Word::fresh(0).with(u32::MAX - 1, false).0,
+            Word::fresh(0).with_data(u64::from(SATURATED) - 1).0,
             Ordering::Relaxed,
         );
-        slot.record_failure(&shared, None).unwrap();
-        slot.record_failure(&shared, None).unwrap();
-        assert_eq!(slot.failures(&shared), u32::MAX);
+        slot.record_failure(&shared);
+        slot.record_failure(&shared);
+        assert_eq!(slot.failures(&shared), SATURATED);
         assert_eq!(slot.state(&shared), State::Open);
         assert_eq!(
             slot.load(&shared).generation(),
@@ -589,27 +1073,37 @@ mod tests {
     #[test]
     fn the_sweep_rebases_stale_words_only() {
         let shared = shared(1);
-        let stale = Slot::new("stale".into(), 0);
-        stale.record_failure(&shared, None).unwrap();
-        let live = Slot::new("live".into(), 0);
+        let stale = Slot::new("stale".into(), 0, &shared);
+        stale.record_failure(&shared);
+        let live = Slot::new("live".into(), 0, &shared);
         shared.generation.store(SWEEP_EVERY, Ordering::Relaxed);
-        live.record_failure(&shared, None).unwrap();
+        live.record_failure(&shared);
         stale.rebase(&shared);
         live.rebase(&shared);
         let g = SWEEP_EVERY & GEN_MASK;
         assert_eq!(Word(stale.word.load(Ordering::Relaxed)), Word::fresh(g));
         assert_eq!(live.load(&shared).count(), 1);
-        // Without the sweep, 2^30 resets later the stale word would be back.
         shared.generation.store(GEN_MASK + 1, Ordering::Relaxed);
         assert!(!stale.is_open(&shared));
     }
 
     #[test]
     fn stale_words_read_fresh() {
-        let w = Word::fresh(1).with(9, false);
+        let w = Word::fresh(1).with_data(9);
         assert_eq!(w.under(1), w);
         assert_eq!(w.under(2), Word::fresh(2));
-        // Equality is on the low 30 bits.
         assert_eq!(w.under(1 + GEN_MASK + 1), w);
+    }
+
+    #[test]
+    fn a_stamp_is_never_replaced_by_an_older_phase() {
+        let shared = shared(1);
+        let slot = Slot::new("x".into(), 0, &shared);
+        let w = Word::fresh(0).with(OPEN, 5, 0);
+        slot.write_stamp(w, 100);
+        slot.write_stamp(Word::fresh(0).with(OPEN, 4, 0), 50);
+        assert_eq!(slot.since(w, 130), Some(30));
+        slot.write_stamp(Word::fresh(0).with(OPEN, 6, 0), 200);
+        assert_eq!(slot.since(w, 300), None, "a newer phase's stamp");
     }
 }
