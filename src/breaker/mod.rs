@@ -105,7 +105,11 @@ mod executor;
 mod handle;
 mod name_cache;
 mod state;
+#[cfg(feature = "tower")]
+mod tower;
 
+#[cfg(feature = "tower")]
+pub use self::tower::{BreakerLayer, BreakerService, Classify, ErrorsAreFailures, ResponseFuture};
 pub use executor::{Outcome, ParallelStrategyExecutor};
 pub use handle::{BreakerHandle, Permit};
 pub use state::State;
