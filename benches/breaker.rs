@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the `breaker` component: the lock-free type against
 //! its `std::sync::Mutex` and `parking_lot::Mutex` baselines at 1, 2, 4 and 8
 //! threads. The workloads live in `raceless_harness::breaker`, shared with the
-//! comparison run.
+//! comparison run; `breaker/call-path` also measures the recloser and
+//! failsafe crates.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 

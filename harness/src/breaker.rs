@@ -470,6 +470,113 @@ fn parking_lot() -> MutexBreaker<ParkingLotMutex> {
     MutexBreaker::new(3).expect("3 is a valid threshold")
 }
 
+// The call path: what every guarded call pays, against real peers.
+
+/// The one upstream every thread of the call-path workload calls.
+const CALL_PATH_NAME: &str = "upstream";
+
+/// The guarded call of the call-path workload: call `i` of thread `t`
+/// fails 1 time in 64 (at a per-thread offset, so threads fail at
+/// different moments), never 3 times in a row, so every breaker stays
+/// closed and the workload measures the hot path a healthy upstream costs.
+#[inline]
+fn upstream(thread: usize, i: u64) -> Result<u64, u64> {
+    let i = black_box(i);
+    if i.wrapping_add(thread as u64 * 17) & 63 == 0 {
+        Err(i)
+    } else {
+        Ok(i)
+    }
+}
+
+/// `CircuitBreaker::call` on the shared name.
+struct LockFreeCall(CircuitBreaker);
+
+impl Workload for LockFreeCall {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let _ = black_box(
+                self.0
+                    .call(black_box(CALL_PATH_NAME), || upstream(thread, i)),
+            );
+        }
+    }
+}
+
+/// `BreakerHandle::call` on a handle resolved once (no lookup; the permit
+/// clones the name's `Arc`s).
+struct HandleCall(BreakerHandle);
+
+impl Workload for HandleCall {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let _ = black_box(self.0.call(|| upstream(thread, i)));
+        }
+    }
+}
+
+/// The baselines' `Breaker::call_with` on the shared name.
+struct TraitCall<B>(B);
+
+impl<B: Breaker> Workload for TraitCall<B> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let _ = black_box(self.0.call_with(
+                black_box(CALL_PATH_NAME),
+                |_| true,
+                || upstream(thread, i),
+            ));
+        }
+    }
+}
+
+/// `recloser::Recloser::call`: one breaker for the one upstream, as its
+/// docs show (it has no names; rate-based, a spin-locked ring of outcomes
+/// behind a crossbeam-epoch pointer).
+struct RecloserCall(recloser::Recloser);
+
+impl Workload for RecloserCall {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let _ = black_box(self.0.call(|| upstream(thread, i)));
+        }
+    }
+}
+
+/// `failsafe::CircuitBreaker::call`: one state machine for the one
+/// upstream (no names; a `parking_lot::Mutex` around the state, taken to
+/// admit and again to record).
+struct FailsafeCall<C>(C);
+
+impl<C: failsafe::CircuitBreaker + Send + Sync> Workload for FailsafeCall<C> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let _ = black_box(self.0.call(|| upstream(thread, i)));
+        }
+    }
+}
+
+/// recloser configured like our default: judged over the last 100 calls,
+/// open at a 50% failure rate, 60 s open.
+fn recloser() -> recloser::Recloser {
+    recloser::Recloser::custom()
+        .error_rate(0.5)
+        .closed_len(100)
+        .half_open_len(1)
+        .open_wait(std::time::Duration::from_secs(60))
+        .build()
+}
+
+/// failsafe configured like our default: 3 consecutive failures open it,
+/// 60 s open.
+fn failsafe() -> impl failsafe::CircuitBreaker + Send + Sync {
+    use failsafe::{backoff, failure_policy};
+    let backoff = backoff::constant(std::time::Duration::from_secs(60));
+    failsafe::Config::new()
+        .failure_policy(failure_policy::consecutive_failures(3, backoff))
+        .build()
+}
+
 /// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
     vec![
@@ -507,6 +614,26 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::STD_MUTEX, || Box::new(HotName(std_mutex()))),
                 (impl_name::PARKING_LOT, || Box::new(HotName(parking_lot()))),
                 ("atomic-u64", || Box::new(BareFetchAdd(AtomicU64::new(0)))),
+            ],
+        },
+        WorkloadDef {
+            component: "breaker",
+            name: "call-path",
+            description: "every thread calls one upstream through the breaker (call by name; \
+                          1 call in 64 fails, so it stays closed); recloser and failsafe \
+                          are the crates.io breakers (one instance, no names); \
+                          lock-free-handle is BreakerHandle::call",
+            impls: vec![
+                (impl_name::LOCK_FREE, || Box::new(LockFreeCall(lock_free()))),
+                (impl_name::STD_MUTEX, || Box::new(TraitCall(std_mutex()))),
+                (impl_name::PARKING_LOT, || {
+                    Box::new(TraitCall(parking_lot()))
+                }),
+                (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
+                (impl_name::FAILSAFE, || Box::new(FailsafeCall(failsafe()))),
+                ("lock-free-handle", || {
+                    Box::new(HandleCall(lock_free().handle(CALL_PATH_NAME)))
+                }),
             ],
         },
     ]

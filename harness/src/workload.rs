@@ -16,6 +16,10 @@ pub mod impl_name {
     pub const STD_MUTEX: &str = "std-mutex";
     /// The `parking_lot::Mutex` flavour of the baseline.
     pub const PARKING_LOT: &str = "parking-lot";
+    /// The `recloser` crate (crates.io), a peer in the breaker's call path.
+    pub const RECLOSER: &str = "recloser";
+    /// The `failsafe` crate (crates.io), a peer in the breaker's call path.
+    pub const FAILSAFE: &str = "failsafe";
 }
 
 /// One prepared instance of a workload against one implementation.
