@@ -55,6 +55,9 @@ use tower::{service_fn, Layer, ServiceExt};
 /// The breaker name the gateway guards the upstream with.
 const NAME: &str = "upstream";
 
+const USAGE: &str = "usage: gateway [--addr 127.0.0.1:PORT] [--threshold N] \
+                     [--cool-down-ms MS] [--upstream-fail-first N]";
+
 struct Options {
     addr: String,
     threshold: u32,
@@ -72,9 +75,8 @@ fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            return Err("usage: gateway [--addr 127.0.0.1:PORT] [--threshold N] \
-                        [--cool-down-ms MS] [--upstream-fail-first N]"
-                .into());
+            println!("{USAGE}");
+            std::process::exit(0);
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |v: &str| {
@@ -217,7 +219,7 @@ async fn main() -> std::process::ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
         Err(msg) => {
-            eprintln!("{msg}");
+            eprintln!("{msg}\n{USAGE}");
             return std::process::ExitCode::from(2);
         }
     };
