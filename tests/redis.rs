@@ -80,7 +80,10 @@ async fn arcs_start_end_status() {
 
     let p = arcs.progress("ada", "bob", ArcPhase::Climax).await.unwrap();
     assert_eq!((p.phase, p.events_triggered), (ArcPhase::Climax, 1));
-    assert_eq!(p.last_progress, ManualClock::start() + Duration::from_secs(1));
+    assert_eq!(
+        p.last_progress,
+        ManualClock::start() + Duration::from_secs(1)
+    );
     assert_eq!(arcs.status("bob", "ada").await.unwrap(), Some(p.clone()));
     assert_eq!(arcs.len().await.unwrap(), 1);
 
@@ -95,7 +98,10 @@ async fn arcs_start_end_status() {
 
     // Completed ends the arc.
     arcs.start("ada", "bob", rivalry()).await.unwrap();
-    let done = arcs.progress("ada", "bob", ArcPhase::Completed).await.unwrap();
+    let done = arcs
+        .progress("ada", "bob", ArcPhase::Completed)
+        .await
+        .unwrap();
     assert_eq!(done.phase, ArcPhase::Completed);
     assert_eq!(arcs.status("ada", "bob").await.unwrap(), None);
     assert!(matches!(
@@ -110,16 +116,32 @@ async fn arcs_tokens_make_start_and_end_repeatable() {
     let clock = ManualClock::new();
     let arcs = backend(&server, "arcs_tokens", &clock).await.arcs::<Kind>();
     let token = ArcToken::new();
-    let a = arcs.start_with_token("x", "y", rivalry(), &token).await.unwrap();
-    let b = arcs.start_with_token("x", "y", rivalry(), &token).await.unwrap();
-    assert!(a.is_started() && b.is_started(), "a repeat with the same token is the same start");
-    assert!(!arcs.start_with_token("x", "y", rivalry(), &ArcToken::new()).await.unwrap().is_started());
+    let a = arcs
+        .start_with_token("x", "y", rivalry(), &token)
+        .await
+        .unwrap();
+    let b = arcs
+        .start_with_token("x", "y", rivalry(), &token)
+        .await
+        .unwrap();
+    assert!(
+        a.is_started() && b.is_started(),
+        "a repeat with the same token is the same start"
+    );
+    assert!(!arcs
+        .start_with_token("x", "y", rivalry(), &ArcToken::new())
+        .await
+        .unwrap()
+        .is_started());
     assert!(matches!(
         arcs.end_token("x", "y", &ArcToken::new()).await,
         Err(ArcError::NotFound)
     ));
     arcs.end_token("x", "y", &token).await.unwrap();
-    assert!(matches!(arcs.end_token("x", "y", &token).await, Err(ArcError::NotFound)));
+    assert!(matches!(
+        arcs.end_token("x", "y", &token).await,
+        Err(ArcError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -128,7 +150,16 @@ async fn arcs_sweep_expires_once_and_never_an_ended_or_newer_arc() {
     let clock = ManualClock::new();
     let arcs = backend(&server, "arcs_sweep", &clock).await.arcs::<Kind>();
     arcs.start("a", "b", rivalry()).await.unwrap();
-    arcs.start("c", "d", Kind { name: "long".into(), secs: 100 }).await.unwrap();
+    arcs.start(
+        "c",
+        "d",
+        Kind {
+            name: "long".into(),
+            secs: 100,
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(arcs.sweep(100).await.unwrap().expired.len(), 0);
     clock.advance(Duration::from_secs(20));
     let report = arcs.sweep(100).await.unwrap();
@@ -157,10 +188,15 @@ async fn arcs_sweep_expires_once_and_never_an_ended_or_newer_arc() {
         arcs.sweep(1000),
         futures_join_all((0..20).map(|i| {
             let arcs = arcs.clone();
-            async move { arcs.end(&format!("p{i}"), "q", EndReason::Manual).await.is_ok() }
+            async move {
+                arcs.end(&format!("p{i}"), "q", EndReason::Manual)
+                    .await
+                    .is_ok()
+            }
         }))
     );
-    let won = s1.unwrap().expired.len() + s2.unwrap().expired.len() + ends.iter().filter(|e| **e).count();
+    let won =
+        s1.unwrap().expired.len() + s2.unwrap().expired.len() + ends.iter().filter(|e| **e).count();
     // 20 racing arcs, plus ("a","b") now past its deadline (("c","d") has
     // 200 s).
     assert_eq!(won, 21);
@@ -301,7 +337,10 @@ async fn breaker_seed_semantics_and_reset_all() {
 async fn breaker_concurrent_failures_exact_and_one_opening() {
     let server = server_or_skip!();
     let clock = ManualClock::new();
-    let breaker = backend(&server, "breaker_conc", &clock).await.breaker(100).unwrap();
+    let breaker = backend(&server, "breaker_conc", &clock)
+        .await
+        .breaker(100)
+        .unwrap();
     let results = futures_join_all((0..8).map(|_| {
         let breaker = breaker.clone();
         async move {
@@ -316,7 +355,11 @@ async fn breaker_concurrent_failures_exact_and_one_opening() {
     }))
     .await;
     assert_eq!(breaker.failures("hot").await.unwrap(), 400);
-    assert_eq!(results.iter().sum::<i32>(), 1, "exactly one opening reported");
+    assert_eq!(
+        results.iter().sum::<i32>(),
+        1,
+        "exactly one opening reported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +374,10 @@ async fn breaker_half_open_trial_is_exclusive_and_a_lost_holder_cannot_wedge() {
         .with_trial_lease(Duration::from_secs(5));
     assert!(!breaker.try_acquire("n").await.unwrap().unwrap().is_trial());
     breaker.record_failure("n").await.unwrap();
-    assert!(breaker.try_acquire("n").await.unwrap().is_none(), "open, cooling down");
+    assert!(
+        breaker.try_acquire("n").await.unwrap().is_none(),
+        "open, cooling down"
+    );
     clock.advance(Duration::from_secs(10));
     assert!(breaker.is_half_open("n").await.unwrap());
     let permits = futures_join_all((0..8).map(|_| {
@@ -345,11 +391,21 @@ async fn breaker_half_open_trial_is_exclusive_and_a_lost_holder_cannot_wedge() {
     assert!(lost.is_trial());
     // The holder vanishes; its lease ends and another caller takes over.
     clock.advance(Duration::from_secs(5));
-    let second = breaker.try_acquire("n").await.unwrap().expect("the lease ended");
-    assert!(!breaker.trial_success(&lost).await.unwrap(), "a stale trial's outcome is ignored");
+    let second = breaker
+        .try_acquire("n")
+        .await
+        .unwrap()
+        .expect("the lease ended");
+    assert!(
+        !breaker.trial_success(&lost).await.unwrap(),
+        "a stale trial's outcome is ignored"
+    );
     assert!(breaker.is_open("n").await.unwrap());
     assert!(breaker.trial_failure(&second).await.unwrap());
-    assert!(breaker.try_acquire("n").await.unwrap().is_none(), "re-opened, cooling down");
+    assert!(
+        breaker.try_acquire("n").await.unwrap().is_none(),
+        "re-opened, cooling down"
+    );
     clock.advance(Duration::from_secs(10));
     let third = breaker.try_acquire("n").await.unwrap().unwrap();
     assert!(breaker.trial_success(&third).await.unwrap());
@@ -373,7 +429,10 @@ async fn stream_slot_semantics() {
     assert_eq!(first.version, 1);
     let slot = slots.slot("s").await.unwrap();
     let active = slot.active.unwrap();
-    assert_eq!((active.id.as_str(), active.pending_message.as_str()), (first.id.as_str(), "hello"));
+    assert_eq!(
+        (active.id.as_str(), active.pending_message.as_str()),
+        (first.id.as_str(), "hello")
+    );
     assert_eq!(active.attachments, vec!["a.png".to_string()]);
     assert_eq!(active.started_at, ManualClock::start());
 
@@ -385,23 +444,47 @@ async fn stream_slot_semantics() {
     clock.advance(Duration::from_secs(20));
     assert!(slots.renew("s", &first.id).await.unwrap());
     clock.advance(Duration::from_secs(20));
-    assert!(!slots.clear_stale("s").await.unwrap(), "renewed: still live");
+    assert!(
+        !slots.clear_stale("s").await.unwrap(),
+        "renewed: still live"
+    );
     clock.advance(Duration::from_secs(11));
     assert!(slots.clear_stale("s").await.unwrap(), "lease over: stale");
     assert_eq!(slots.slot("s").await.unwrap().version, 2);
-    assert!(!slots.renew("s", &first.id).await.unwrap(), "the holder learns it lost the slot");
+    assert!(
+        !slots.renew("s", &first.id).await.unwrap(),
+        "the holder learns it lost the slot"
+    );
     assert!(!slots.finish("s", &first.id).await.unwrap());
 
     // A stale stream is replaced by a start in one step.
-    let second = slots.start_with_id("s", "two", Pending::new("2")).await.unwrap();
+    let second = slots
+        .start_with_id("s", "two", Pending::new("2"))
+        .await
+        .unwrap();
     assert_eq!(second.version, 3);
-    assert_eq!(slots.start_with_id("s", "two", Pending::new("2")).await.unwrap(), second);
+    assert_eq!(
+        slots
+            .start_with_id("s", "two", Pending::new("2"))
+            .await
+            .unwrap(),
+        second
+    );
     clock.advance(Duration::from_secs(31));
     let third = slots.start("s", Pending::new("3")).await.unwrap();
     assert_eq!(third.version, 4);
-    assert!(!slots.finish("s", "two").await.unwrap(), "finish never clears another stream");
+    assert!(
+        !slots.finish("s", "two").await.unwrap(),
+        "finish never clears another stream"
+    );
     assert!(slots.finish("s", &third.id).await.unwrap());
-    assert_eq!(slots.slot("s").await.unwrap(), raceless::redis::RedisSlot { version: 5, active: None });
+    assert_eq!(
+        slots.slot("s").await.unwrap(),
+        raceless::redis::RedisSlot {
+            version: 5,
+            active: None
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +505,11 @@ async fn stream_concurrent_starts_and_cleanups_never_clobber() {
             let session = session.clone();
             async move {
                 if i % 2 == 0 {
-                    slots.start(&session, Pending::new(format!("new{i}"))).await.ok().map(|s| s.id)
+                    slots
+                        .start(&session, Pending::new(format!("new{i}")))
+                        .await
+                        .ok()
+                        .map(|s| s.id)
                 } else {
                     slots.clear_stale(&session).await.unwrap();
                     None
@@ -433,6 +520,10 @@ async fn stream_concurrent_starts_and_cleanups_never_clobber() {
         let winners: Vec<String> = results.into_iter().flatten().collect();
         assert_eq!(winners.len(), 1, "exactly one start wins");
         let slot = slots.slot(&session).await.unwrap();
-        assert_eq!(slot.active.map(|a| a.id), Some(winners[0].clone()), "the winner was not clobbered");
+        assert_eq!(
+            slot.active.map(|a| a.id),
+            Some(winners[0].clone()),
+            "the winner was not clobbered"
+        );
     }
 }

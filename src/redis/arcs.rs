@@ -306,7 +306,10 @@ impl<K> RedisArcs<K> {
         let key = self.deadlines.clone();
         self.backend
             .run(LEN_OP, |mut c| async move {
-                ::redis::cmd("ZCARD").arg(key).query_async::<usize>(&mut c).await
+                ::redis::cmd("ZCARD")
+                    .arg(key)
+                    .query_async::<usize>(&mut c)
+                    .await
             })
             .await
     }

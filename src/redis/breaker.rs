@@ -350,7 +350,10 @@ impl RedisBreaker {
         let key = self.generation.clone();
         self.backend
             .run(RESET_ALL_OP, |mut c| async move {
-                ::redis::cmd("INCR").arg(key).query_async::<()>(&mut c).await
+                ::redis::cmd("INCR")
+                    .arg(key)
+                    .query_async::<()>(&mut c)
+                    .await
             })
             .await
     }
@@ -362,10 +365,7 @@ impl RedisBreaker {
                 READ_OP,
                 &READ,
                 &[&self.generation, &self.key(name)],
-                vec![
-                    self.backend.now_arg().into(),
-                    self.cool_down_arg().into(),
-                ],
+                vec![self.backend.now_arg().into(), self.cool_down_arg().into()],
             )
             .await?;
         Ok((u32::try_from(failures).unwrap_or(u32::MAX), state))

@@ -283,7 +283,10 @@ impl RedisBackend {
         options: RedisOptions,
     ) -> Result<Self, BackendError> {
         let client = ::redis::Client::open(url).map_err(|e| {
-            CONNECT.error(BackendErrorKind::Unavailable, format!("bad URL {url:?}: {e}"))
+            CONNECT.error(
+                BackendErrorKind::Unavailable,
+                format!("bad URL {url:?}: {e}"),
+            )
         })?;
         let backend = Self {
             inner: Arc::new(Inner {
@@ -400,8 +403,7 @@ impl RedisBackend {
             .set_connection_timeout(timeout)
             .set_number_of_retries(1)
             .set_max_delay(100);
-        let manager =
-            ConnectionManager::new_with_config(self.inner.client.clone(), config).await?;
+        let manager = ConnectionManager::new_with_config(self.inner.client.clone(), config).await?;
         let generation = current.generation + 1;
         self.inner.current.store(Arc::new(Current {
             generation,
@@ -493,8 +495,11 @@ impl RedisBackend {
                 Arg::Str(s) => inv.arg(s.as_str()),
             };
         }
-        self.run(op, |mut c| async move { inv.invoke_async::<T>(&mut c).await })
-            .await
+        self.run(
+            op,
+            |mut c| async move { inv.invoke_async::<T>(&mut c).await },
+        )
+        .await
     }
 }
 

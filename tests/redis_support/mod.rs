@@ -180,7 +180,12 @@ impl Proxy {
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                             continue;
                         };
-                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), None, sp.clone());
+                        pipe(
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            None,
+                            sp.clone(),
+                        );
                         pipe(server, client, Some(st.clone()), sp.clone());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -207,7 +212,12 @@ impl Drop for Proxy {
 
 /// Copies `from` to `to`; while `stall` is set, bytes read are held back
 /// (the connection stays open), released when it clears.
-fn pipe(mut from: TcpStream, mut to: TcpStream, stall: Option<Arc<AtomicBool>>, stop: Arc<AtomicBool>) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    stall: Option<Arc<AtomicBool>>,
+    stop: Arc<AtomicBool>,
+) {
     std::thread::spawn(move || {
         let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
         let mut held: Vec<u8> = Vec::new();
@@ -259,10 +269,17 @@ pub fn run_workers(worker_test: &str, n: usize, env: &[(&str, String)]) -> Vec<V
     let children: Vec<Child> = (0..n)
         .map(|i| {
             let mut cmd = Command::new(&exe);
-            cmd.args([worker_test, "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
-                .env("RACELESS_REDIS_WORKER", i.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
+            cmd.args([
+                worker_test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("RACELESS_REDIS_WORKER", i.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
             for (k, v) in env {
                 cmd.env(k, v);
             }
