@@ -293,7 +293,8 @@ pub fn run_workers(worker_test: &str, n: usize, env: &[(&str, String)]) -> Vec<V
             assert!(out.status.success(), "worker failed: {:?}", out.status);
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .filter_map(|l| l.strip_prefix("OUT ").map(str::to_owned))
+                // libtest's "test worker ... " may precede the first line.
+                .filter_map(|l| l.split_once("OUT ").map(|(_, r)| r.to_owned()))
                 .collect()
         })
         .collect()
