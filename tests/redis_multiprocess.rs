@@ -16,7 +16,7 @@ use raceless::redis::{RedisBackend, SlotError};
 use raceless::stream::Pending;
 use raceless_harness::linearizability::{check_history, History, Operation};
 use raceless_harness::model::SequentialSpec;
-use redis_support::{namespace, run_workers, worker_index, Server};
+use redis_support::{namespace, run_workers, worker_index, ArcModel, ArcOp, ArcRet, Server};
 use serde::{Deserialize, Serialize};
 
 const WORKERS: usize = 4;
@@ -62,47 +62,6 @@ fn stamp() -> u64 {
 }
 
 // ---- sequential models ------------------------------------------------
-
-/// One pair's arc, identified by the kind name its starter chose.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
-struct ArcModel(Option<String>);
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum ArcOp {
-    Start(String),
-    End,
-    Status,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-enum ArcRet {
-    Started(String),
-    AlreadyActive(String),
-    Ended(String),
-    NotFound,
-    Status(Option<String>),
-}
-
-impl SequentialSpec for ArcModel {
-    type Op = ArcOp;
-    type Ret = ArcRet;
-    fn apply(&mut self, op: &ArcOp) -> ArcRet {
-        match op {
-            ArcOp::Start(name) => match &self.0 {
-                Some(cur) => ArcRet::AlreadyActive(cur.clone()),
-                None => {
-                    self.0 = Some(name.clone());
-                    ArcRet::Started(name.clone())
-                }
-            },
-            ArcOp::End => match self.0.take() {
-                Some(cur) => ArcRet::Ended(cur),
-                None => ArcRet::NotFound,
-            },
-            ArcOp::Status => ArcRet::Status(self.0.clone()),
-        }
-    }
-}
 
 /// One session's slot: version, and the stream with whether it is live
 /// (started with a long lease) or stale (started with a zero lease).

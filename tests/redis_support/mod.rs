@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raceless_harness::model::SequentialSpec;
+use serde::{Deserialize, Serialize};
+
 /// A `redis-server` child process.
 pub struct Server {
     child: Option<Child>,
@@ -226,8 +229,8 @@ fn pipe(
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let stalled = stall.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-            if !stalled && !held.is_empty() {
+            let stalled = || stall.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+            if !stalled() && !held.is_empty() {
                 if to.write_all(&held).is_err() {
                     break;
                 }
@@ -236,7 +239,9 @@ fn pipe(
             match from.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if stalled {
+                    // Judged when the bytes arrive, so nothing read after
+                    // `set_stall(true)` returned gets through.
+                    if stalled() || !held.is_empty() {
                         held.extend_from_slice(&buf[..n]);
                     } else if to.write_all(&buf[..n]).is_err() {
                         break;
@@ -303,4 +308,49 @@ pub fn run_workers(worker_test: &str, n: usize, env: &[(&str, String)]) -> Vec<V
 /// The worker's index, when this process is a worker.
 pub fn worker_index() -> Option<usize> {
     std::env::var("RACELESS_REDIS_WORKER").ok()?.parse().ok()
+}
+
+// ---- the sequential model of one pair's arc -----------------------------
+
+/// One pair's arc, identified by the kind name its starter chose.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ArcModel(pub Option<String>);
+
+/// An operation on one pair (a start names its arc by its kind's name).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ArcOp {
+    Start(String),
+    End,
+    Status,
+}
+
+/// What it returned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArcRet {
+    Started(String),
+    AlreadyActive(String),
+    Ended(String),
+    NotFound,
+    Status(Option<String>),
+}
+
+impl SequentialSpec for ArcModel {
+    type Op = ArcOp;
+    type Ret = ArcRet;
+    fn apply(&mut self, op: &ArcOp) -> ArcRet {
+        match op {
+            ArcOp::Start(name) => match &self.0 {
+                Some(cur) => ArcRet::AlreadyActive(cur.clone()),
+                None => {
+                    self.0 = Some(name.clone());
+                    ArcRet::Started(name.clone())
+                }
+            },
+            ArcOp::End => match self.0.take() {
+                Some(cur) => ArcRet::Ended(cur),
+                None => ArcRet::NotFound,
+            },
+            ArcOp::Status => ArcRet::Status(self.0.clone()),
+        }
+    }
 }
