@@ -203,10 +203,10 @@ async fn arcs_sweep_expires_once_and_never_an_ended_or_newer_arc() {
     assert_eq!(arcs.len().await.unwrap(), 1);
 }
 
-/// Joins futures on the current task (no extra dependency).
-async fn futures_join_all<F: std::future::Future>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+/// Runs each future as its own task and collects the outputs in order.
+async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();

@@ -1094,7 +1094,8 @@ mod tests {
             vec![pending_incr(0, 0), pending_incr(1, 1)],
         );
         assert!(check_history(Counter::default(), &one).is_ok());
-        assert!(History::<Counter>::with_pending(vec![], vec![pending_incr(0, 0)]).len() == 0);
+        let only_pending = History::<Counter>::with_pending(vec![], vec![pending_incr(0, 0)]);
+        assert_eq!((only_pending.len(), only_pending.is_empty()), (0, false));
     }
 
     #[test]

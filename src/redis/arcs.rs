@@ -303,6 +303,21 @@ impl<K> RedisArcs<K> {
     /// # Ok(()) }
     /// ```
     pub async fn len(&self) -> Result<usize, BackendError> {
+        self.count().await
+    }
+
+    /// Whether no arc is active.
+    ///
+    /// ```no_run
+    /// # async fn demo(arcs: raceless::redis::RedisArcs<()>) -> Result<(), raceless::BackendError> {
+    /// if arcs.is_empty().await? { println!("quiet"); }
+    /// # Ok(()) }
+    /// ```
+    pub async fn is_empty(&self) -> Result<bool, BackendError> {
+        Ok(self.count().await? == 0)
+    }
+
+    async fn count(&self) -> Result<usize, BackendError> {
         let key = self.deadlines.clone();
         self.backend
             .run(LEN_OP, |mut c| async move {
@@ -319,15 +334,12 @@ impl<K> RedisArcs<K>
 where
     K: ArcKind + Serialize + DeserializeOwned,
 {
+    /// A snapshot from a reply's `(kind, phase, events, started, last)`.
     fn snapshot(
         &self,
         op: Op,
         (a, b): (&str, &str),
-        kind: &str,
-        phase_s: &str,
-        events: u64,
-        started: i64,
-        last: i64,
+        (kind, phase_s, events, started, last): (&str, &str, u64, i64, i64),
     ) -> Result<ArcSnapshot<String, K>, BackendError> {
         let kind: K = serde_json::from_str(kind)
             .map_err(|e| op.protocol(format!("stored kind {kind:?} does not decode: {e}")))?;
@@ -424,7 +436,7 @@ where
             .await
             .map_err(ArcError::Backend)?;
         let snap = self
-            .snapshot(op, pair, &kind_s, &phase_s, events, started, last)
+            .snapshot(op, pair, (&kind_s, &phase_s, events, started, last))
             .map_err(ArcError::Backend)?;
         Ok(if won == 1 {
             Start::Started(snap)
@@ -504,7 +516,7 @@ where
             .await
             .map_err(ArcError::Backend)?;
         let (_token, kind_s, phase_s, events, started, last) = reply.ok_or(ArcError::NotFound)?;
-        self.snapshot(op, pair, &kind_s, &phase_s, events, started, last)
+        self.snapshot(op, pair, (&kind_s, &phase_s, events, started, last))
             .map_err(ArcError::Backend)
     }
 
@@ -542,8 +554,12 @@ where
             .await
             .map_err(ArcError::Backend)?;
         let (_ended, kind_s, phase_s, events, started, last) = reply.ok_or(ArcError::NotFound)?;
-        self.snapshot(PROGRESS_OP, pair, &kind_s, &phase_s, events, started, last)
-            .map_err(ArcError::Backend)
+        self.snapshot(
+            PROGRESS_OP,
+            pair,
+            (&kind_s, &phase_s, events, started, last),
+        )
+        .map_err(ArcError::Backend)
     }
 
     /// The pair's active arc, if any (one `HMGET`: a consistent snapshot).
@@ -587,11 +603,7 @@ where
             self.snapshot(
                 STATUS_OP,
                 pair,
-                &kind_s,
-                &phase_s,
-                events,
-                num(&started)?,
-                num(&last)?,
+                (&kind_s, &phase_s, events, num(&started)?, num(&last)?),
             )
         })();
         parsed.map(Some).map_err(ArcError::Backend)

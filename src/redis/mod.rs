@@ -183,7 +183,7 @@ impl Op {
         self.error(BackendErrorKind::Protocol, message)
     }
 
-    fn from_redis(self, e: &RedisError) -> BackendError {
+    fn redis_error(self, e: &RedisError) -> BackendError {
         let kind = if e.is_timeout() {
             BackendErrorKind::Timeout
         } else if e.is_connection_refusal() {
@@ -456,7 +456,7 @@ impl RedisBackend {
             Ok(Ok(v)) => Ok(v),
             // Connecting failed: nothing was sent.
             Ok(Err((false, e))) => Err(op.error(BackendErrorKind::Unavailable, e.to_string())),
-            Ok(Err((true, e))) => Err(op.from_redis(&e)),
+            Ok(Err((true, e))) => Err(op.redis_error(&e)),
             Err(_) => {
                 let generation = *used.lock().unwrap_or_else(|p| p.into_inner());
                 match generation {
