@@ -17,7 +17,7 @@
 //! # Protocol
 //!
 //! Every operation that reads and then writes is **one Lua script**
-//! ([`redis::Script`](::redis::Script): `EVALSHA`, reloaded on
+//! (`redis::Script`: `EVALSHA`, reloaded on
 //! `NOSCRIPT`). Redis runs a script atomically on its single thread, so the
 //! check and the act are one step: the script's execution is the
 //! operation's linearization point. No `WATCH`/`MULTI`. Keys of one entity
@@ -30,7 +30,7 @@
 //! [`RedisOptions::clock`] the injected clock's wall time, in milliseconds
 //! since the Unix epoch (deterministic tests; the replicas' clocks must then
 //! agree). Monotonic time cannot be shared between processes, so the
-//! backend never uses [`Clock::monotonic`](crate::clock::Clock::monotonic).
+//! backend never uses `Clock::monotonic`.
 //!
 //! **Bounded waits.** Every operation is bounded by
 //! [`RedisOptions::response_timeout`] (3 s by default) as a whole,

@@ -77,7 +77,8 @@ return 1
     ))
 });
 
-const START_OP: Op = Op::safe("stream.start");
+const START_OP: Op = Op::safe("stream.start_with_id");
+const START_FRESH_OP: Op = Op::unsafe_("stream.start");
 const CLEAR_STALE_OP: Op = Op::safe("stream.clear_stale");
 const FINISH_OP: Op = Op::safe("stream.finish");
 const RENEW_OP: Op = Op::safe("stream.renew");
@@ -180,9 +181,11 @@ pub struct RedisSlot {
 ///   at the end of the lease; see `docs/distributed.md` for the paused
 ///   holder that outlives its lease (use the version as a fencing token).
 ///
-/// Every operation is safe to retry: `start` by its stream id (a repeat
-/// finds its own stream installed and succeeds), the others by id or
-/// because they are conditional on the slot's state.
+/// Every operation is safe to retry except [`start`](Self::start), whose
+/// fresh id the caller never learns if the outcome is unknown:
+/// [`start_with_id`](Self::start_with_id) by its id (a repeat finds its own
+/// stream installed and succeeds), the others by id or because they are
+/// conditional on the slot's state.
 ///
 /// ```no_run
 /// # async fn demo(backend: raceless::redis::RedisBackend) -> Result<(), raceless::redis::SlotError> {
@@ -246,7 +249,7 @@ impl RedisStreamSlots {
     /// # Ok(()) }
     /// ```
     pub async fn start(&self, session: &str, pending: Pending) -> Result<StreamStarted, SlotError> {
-        self.start_with_id(session, &super::fresh_token(), pending)
+        self.start_inner(START_FRESH_OP, session, &super::fresh_token(), pending)
             .await
     }
 
@@ -268,12 +271,22 @@ impl RedisStreamSlots {
         id: &str,
         pending: Pending,
     ) -> Result<StreamStarted, SlotError> {
-        let attachments = serde_json::to_string(&pending.attachments)
-            .map_err(|e| START_OP.protocol(e.to_string()))?;
+        self.start_inner(START_OP, session, id, pending).await
+    }
+
+    async fn start_inner(
+        &self,
+        op: Op,
+        session: &str,
+        id: &str,
+        pending: Pending,
+    ) -> Result<StreamStarted, SlotError> {
+        let attachments =
+            serde_json::to_string(&pending.attachments).map_err(|e| op.protocol(e.to_string()))?;
         let (won, value): (i64, String) = self
             .backend
             .script(
-                START_OP,
+                op,
                 &START,
                 &[&self.key(session)],
                 vec![
@@ -288,7 +301,7 @@ impl RedisStreamSlots {
         if won == 1 {
             let version = value
                 .parse()
-                .map_err(|_| START_OP.protocol(format!("bad version {value:?}")))?;
+                .map_err(|_| op.protocol(format!("bad version {value:?}")))?;
             Ok(StreamStarted {
                 id: id.to_owned(),
                 version,
