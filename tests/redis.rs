@@ -527,3 +527,17 @@ async fn stream_concurrent_starts_and_cleanups_never_clobber() {
         );
     }
 }
+
+#[tokio::test]
+async fn over_a_unix_socket() {
+    let Some(server) = Server::start_unix() else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let backend = backend(&server, "unix", &clock).await;
+    let arcs = backend.arcs::<Kind>();
+    assert!(arcs.start("a", "b", rivalry()).await.unwrap().is_started());
+    assert!(!arcs.start("b", "a", rivalry()).await.unwrap().is_started());
+    let breaker = backend.breaker(1).unwrap();
+    assert!(breaker.record_failure_counted("n").await.unwrap().opened);
+}

@@ -62,9 +62,32 @@ impl Server {
         Some(server)
     }
 
+    /// Starts a server listening only on a Unix socket in a private
+    /// directory (`--port 0`), or `None` without `redis-server`.
+    pub fn start_unix() -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            dir,
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    /// The Unix socket of a server started with [`Server::start_unix`].
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
+            .args(["--unixsocket", &self.socket().display().to_string()])
+            .args(["--unixsocketperm", "700"])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -81,7 +104,18 @@ impl Server {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.port == 0 {
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) {
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                    let mut buf = [0u8; 7];
+                    if s.write_all(b"PING\r\n").is_ok()
+                        && s.read_exact(&mut buf).is_ok()
+                        && &buf == b"+PONG\r\n"
+                    {
+                        return;
+                    }
+                }
+            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
                 let mut buf = [0u8; 7];
                 if s.write_all(b"PING\r\n").is_ok()
@@ -96,9 +130,13 @@ impl Server {
         }
     }
 
-    /// The server's URL.
+    /// The server's URL (its Unix socket's with `--port 0`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        if self.port == 0 {
+            format!("redis+unix://{}", self.socket().display())
+        } else {
+            format!("redis://127.0.0.1:{}/", self.port)
+        }
     }
 
     /// The server's port.
