@@ -336,6 +336,11 @@ pub enum ArcError {
     /// The start hook failed; the pair is free again.
     #[error("start hook failed: {0}")]
     Hook(#[source] HookError),
+    /// A shared backend (the `redis` feature's `RedisArcs`) failed; its
+    /// [`BackendError`](crate::backend::BackendError) says whether the
+    /// outcome is unknown and whether the call may be repeated.
+    #[error("{0}")]
+    Backend(#[source] crate::backend::BackendError),
 }
 
 /// What one [`ArcEngine::process_all`] sweep did.
