@@ -461,3 +461,274 @@ fn a_save_hook_may_call_back_into_the_registry() {
     registry.finish(&session, id);
     assert_eq!(*lens.lock().unwrap(), vec![1, 0]);
 }
+
+// ---------------------------------------------------------------------------
+// StreamGuard: a cancelled handler frees its session.
+// ---------------------------------------------------------------------------
+
+mod guard {
+    use super::*;
+    use raceless::stream::StreamGuard;
+    use tokio::sync::mpsc;
+
+    /// How a handler holds its stream: through a guard (0.2), or the
+    /// seed's way (start, and `finish` as the handler's last statement —
+    /// which a cancelled handler never reaches).
+    #[derive(Clone, Copy, Debug)]
+    enum Holding {
+        Guard,
+        SeedFinishAtEnd,
+    }
+
+    const AWAITS: usize = 4;
+
+    /// An SSE handler: starts a stream, then awaits `AWAITS` times (one per
+    /// token it sends), reporting each await before it; finishes; awaits
+    /// once more after finishing. The test cancels it at await `cut`.
+    async fn handler(
+        registry: Arc<StreamRegistry<u64>>,
+        session: Arc<Session>,
+        holding: Holding,
+        report: mpsc::UnboundedSender<usize>,
+        mut gate: mpsc::UnboundedReceiver<()>,
+    ) {
+        let mut step = 0;
+        let mut next = async |step: &mut usize| {
+            report.send(*step).unwrap();
+            *step += 1;
+            gate.recv().await;
+        };
+        next(&mut step).await; // before the start
+        match holding {
+            Holding::Guard => {
+                let mut guard: StreamGuard<u64> = registry
+                    .start_guard(&session, Pending::new("hi"), 1)
+                    .expect("the session is free");
+                for _ in 0..AWAITS {
+                    next(&mut step).await;
+                }
+                assert!(guard.finish());
+                next(&mut step).await; // after the finish
+                assert!(!guard.finish(), "finish is idempotent");
+            }
+            Holding::SeedFinishAtEnd => {
+                let id = registry.start(&session, Pending::new("hi"), 1).unwrap();
+                for _ in 0..AWAITS {
+                    next(&mut step).await;
+                }
+                assert!(registry.finish(&session, id));
+                next(&mut step).await;
+            }
+        }
+    }
+
+    /// Cancels the handler at each of its awaits in turn (deterministically:
+    /// the handler reports reaching the await, the test aborts the task
+    /// there) on a multi-thread runtime; after each cancellation the session
+    /// must be free (a new start succeeds) and the registry empty. Returns
+    /// the cut points after which the session stayed busy.
+    async fn cancel_at_every_await(holding: Holding) -> Vec<usize> {
+        let mut busy = Vec::new();
+        for cut in 0..AWAITS + 2 {
+            let registry = Arc::new(StreamRegistry::new());
+            let session = Arc::new(Session::new(format!("s{cut}")));
+            let (report, mut reached) = mpsc::unbounded_channel();
+            let (open, gate) = mpsc::unbounded_channel();
+            let task = tokio::spawn(handler(
+                registry.clone(),
+                session.clone(),
+                holding,
+                report,
+                gate,
+            ));
+            for step in 0..=cut {
+                assert_eq!(reached.recv().await, Some(step));
+                if step < cut {
+                    open.send(()).unwrap();
+                }
+            }
+            task.abort();
+            assert!(task.await.unwrap_err().is_cancelled());
+            let freed = registry.is_empty()
+                && session.active().is_none()
+                && registry.clear_stale(&session) == false;
+            if !freed {
+                busy.push(cut);
+                continue;
+            }
+            let again = registry.start_guard(&session, Pending::new("again"), 2);
+            assert!(again.is_ok(), "cut {cut}: the session is still busy");
+        }
+        busy
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_handler_frees_its_session_at_every_await() {
+        assert_eq!(
+            cancel_at_every_await(Holding::Guard).await,
+            Vec::<usize>::new()
+        );
+    }
+
+    /// The check can fail: the seed's handler (finish as its last step)
+    /// leaves the session busy when cancelled at any await after the start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn seed_handler_is_caught_leaving_the_session_busy() {
+        let busy = cancel_at_every_await(Holding::SeedFinishAtEnd).await;
+        assert_eq!(busy, (1..=AWAITS).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn guard_is_send_and_static() {
+        fn check<T: Send + Sync + 'static>(_: &T) {}
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let guard = registry
+            .start_guard(&session, Pending::new("hi"), 0u64)
+            .unwrap();
+        check(&guard);
+        let id = guard.id();
+        std::thread::spawn(move || drop(guard)).join().unwrap();
+        assert!(!registry.is_live(id) && session.active().is_none());
+    }
+
+    #[test]
+    fn explicit_finish_is_idempotent_and_the_drop_then_does_nothing() {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let mut guard = registry
+            .start_guard(&session, Pending::new("a"), 0u64)
+            .unwrap();
+        assert!(guard.finish());
+        assert!(!guard.finish());
+        // A new stream on the session: the old guard's drop must not touch it.
+        let newer = registry
+            .start_guard(&session, Pending::new("b"), 1)
+            .unwrap();
+        drop(guard);
+        assert_eq!(session.active_id(), Some(newer.id()));
+        assert_eq!(session.version(), 3);
+        let id = newer.detach();
+        assert!(
+            registry.is_live(id),
+            "a detached guard leaves the stream live"
+        );
+        assert!(registry.finish(&session, id));
+    }
+
+    /// A guard whose stream a cleanup or a new start already replaced
+    /// (after its stream was unregistered elsewhere) never clears the newer
+    /// stream when dropped.
+    #[test]
+    fn a_late_guard_drop_never_clears_a_newer_stream() {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let guard = registry
+            .start_guard(&session, Pending::new("a"), 0u64)
+            .unwrap();
+        registry.finish(&Session::new("elsewhere"), guard.id()); // worker died
+        let newer = registry.start(&session, Pending::new("b"), 1).unwrap();
+        drop(guard);
+        assert_eq!(session.active_id(), Some(newer));
+        assert!(registry.is_live(newer));
+    }
+
+    /// Many handlers on a multi-thread runtime, some cancelled at random
+    /// points while cleanups run: at the end every session is free and the
+    /// registry is empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_handlers_cancelled_while_cleanups_run() {
+        let registry: Arc<StreamRegistry<u64>> = Arc::new(StreamRegistry::new());
+        let sessions: Arc<Vec<Arc<Session>>> = Arc::new(
+            (0..16)
+                .map(|i| Arc::new(Session::new(format!("s{i}"))))
+                .collect(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cleaner = {
+            let (registry, sessions, stop) = (registry.clone(), sessions.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for s in sessions.iter() {
+                        registry.clear_stale(s);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let rounds = iterations(200);
+        let mut tasks = Vec::new();
+        for round in 0..rounds {
+            let (registry, session) = (registry.clone(), sessions[round % 16].clone());
+            let task = tokio::spawn(async move {
+                let mut started = 0;
+                for i in 0..8u64 {
+                    if let Ok(_guard) = registry.start_guard(&session, Pending::new("x"), i) {
+                        started += 1;
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                started
+            });
+            if round % 3 == 0 {
+                tokio::task::yield_now().await;
+                task.abort();
+            }
+            tasks.push(task);
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        cleaner.await.unwrap();
+        assert!(registry.is_empty());
+        for s in sessions.iter() {
+            assert_eq!(s.active(), None, "{} stayed busy", s.id());
+        }
+    }
+
+    /// Churn: 10^6 distinct streams on distinct sessions, each started
+    /// through a guard and dropped (half explicitly finished), with a save
+    /// hook: the registry's live count returns to its baseline (0) and no
+    /// session outlives its handler.
+    #[test]
+    fn churn_returns_to_the_baseline() {
+        let saves = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = saves.clone();
+        let registry: Arc<StreamRegistry<u64>> = Arc::new(StreamRegistry::with_options(
+            StreamOptions::new().save_hook(move |_| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }),
+        ));
+        let n = 1_000_000;
+        let per_thread = n / 4;
+        let weak_sessions = run_concurrently(4, |t| {
+            let mut probe = None;
+            for i in 0..per_thread {
+                let session = Arc::new(Session::new(format!("c{t}-{i}")));
+                let mut guard = registry
+                    .start_guard(&session, Pending::new("m"), i as u64)
+                    .unwrap();
+                if i % 2 == 0 {
+                    guard.finish();
+                }
+                drop(guard);
+                if i == per_thread - 1 {
+                    probe = Some(Arc::downgrade(&session));
+                }
+            }
+            probe.unwrap()
+        });
+        assert_eq!(registry.len(), 0, "live entries back to the baseline");
+        assert_eq!(
+            saves.load(std::sync::atomic::Ordering::Relaxed),
+            2 * n as u64
+        );
+        for weak in weak_sessions {
+            assert!(weak.upgrade().is_none(), "the guard released its session");
+        }
+    }
+}

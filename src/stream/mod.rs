@@ -77,9 +77,11 @@
 //! assert!(session.active().is_none());
 //! ```
 
+mod guard;
 pub(crate) mod registry;
 mod session;
 mod store;
+mod writer;
 
 use std::time::SystemTime;
 
@@ -88,9 +90,11 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SharedClock};
 use crate::listener::Listeners;
 
+pub use guard::StreamGuard;
 pub use registry::StreamRegistry;
 pub use session::{Session, SessionSnapshot};
 pub use store::{Saved, SessionStore, StoreError};
+pub use writer::{Flushed, StoreWriter};
 
 /// The id of a stream: unique across registries and processes (a random
 /// per-registry epoch plus a counter), so a session restored from an older
