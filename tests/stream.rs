@@ -551,7 +551,7 @@ mod guard {
             assert!(task.await.unwrap_err().is_cancelled());
             let freed = registry.is_empty()
                 && session.active().is_none()
-                && registry.clear_stale(&session) == false;
+                && !registry.clear_stale(&session);
             if !freed {
                 busy.push(cut);
                 continue;
@@ -787,13 +787,16 @@ mod writer {
     /// order, so an older state can be written last.
     struct LastArrivalWriter {
         dir: std::path::PathBuf,
-        state: Arc<(Mutex<(HashMap<String, SessionSnapshot>, u64, u64)>, Condvar)>,
+        state: Arc<(Mutex<Queue>, Condvar)>,
     }
+
+    /// The racy writer's queue: the snapshot per session, saves accepted,
+    /// saves written.
+    type Queue = (HashMap<String, SessionSnapshot>, u64, u64);
 
     impl Saver for LastArrivalWriter {
         fn open(dir: &Path) -> Self {
-            let state: Arc<(Mutex<(HashMap<String, SessionSnapshot>, u64, u64)>, Condvar)> =
-                Arc::default();
+            let state: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
             let (worker, dir2) = (state.clone(), dir.to_path_buf());
             std::thread::spawn(move || loop {
                 let (batch, target) = {
