@@ -66,14 +66,18 @@ type VersionCell = Arc<Mutex<Option<u64>>>;
 ///
 /// Ordering of concurrent saves: each session has a lock in the store;
 /// under it a save compares its version with the highest one stored
-/// (read from the file the first time) and, only if it is newer, writes a
-/// temporary file, syncs it and renames it over `<id>.json` (atomic on
-/// POSIX: a reader sees the old or the new file, never a torn one). The
+/// (read from the file) and, only if it is newer, writes a temporary file,
+/// syncs it, renames it over `<id>.json` (atomic on POSIX: a reader sees
+/// the old or the new file, never a torn one) and syncs the directory so
+/// the rename is durable. The per-session lock lives only while a save of
+/// the session is in progress (memory does not grow with the number of
+/// sessions ever saved); `open` prunes temporary files a crashed process
+/// left behind. The
 /// lock orders compare-and-rename steps of one process; it is not a lock
 /// between processes (one server process owns its sessions directory).
 /// File I/O is blocking work, so a mutex is the right tool here: it is not
-/// on the registry's lock-free path, and it is only taken by save hooks,
-/// which run outside every guard of the registry.
+/// on the registry's lock-free path. Every method is **blocking**; from
+/// async code, save through a [`super::StoreWriter`] instead.
 ///
 /// ```
 /// use raceless::stream::{Pending, Saved, Session, SessionStore, StreamOptions, StreamRegistry};
