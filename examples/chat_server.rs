@@ -300,7 +300,7 @@ async fn get_session(State(app): State<Shared>, Path(id): Path<String>) -> Respo
 async fn events(State(app): State<Shared>) -> Response {
     let receiver = match subscribe_channel(&app.bus, STREAM_EVENTS, 256) {
         Ok(receiver) => receiver,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let feed = stream::unfold(Some(receiver), |receiver| async move {
         let mut receiver = receiver?;
@@ -326,9 +326,9 @@ async fn events(State(app): State<Shared>) -> Response {
 // `bus.subscribe_channel(kind, capacity) -> Result<raceless::bus::Receiver<E>,
 // BusError>` with `async fn recv(&mut self) -> Result<E, RecvError>`
 // (`RecvError::{Lagged(u64), Closed}`), replaces this adapter: delete
-// `subscribe_channel`, `LocalReceiver` and `RecvError` below, and call
-// `app.bus.subscribe_channel(STREAM_EVENTS, 256)` in `events` (use
-// `raceless::bus::RecvError`).
+// `subscribe_channel`, `LocalReceiver` and `RecvError` below, call
+// `app.bus.subscribe_channel(STREAM_EVENTS, 256)` in `events`, and import
+// `raceless::bus::RecvError` (same variants; `events` needs no other change).
 
 /// Why `recv` returned no event (the shape of the bus's `RecvError`).
 enum RecvError {
