@@ -485,8 +485,8 @@ mod guard {
     /// An SSE handler: starts a stream, then awaits `AWAITS` times (one per
     /// token it sends), reporting each await before it; finishes; awaits
     /// once more after finishing. The test cancels it at await `cut`.
-    async fn handler(
-        registry: Arc<StreamRegistry<u64>>,
+    async fn handler<T: StreamSlots<u64> + 'static>(
+        registry: Arc<T>,
         session: Arc<Session>,
         holding: Holding,
         report: mpsc::UnboundedSender<usize>,
@@ -501,9 +501,9 @@ mod guard {
         next(&mut step).await; // before the start
         match holding {
             Holding::Guard => {
-                let mut guard: StreamGuard<u64> = registry
-                    .start_guard(&session, Pending::new("hi"), 1)
-                    .expect("the session is free");
+                let mut guard: StreamGuard<u64, T> =
+                    StreamGuard::start(&registry, &session, Pending::new("hi"), 1)
+                        .expect("the session is free");
                 for _ in 0..AWAITS {
                     next(&mut step).await;
                 }
@@ -527,10 +527,10 @@ mod guard {
     /// there) on a multi-thread runtime; after each cancellation the session
     /// must be free (a new start succeeds) and the registry empty. Returns
     /// the cut points after which the session stayed busy.
-    async fn cancel_at_every_await(holding: Holding) -> Vec<usize> {
+    async fn cancel_at_every_await<T: StreamSlots<u64> + 'static>(holding: Holding) -> Vec<usize> {
         let mut busy = Vec::new();
         for cut in 0..AWAITS + 2 {
-            let registry = Arc::new(StreamRegistry::new());
+            let registry: Arc<T> = Arc::new(fresh());
             let session = Arc::new(Session::new(format!("s{cut}")));
             let (report, mut reached) = mpsc::unbounded_channel();
             let (open, gate) = mpsc::unbounded_channel();
@@ -556,26 +556,101 @@ mod guard {
                 busy.push(cut);
                 continue;
             }
-            let again = registry.start_guard(&session, Pending::new("again"), 2);
+            let again = StreamGuard::start(&registry, &session, Pending::new("again"), 2);
             assert!(again.is_ok(), "cut {cut}: the session is still busy");
         }
         busy
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cancelled_handler_frees_its_session_at_every_await() {
-        assert_eq!(
-            cancel_at_every_await(Holding::Guard).await,
-            Vec::<usize>::new()
+    /// Many handlers on a multi-thread runtime, some cancelled at random
+    /// points while cleanups run: at the end every session is free and the
+    /// registry is empty.
+    async fn many_handlers_cancelled<T: StreamSlots<u64> + 'static>() {
+        let registry: Arc<T> = Arc::new(fresh());
+        let sessions: Arc<Vec<Arc<Session>>> = Arc::new(
+            (0..16)
+                .map(|i| Arc::new(Session::new(format!("s{i}"))))
+                .collect(),
         );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cleaner = {
+            let (registry, sessions, stop) = (registry.clone(), sessions.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for s in sessions.iter() {
+                        registry.clear_stale(s);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let rounds = iterations(200);
+        let mut tasks = Vec::new();
+        for round in 0..rounds {
+            let (registry, session) = (registry.clone(), sessions[round % 16].clone());
+            let task = tokio::spawn(async move {
+                let mut started = 0;
+                for i in 0..8u64 {
+                    if let Ok(_guard) =
+                        StreamGuard::start(&registry, &session, Pending::new("x"), i)
+                    {
+                        started += 1;
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                started
+            });
+            if round % 3 == 0 {
+                tokio::task::yield_now().await;
+                task.abort();
+            }
+            tasks.push(task);
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        cleaner.await.unwrap();
+        assert!(registry.is_empty());
+        for s in sessions.iter() {
+            assert_eq!(s.active(), None, "{} stayed busy", s.id());
+        }
     }
 
-    /// The check can fail: the seed's handler (finish as its last step)
-    /// leaves the session busy when cancelled at any await after the start.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn seed_handler_is_caught_leaving_the_session_busy() {
-        let busy = cancel_at_every_await(Holding::SeedFinishAtEnd).await;
-        assert_eq!(busy, (1..=AWAITS).collect::<Vec<_>>());
+    macro_rules! guard_suite {
+        ($($name:ident: $ty:ty),* $(,)?) => {$(
+            mod $name {
+                use super::*;
+                type T = $ty;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_cancelled_handler_frees_its_session_at_every_await() {
+                    assert_eq!(cancel_at_every_await::<T>(Holding::Guard).await, Vec::<usize>::new());
+                }
+
+                /// The check can fail: the seed's handler (finish as its
+                /// last step) leaves the session busy when cancelled at any
+                /// await after the start.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn seed_handler_is_caught_leaving_the_session_busy() {
+                    let busy = cancel_at_every_await::<T>(Holding::SeedFinishAtEnd).await;
+                    assert_eq!(busy, (1..=AWAITS).collect::<Vec<_>>());
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn many_handlers_cancelled_while_cleanups_run() {
+                    many_handlers_cancelled::<T>().await;
+                }
+            }
+        )*};
+    }
+
+    guard_suite! {
+        lock_free: StreamRegistry<u64>,
+        std_mutex: MutexStreams<u64>,
+        parking_lot: MutexStreams<u64, ParkingLotMutex>,
     }
 
     #[test]
@@ -631,62 +706,6 @@ mod guard {
         drop(guard);
         assert_eq!(session.active_id(), Some(newer));
         assert!(registry.is_live(newer));
-    }
-
-    /// Many handlers on a multi-thread runtime, some cancelled at random
-    /// points while cleanups run: at the end every session is free and the
-    /// registry is empty.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn many_handlers_cancelled_while_cleanups_run() {
-        let registry: Arc<StreamRegistry<u64>> = Arc::new(StreamRegistry::new());
-        let sessions: Arc<Vec<Arc<Session>>> = Arc::new(
-            (0..16)
-                .map(|i| Arc::new(Session::new(format!("s{i}"))))
-                .collect(),
-        );
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cleaner = {
-            let (registry, sessions, stop) = (registry.clone(), sessions.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    for s in sessions.iter() {
-                        registry.clear_stale(s);
-                    }
-                    tokio::task::yield_now().await;
-                }
-            })
-        };
-        let rounds = iterations(200);
-        let mut tasks = Vec::new();
-        for round in 0..rounds {
-            let (registry, session) = (registry.clone(), sessions[round % 16].clone());
-            let task = tokio::spawn(async move {
-                let mut started = 0;
-                for i in 0..8u64 {
-                    if let Ok(_guard) = registry.start_guard(&session, Pending::new("x"), i) {
-                        started += 1;
-                        tokio::task::yield_now().await;
-                        tokio::task::yield_now().await;
-                    }
-                    tokio::task::yield_now().await;
-                }
-                started
-            });
-            if round % 3 == 0 {
-                tokio::task::yield_now().await;
-                task.abort();
-            }
-            tasks.push(task);
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        cleaner.await.unwrap();
-        assert!(registry.is_empty());
-        for s in sessions.iter() {
-            assert_eq!(s.active(), None, "{} stayed busy", s.id());
-        }
     }
 
     /// Churn: 10^6 distinct streams on distinct sessions, each started

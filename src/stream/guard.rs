@@ -1,8 +1,9 @@
 //! [`StreamGuard`]: a started stream that finishes itself when dropped.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{Busy, Pending, Session, StreamId, StreamRegistry};
+use super::{Busy, Pending, Session, StreamId, StreamRegistry, StreamSlots};
 
 /// A live stream owned by its handler: dropping the guard finishes the
 /// stream ([`StreamRegistry::finish`] on its session), so a handler that
@@ -31,6 +32,10 @@ use super::{Busy, Pending, Session, StreamId, StreamRegistry};
 ///
 /// [`StreamGuard::detach`] hands the duty to finish over to the caller.
 ///
+/// The guard works with any [`StreamSlots`] implementation (`R`, by default
+/// the lock-free [`StreamRegistry`]; [`StreamGuard::start`] makes one for
+/// the baseline too), so tests of cancellation run on every implementation.
+///
 /// ```
 /// use raceless::stream::{Pending, Session, StreamRegistry};
 /// use std::sync::Arc;
@@ -46,13 +51,15 @@ use super::{Busy, Pending, Session, StreamId, StreamRegistry};
 /// assert!(session.active().is_none() && !registry.is_live(id));
 /// ```
 #[must_use = "dropping the guard finishes the stream at once"]
-pub struct StreamGuard<S: Send + Sync + 'static> {
-    registry: Arc<StreamRegistry<S>>,
+pub struct StreamGuard<S: Send + Sync + 'static, R: StreamSlots<S> = StreamRegistry<S>> {
+    registry: Arc<R>,
     session: Arc<Session>,
     id: StreamId,
     /// `true` once this guard has finished (or detached) its stream: the
     /// drop then does nothing. Only the owner of the guard touches it.
     done: bool,
+    /// The guard holds no `S` (the registry does).
+    _stream: PhantomData<fn() -> S>,
 }
 
 impl<S: Send + Sync + 'static> StreamRegistry<S> {
@@ -87,17 +94,41 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         pending: Pending,
         stream: S,
     ) -> Result<StreamGuard<S>, Busy> {
-        let id = self.start(session, pending, stream)?;
-        Ok(StreamGuard {
-            registry: Arc::clone(self),
-            session: Arc::clone(session),
-            id,
-            done: false,
-        })
+        StreamGuard::start(self, session, pending, stream)
     }
 }
 
-impl<S: Send + Sync + 'static> StreamGuard<S> {
+impl<S: Send + Sync + 'static, R: StreamSlots<S>> StreamGuard<S, R> {
+    /// [`StreamSlots::start`] on any implementation, returning its guard
+    /// ([`StreamRegistry::start_guard`] is this for the lock-free registry).
+    ///
+    /// ```
+    /// use raceless::baseline::MutexStreams;
+    /// use raceless::stream::{Pending, Session, StreamGuard, StreamOptions, StreamSlots};
+    /// use std::sync::Arc;
+    ///
+    /// let streams = Arc::new(MutexStreams::with_options(StreamOptions::new()));
+    /// let session = Arc::new(Session::new("s"));
+    /// let guard = StreamGuard::start(&streams, &session, Pending::new("hi"), ()).unwrap();
+    /// drop(guard);
+    /// assert!(streams.is_empty() && session.active().is_none());
+    /// ```
+    pub fn start(
+        registry: &Arc<R>,
+        session: &Arc<Session>,
+        pending: Pending,
+        stream: S,
+    ) -> Result<Self, Busy> {
+        let id = StreamSlots::start(&**registry, session, pending, stream)?;
+        Ok(StreamGuard {
+            registry: Arc::clone(registry),
+            session: Arc::clone(session),
+            id,
+            done: false,
+            _stream: PhantomData,
+        })
+    }
+
     /// The stream's id.
     ///
     /// ```
@@ -136,7 +167,7 @@ impl<S: Send + Sync + 'static> StreamGuard<S> {
     /// let guard = registry.start_guard(&session, Pending::new("hi"), 7).unwrap();
     /// assert_eq!(guard.registry().get(guard.id()), Some(7));
     /// ```
-    pub fn registry(&self) -> &Arc<StreamRegistry<S>> {
+    pub fn registry(&self) -> &Arc<R> {
         &self.registry
     }
 
@@ -176,7 +207,7 @@ impl<S: Send + Sync + 'static> StreamGuard<S> {
         if std::mem::replace(&mut self.done, true) {
             return false;
         }
-        self.registry.finish(&self.session, self.id)
+        StreamSlots::finish(&*self.registry, &self.session, self.id)
     }
 
     /// Gives up the guard without finishing: the stream stays live and
@@ -200,7 +231,7 @@ impl<S: Send + Sync + 'static> StreamGuard<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> Drop for StreamGuard<S> {
+impl<S: Send + Sync + 'static, R: StreamSlots<S>> Drop for StreamGuard<S, R> {
     fn drop(&mut self) {
         if !self.done {
             tracing::debug!(
@@ -213,7 +244,7 @@ impl<S: Send + Sync + 'static> Drop for StreamGuard<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> std::fmt::Debug for StreamGuard<S> {
+impl<S: Send + Sync + 'static, R: StreamSlots<S>> std::fmt::Debug for StreamGuard<S, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamGuard")
             .field("session", &self.session.id())
@@ -228,4 +259,5 @@ fn _assert_send_static() {
     fn check<T: Send + Sync + 'static>() {}
     check::<StreamGuard<()>>();
     check::<StreamGuard<String>>();
+    check::<StreamGuard<(), crate::baseline::MutexStreams<()>>>();
 }
