@@ -107,7 +107,7 @@ impl<S: Send + Sync + 'static, R: StreamSlots<S>> StreamGuard<S, R> {
     /// use raceless::stream::{Pending, Session, StreamGuard, StreamOptions, StreamSlots};
     /// use std::sync::Arc;
     ///
-    /// let streams = Arc::new(MutexStreams::with_options(StreamOptions::new()));
+    /// let streams: Arc<MutexStreams<()>> = Arc::new(MutexStreams::with_options(StreamOptions::new()));
     /// let session = Arc::new(Session::new("s"));
     /// let guard = StreamGuard::start(&streams, &session, Pending::new("hi"), ()).unwrap();
     /// drop(guard);
