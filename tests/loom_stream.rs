@@ -1,7 +1,9 @@
 //! loom models of the `stream` component's races, on the public API:
 //! cleanup vs start (including the start's window between registering its
 //! stream and publishing it in the slot), start vs start, finish vs start,
-//! and the slot's live flag vs the registry map.
+//! the slot's live flag vs the registry map, a dropped `StreamGuard` vs a
+//! cleanup and a new start, and the background store writer's queue and
+//! flush handshake.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_stream`.
@@ -287,5 +289,71 @@ fn racy_guard_drop_is_caught() {
         if session.active_id() == Some(id) {
             session.force_clear();
         }
+    });
+}
+
+/// A snapshot of session `id` at `version`.
+fn snap(id: &str, version: u64) -> raceless::stream::SessionSnapshot {
+    raceless::stream::SessionSnapshot {
+        session_id: id.into(),
+        version,
+        active: None,
+    }
+}
+
+/// A fresh store directory per execution (in memory when the machine has
+/// /dev/shm, so the model's `fsync`s are cheap).
+fn store_dir() -> tempfile::TempDir {
+    match std::path::Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm).unwrap(),
+        _ => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn stored_version(writer: &raceless::stream::StoreWriter, id: &str) -> Option<u64> {
+    writer.store().load(id).unwrap().map(|s| s.version)
+}
+
+/// The background writer's queue and flush handshake: a save of another
+/// session races the writer's batch while this thread saves and flushes.
+/// `flush` returns only once everything accepted before it is written
+/// (this thread's own save is on disk, whatever batch it fell into), and
+/// two versions of one session saved from two threads end with the newer
+/// one on disk, whatever the arrival order.
+#[test]
+fn store_writer_flush_and_newest_version() {
+    use raceless::stream::{SessionStore, StoreWriter};
+    loom::model(|| {
+        let dir = store_dir();
+        let writer = StoreWriter::spawn(SessionStore::open(dir.path()).unwrap()).unwrap();
+        let other = {
+            let writer = writer.clone();
+            loom::thread::spawn(move || {
+                writer.save(&snap("b", 1)).unwrap();
+                writer.save(&snap("s", 2)).unwrap();
+            })
+        };
+        writer.save(&snap("a", 1)).unwrap();
+        writer.save(&snap("s", 1)).unwrap();
+        writer.flush();
+        assert_eq!(
+            stored_version(&writer, "a"),
+            Some(1),
+            "flush returned before a save accepted earlier was written"
+        );
+        assert!(stored_version(&writer, "s").is_some());
+        other.join().unwrap();
+        writer.flush();
+        assert_eq!(
+            stored_version(&writer, "b"),
+            Some(1),
+            "flush returned before the other thread's save was written"
+        );
+        assert_eq!(
+            stored_version(&writer, "s"),
+            Some(2),
+            "an older version was written last"
+        );
+        writer.shutdown();
     });
 }

@@ -3,9 +3,24 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::thread::JoinHandle;
+
+// The writer's lock, condition variables and thread: std's, or loom's under
+// `cfg(raceless_loom)` so the loom model of the queue/flush handshake
+// (tests/loom_stream.rs) explores their interleavings. (Kept here rather
+// than in `crate::sync`: only this blocking part of the crate uses them.)
+#[cfg(raceless_loom)]
+use loom::{
+    sync::{Condvar, Mutex, MutexGuard},
+    thread,
+};
+#[cfg(not(raceless_loom))]
+use std::{
+    sync::{Condvar, Mutex, MutexGuard},
+    thread,
+};
+use thread::JoinHandle;
 
 use super::{Saved, SessionSnapshot, SessionStore, StoreError};
 
@@ -132,7 +147,7 @@ impl StoreWriter {
             progress: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("raceless-store-writer".into())
             .spawn(move || {
                 let _exit = ExitGuard(&worker);
