@@ -264,36 +264,32 @@ async fn files_converge(client: &reqwest::Client, server: &Server, sessions: &[S
     }
 }
 
-/// Many sessions at once: every stream runs to its end, second POSTs get
-/// 409 naming the live stream, cleanups during the streams never clear a
-/// live one, finished streams leave empty slots that take a new stream,
-/// and every file ends up holding its session's newest version.
+/// Many sessions at once, while their streams are live (long streams, so
+/// none can end during the checks): the GET (which runs the cleanup) never
+/// clears a live stream, and a second POST is a 409 naming it. Then the
+/// clients leave, the sessions are freed, and every file ends up holding
+/// its session's newest version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn many_sessions_409s_cleanups_and_saved_files() {
+async fn many_live_sessions_409s_and_cleanups() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(8, 40, dir.path());
+    let server = Server::start(100_000, 20, dir.path());
     let client = client();
     let sessions: Vec<String> = (0..24).map(|i| format!("chat-{i}")).collect();
-
     let messages: Vec<String> = (0..sessions.len()).map(|i| format!("hello {i}")).collect();
     let opened = sessions
         .iter()
         .zip(&messages)
         .map(|(session, message)| open_stream(&client, &server, session, message));
-    let mut streams = futures_util::future::join_all(opened).await;
+    let streams = futures_util::future::join_all(opened).await;
 
-    // While every stream is live: a second POST is a 409 naming it, and
-    // the GET (which runs the cleanup) keeps it.
-    let checks = sessions.iter().enumerate().map(|(i, session)| {
+    let checks = sessions.iter().zip(&messages).map(|(session, message)| {
         let (client, server) = (&client, &server);
         async move {
             let (status, state) = get_session(client, server, session).await;
             assert_eq!(status, StatusCode::OK);
             let live = active_id(&state).expect("a live stream was cleared");
-            assert_eq!(
-                state["active_stream"]["pending_message"],
-                json!(format!("hello {i}"))
-            );
+            assert_eq!(state["active_stream"]["pending_message"], json!(message));
+            assert_eq!(state["version"], json!(1));
             let busy = post(client, server, session, "again").await;
             assert_eq!(busy.status(), StatusCode::CONFLICT);
             let body: Value = busy.json().await.unwrap();
@@ -305,47 +301,69 @@ async fn many_sessions_409s_cleanups_and_saved_files() {
         }
     });
     futures_util::future::join_all(checks).await;
+    files_converge(&client, &server, &sessions).await;
 
-    // Every stream runs to its end: 8 tokens, then done.
-    let ends = streams.iter_mut().map(|sse| async move {
-        sse.read_to_end().await;
-        assert_eq!(
-            (sse.count("token"), sse.count("done")),
-            (8, 1),
-            "{}",
-            sse.text
-        );
-    });
-    futures_util::future::join_all(ends).await;
-
-    // Finished: empty slots, and a new stream starts at once.
+    drop(streams);
+    let deadline = Instant::now() + PATIENCE;
     for session in &sessions {
-        let (_, state) = get_session(&client, &server, session).await;
-        assert!(state["active_stream"].is_null(), "{state}");
-        assert_eq!(state["version"], json!(2));
-    }
-    let again = sessions.iter().take(4).map(|s| {
-        let (client, server) = (&client, &server);
-        async move {
-            open_stream(client, server, s, "second")
-                .await
-                .read_to_end()
-                .await
-                .to_owned()
+        loop {
+            let (_, state) = get_session(&client, &server, session).await;
+            if state["active_stream"].is_null() {
+                assert_eq!(state["version"], json!(2));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{session} never freed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    });
-    for text in futures_util::future::join_all(again).await {
-        assert!(text.contains("event: done\n"));
     }
     files_converge(&client, &server, &sessions).await;
     assert!(server.stop().success());
-    // After a clean stop every file holds its session's newest state.
-    for (i, session) in sessions.iter().enumerate() {
+    for session in &sessions {
         let file = saved(dir.path(), session).unwrap();
-        let expected = if i < 4 { 4 } else { 2 };
         assert_eq!(
             (file["version"].as_u64(), file["active"].is_null()),
-            (Some(expected), true)
+            (Some(2), true)
+        );
+    }
+}
+
+/// Many sessions at once, streams read to their end: N tokens then one
+/// done each; finished streams leave empty slots that take a new stream at
+/// once; every file ends up holding its session's newest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_streams_run_to_the_end_and_leave_empty_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(8, 5, dir.path());
+    let client = client();
+    let sessions: Vec<String> = (0..24).map(|i| format!("chat-{i}")).collect();
+    for round in 1..=2u64 {
+        let runs = sessions.iter().map(|session| {
+            let (client, server) = (&client, &server);
+            async move {
+                let mut sse = open_stream(client, server, session, "hi").await;
+                sse.read_to_end().await;
+                assert_eq!(
+                    (sse.count("token"), sse.count("done")),
+                    (8, 1),
+                    "{}",
+                    sse.text
+                );
+            }
+        });
+        futures_util::future::join_all(runs).await;
+        for session in &sessions {
+            let (_, state) = get_session(&client, &server, session).await;
+            assert!(state["active_stream"].is_null(), "{state}");
+            assert_eq!(state["version"], json!(2 * round));
+        }
+    }
+    files_converge(&client, &server, &sessions).await;
+    assert!(server.stop().success());
+    for session in &sessions {
+        let file = saved(dir.path(), session).unwrap();
+        assert_eq!(
+            (file["version"].as_u64(), file["active"].is_null()),
+            (Some(4), true)
         );
     }
 }
