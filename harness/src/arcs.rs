@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use raceless::arcs::{
     ArcEngine, ArcEngineBuilder, ArcError, ArcEvent, ArcKind, ArcPhase, ArcRegistry, ArcSnapshot,
-    EndReason, ProcessReport, Start,
+    Claim, ClaimTarget, Claimed, EndReason, ProcessReport, Start,
 };
 use raceless::baseline::{MutexArcEngine, ParkingLotMutex};
 use raceless::clock::{Clock, ManualClock};
@@ -74,6 +74,9 @@ type Listener<A, K> = Arc<dyn Fn(&ArcEvent<A, K>) + Send + Sync>;
 /// two cores.
 pub struct RacyArcEngine<A, K> {
     arcs: Mutex<HashMap<(A, A), ArcSnapshot<A, K>>>,
+    /// Claimed, unpublished arcs by pair (with the claim's number).
+    claimed: Mutex<HashMap<(A, A), (u64, ArcSnapshot<A, K>)>>,
+    next_claim: std::sync::atomic::AtomicU64,
     listeners: Mutex<Vec<(ListenerId, Listener<A, K>)>>,
     builder: ArcEngineBuilder<A, K>,
     clock: Arc<dyn Clock>,
@@ -106,6 +109,32 @@ where
     }
 }
 
+impl<A, K> ClaimTarget<A, K> for RacyArcEngine<A, K>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+{
+    fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, _token: u64) -> Result<(), ArcError> {
+        let key = &snapshot.agents;
+        if let Err(e) = self.builder.call_start_hook(&key.0, &key.1, &snapshot.kind) {
+            self.claimed.lock().unwrap().remove(key);
+            return Err(ArcError::Hook(e));
+        }
+        // Whatever claim is there now (racy: not checked to be ours).
+        self.claimed.lock().unwrap().remove(key);
+        self.arcs
+            .lock()
+            .unwrap()
+            .insert(key.clone(), snapshot.clone());
+        self.emit(ArcEvent::Started(snapshot.clone()));
+        Ok(())
+    }
+
+    fn rollback_claimed(&self, agents: &(A, A), _token: u64) {
+        self.claimed.lock().unwrap().remove(agents);
+    }
+}
+
 impl<A, K> ArcRegistry<A, K> for RacyArcEngine<A, K>
 where
     A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
@@ -114,6 +143,8 @@ where
     fn from_builder(builder: ArcEngineBuilder<A, K>) -> Self {
         Self {
             arcs: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashMap::new()),
+            next_claim: std::sync::atomic::AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
             clock: builder.shared_clock(),
             builder,
@@ -144,6 +175,40 @@ where
         self.arcs.lock().unwrap().insert(key, arc.clone());
         self.emit(ArcEvent::Started(arc.clone()));
         Ok(Start::Started(arc))
+    }
+
+    fn claim(self: &Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
+        let key = Self::key(&a, &b)?;
+        // Check…
+        if let Some(existing) = self.get(&key) {
+            return Ok(Claimed::AlreadyActive(existing));
+        }
+        if let Some((_, existing)) = self.claimed.lock().unwrap().get(&key) {
+            return Ok(Claimed::AlreadyActive(existing.clone()));
+        }
+        std::thread::yield_now();
+        // …then act: the (overwriting) claim.
+        let now = self.clock.now();
+        let arc = ArcSnapshot {
+            agents: key.clone(),
+            kind,
+            phase: ArcPhase::Initiation,
+            events_triggered: 0,
+            started_at: now,
+            last_progress: now,
+        };
+        let token = self
+            .next_claim
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.claimed
+            .lock()
+            .unwrap()
+            .insert(key, (token, arc.clone()));
+        Ok(Claimed::Claim(Claim::new(
+            Arc::clone(self) as Arc<dyn ClaimTarget<A, K>>,
+            arc,
+            token,
+        )))
     }
 
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
