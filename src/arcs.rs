@@ -608,6 +608,9 @@ pub trait ArcRegistry<A, K>: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// How many arcs are claimed but not yet published (claims alive,
+    /// start hooks running).
+    fn pending(&self) -> usize;
     /// Registers an event listener.
     fn on_event<F>(&self, listener: F) -> ListenerId
     where
@@ -1371,7 +1374,11 @@ where
     ) -> Result<Result<(ArcSnapshot<A, K>, u64), ArcSnapshot<A, K>>, ArcError> {
         let key = pair_key(&a, &b)?;
         let initial = State {
-            life: if pending { Life::Starting } else { Life::Active },
+            life: if pending {
+                Life::Starting
+            } else {
+                Life::Active
+            },
             phase: ArcPhase::Initiation,
             events: 0,
             delta_ms: 0,
@@ -1698,6 +1705,26 @@ where
             .saturating_sub(self.starting.load(Ordering::Relaxed))
     }
 
+    /// How many arcs are claimed and not yet published: live [`Claim`]s
+    /// and starts whose hook is running. With [`len`](Self::len), this is
+    /// everything the engine keeps (each a cell in the map), so both are
+    /// 0 once every arc ended and every claim was published or dropped.
+    /// Like `len`, exact whenever no start or end is in flight.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind};
+    /// # #[derive(Clone)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let claim = engine.claim(1, 2, K).unwrap();
+    /// assert_eq!((engine.len(), engine.pending()), (0, 1));
+    /// drop(claim);
+    /// assert_eq!((engine.len(), engine.pending()), (0, 0));
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.starting.load(Ordering::Relaxed)
+    }
+
     /// Whether no arc is active.
     ///
     /// ```
@@ -1823,12 +1850,7 @@ where
     fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
         ArcEngine::start(self, a, b, kind)
     }
-    fn claim(
-        self: &std::sync::Arc<Self>,
-        a: A,
-        b: A,
-        kind: K,
-    ) -> Result<Claimed<A, K>, ArcError> {
+    fn claim(self: &std::sync::Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
         ArcEngine::claim(self, a, b, kind)
     }
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
@@ -1845,6 +1867,9 @@ where
     }
     fn len(&self) -> usize {
         ArcEngine::len(self)
+    }
+    fn pending(&self) -> usize {
+        ArcEngine::pending(self)
     }
     fn on_event<F>(&self, listener: F) -> ListenerId
     where

@@ -252,6 +252,10 @@ where
         self.arcs.lock().unwrap().len()
     }
 
+    fn pending(&self) -> usize {
+        self.claimed.lock().unwrap().len()
+    }
+
     fn on_event<F>(&self, listener: F) -> ListenerId
     where
         F: Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
@@ -523,6 +527,42 @@ pub fn duplicate_starts<R: ArcRegistry<Agent, TestKind>>(
                 .filter(|s| matches!(s, Ok(Start::AlreadyActive(arc)) if arc.started_at != winner.started_at || arc.agents != winner.agents))
                 .count() as u64;
         }
+    }
+    anomalies
+}
+
+/// `threads` threads take one pair at once, `rounds` times on fresh
+/// registries: even threads through [`ArcRegistry::claim`] (publishing
+/// their claim at once), odd ones through `start`, half as `(b, a)`.
+/// Returns the duplicates: winners (claims plus `Started` results) beyond
+/// one, plus `Started` events beyond one.
+pub fn duplicate_claims<R: ArcRegistry<Agent, TestKind> + 'static>(
+    make: impl Fn() -> R,
+    threads: usize,
+    rounds: usize,
+) -> u64 {
+    let mut anomalies = 0;
+    for _ in 0..rounds {
+        let r = Arc::new(make());
+        let events = counting_started(&*r);
+        let winners: u64 = run_concurrently(threads, |t| {
+            let (a, b) = if t % 4 < 2 { (1, 2) } else { (2, 1) };
+            if t % 2 == 0 {
+                match r.claim(a, b, TestKind::Long) {
+                    Ok(Claimed::Claim(claim)) => u64::from(claim.publish().is_ok()),
+                    _ => 0,
+                }
+            } else {
+                u64::from(matches!(
+                    r.start(a, b, TestKind::Long),
+                    Ok(Start::Started(_))
+                ))
+            }
+        })
+        .into_iter()
+        .sum();
+        anomalies += winners.abs_diff(1);
+        anomalies += events.load(Ordering::Relaxed).abs_diff(1);
     }
     anomalies
 }

@@ -249,11 +249,7 @@ where
         }
         self.inner.with(|inner| {
             // Nothing else touches a pending entry, so it is still ours.
-            if let Some(slot) = inner
-                .arcs
-                .get_mut(key)
-                .filter(|s| s.id == id && s.starting)
-            {
+            if let Some(slot) = inner.arcs.get_mut(key).filter(|s| s.id == id && s.starting) {
                 slot.starting = false;
                 inner.active += 1;
             }
@@ -265,7 +261,11 @@ where
     fn rollback_claimed(&self, key: &(A, A), id: u64) {
         // The entry is dropped after the lock is released.
         let _removed = self.inner.with(|inner| {
-            if inner.arcs.get(key).is_some_and(|s| s.id == id && s.starting) {
+            if inner
+                .arcs
+                .get(key)
+                .is_some_and(|s| s.id == id && s.starting)
+            {
                 inner.arcs.remove(key)
             } else {
                 None
@@ -310,12 +310,7 @@ where
         Ok(Start::Started(snapshot))
     }
 
-    fn claim(
-        self: &std::sync::Arc<Self>,
-        a: A,
-        b: A,
-        kind: K,
-    ) -> Result<Claimed<A, K>, ArcError> {
+    fn claim(self: &std::sync::Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
         Ok(match self.claim_slot(&a, &b, kind, true)? {
             Ok((snapshot, id)) => Claimed::Claim(Claim::new(
                 std::sync::Arc::clone(self) as std::sync::Arc<dyn ClaimTarget<A, K>>,
@@ -360,6 +355,10 @@ where
 
     fn len(&self) -> usize {
         self.inner.with(|inner| inner.active)
+    }
+
+    fn pending(&self) -> usize {
+        self.inner.with(|inner| inner.arcs.len() - inner.active)
     }
 
     fn on_event<F>(&self, listener: F) -> ListenerId
