@@ -85,6 +85,10 @@ impl<C: Clone + Send + Sync> ChangesetStore<C> for RacyChangesets<C> {
         self.open.lock().unwrap().iter().rev().copied().collect()
     }
 
+    fn len(&self) -> usize {
+        self.store.lock().unwrap().len()
+    }
+
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
         let mut store = self.store.lock().unwrap();
         match store.get(&id) {

@@ -130,6 +130,10 @@ impl<C: Clone + Send + Sync + 'static, M: MutexKind> ChangesetStore<C> for Mutex
         self.state.with(|s| s.open.iter().rev().copied().collect())
     }
 
+    fn len(&self) -> usize {
+        self.state.with(|s| s.sets.len())
+    }
+
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
         self.state.with(|s| match s.sets.get(&id) {
             None => Err(ChangesetError::UnknownChangeset(id)),
