@@ -74,8 +74,8 @@ type Listener<A, K> = Arc<dyn Fn(&ArcEvent<A, K>) + Send + Sync>;
 /// two cores.
 pub struct RacyArcEngine<A, K> {
     arcs: Mutex<HashMap<(A, A), ArcSnapshot<A, K>>>,
-    /// Claimed, unpublished arcs by pair (with the claim's number).
-    claimed: Mutex<HashMap<(A, A), (u64, ArcSnapshot<A, K>)>>,
+    /// Claimed, unpublished arcs by pair.
+    claimed: Mutex<HashMap<(A, A), ArcSnapshot<A, K>>>,
     next_claim: std::sync::atomic::AtomicU64,
     listeners: Mutex<Vec<(ListenerId, Listener<A, K>)>>,
     builder: ArcEngineBuilder<A, K>,
@@ -183,7 +183,7 @@ where
         if let Some(existing) = self.get(&key) {
             return Ok(Claimed::AlreadyActive(existing));
         }
-        if let Some((_, existing)) = self.claimed.lock().unwrap().get(&key) {
+        if let Some(existing) = self.claimed.lock().unwrap().get(&key) {
             return Ok(Claimed::AlreadyActive(existing.clone()));
         }
         std::thread::yield_now();
@@ -200,10 +200,7 @@ where
         let token = self
             .next_claim
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.claimed
-            .lock()
-            .unwrap()
-            .insert(key, (token, arc.clone()));
+        self.claimed.lock().unwrap().insert(key, arc.clone());
         Ok(Claimed::Claim(Claim::new(
             Arc::clone(self) as Arc<dyn ClaimTarget<A, K>>,
             arc,
