@@ -47,6 +47,14 @@
 //!   state under the shard read lock) or rolled back (`Starting → Aborted`
 //!   inside the `remove_if` that unlinks it). A rolled-back start returns
 //!   [`ArcError::Hook`] and leaves the pair free.
+//! * **two-phase start** — [`ArcEngine::claim`] is the same claim with the
+//!   cell inserted `Starting`, handed back as a [`Claim`] (which holds an
+//!   `Arc` of the engine: `Send + 'static`); the caller awaits its own work
+//!   (an `async` database insert), then [`Claim::publish`] runs the start
+//!   hook if one is configured and publishes, exactly as a hooked start
+//!   does (with a start hook, `start` *is* claim + publish on the borrowed
+//!   engine). Dropping the claim unpublished — a cancelled future, an
+//!   aborted or panicking task — rolls it back and frees the pair.
 //! * **concurrent starters during the hook** get
 //!   [`Start::AlreadyActive`] with the placeholder's snapshot, which is the
 //!   winner's arc (same agents, kind, start time; phase `Initiation`, no
@@ -67,7 +75,10 @@
 //!   operation (its store is the linearization point): exactly one caller
 //!   wins and reports [`ArcEvent::Ended`]; everyone else finds no active arc
 //!   and gets [`ArcError::NotFound`]. Expiry acts only on the arc with the
-//!   token the sweep found.
+//!   token the sweep found, and is measured on the clock's monotonic time
+//!   ([`Clock::monotonic`]); so is an arc's age at each progress (shown as
+//!   the start's wall time plus that age): a wall-clock step neither expires
+//!   nor revives an arc.
 //! * **status / active** read the map (one shard read lock, or each shard's
 //!   in turn) and load each cell's state word once: every snapshot is one
 //!   word, hence consistent per arc.
@@ -90,6 +101,19 @@
 //!   a time anyway. So the hook-less start and end touch no shared counter;
 //!   `len` counts each pair at most once and is exact whenever no start or
 //!   end is in flight.
+//!
+//! # Memory and progress
+//!
+//! The map holds one cell per pair with a published ([`len`](ArcEngine::len))
+//! or claimed ([`pending`](ArcEngine::pending)) arc; a cell leaves the map
+//! in the operation that ends it (end, completion, expiry, a failed hook,
+//! a dropped claim), so nothing is kept per ended arc. Every operation is
+//! one or two shard-locked map operations whose critical sections run no
+//! user code beyond the data's `Hash`/`Eq`/`Clone` and no I/O (`progress`
+//! is a compare-and-swap loop under a shard read lock); `active`, `len`
+//! and `process_all` visit the shards in turn. Nothing blocks beyond that;
+//! a synchronous start hook blocks only its caller, and `claim` exists so
+//! that an async one blocks nobody.
 //!
 //! # Events
 //!

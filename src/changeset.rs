@@ -136,6 +136,11 @@
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
+//! **Async code** records through a [`Recorder`]: it keeps its own stripe
+//! and lease instead of the thread's, so a task's entries keep its order
+//! even though the task moves between threads, and a task holding recorders
+//! of several logs keeps a lease in each.
+//!
 //! [`start_changeset`]: ChangesetLog::start_changeset
 //! [`record_change`]: ChangesetLog::record_change
 //! [`seal`]: ChangesetLog::seal

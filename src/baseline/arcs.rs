@@ -5,7 +5,10 @@
 //! start with a hook claims the pair with a pending entry under the lock,
 //! runs the hook unlocked, then publishes or removes the entry under the
 //! lock again — the same observable protocol as
-//! [`ArcEngine`](crate::arcs::ArcEngine).
+//! [`ArcEngine`](crate::arcs::ArcEngine). The two-phase start
+//! ([`ArcRegistry::claim`](crate::arcs::ArcRegistry::claim)) is the same
+//! pending entry, published or removed by the [`Claim`]; expiry and ages
+//! run on the clock's monotonic time.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -2,6 +2,10 @@
 //! around the open-changeset list), extended to the whole store so that it
 //! is correct — the seed read the latest id under the lock and recorded
 //! outside it, which still lets an entry land in a sealed changeset.
+//! A [`Recorder`](crate::changeset::Recorder) on it records through
+//! `record_change` (the trait's default `record_leased`): the lock's order
+//! is the commit order, so a recorder's entries keep its order; `take` and
+//! `len` free and count whole changesets under the lock.
 
 use std::collections::HashMap;
 use std::fmt;
