@@ -926,7 +926,10 @@ fn reproduction_counts_zero_for_lock_free() {
 
 #[test]
 fn workloads_run() {
-    for def in raceless_harness::arcs::workloads() {
+    let defs = raceless_harness::arcs::workloads()
+        .into_iter()
+        .chain(raceless_harness::arcs::async_workloads());
+    for def in defs {
         assert_eq!(def.impls.len(), 3);
         for (_, make) in &def.impls {
             let w = make();

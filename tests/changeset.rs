@@ -669,3 +669,16 @@ fn leases_across_two_logs() {
     }
     assert_eq!(total, 2 * iterations(20_000));
 }
+
+#[test]
+fn workloads_run() {
+    let defs = raceless_harness::changeset::workloads()
+        .into_iter()
+        .chain(raceless_harness::changeset::async_workloads());
+    for def in defs {
+        for (_, make) in &def.impls {
+            let w = make();
+            run_concurrently(2, |t| w.run(t, 2, 400));
+        }
+    }
+}

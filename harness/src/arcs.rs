@@ -645,6 +645,61 @@ impl<R: ArcRegistry<Agent, TestKind>> Workload for Cycle<R> {
     }
 }
 
+/// The cycle with a two-phase start: claim and publish (no await in
+/// between: the cost of the claim itself), progress twice, end.
+struct ClaimCycle<R>(Arc<R>);
+
+impl<R: ArcRegistry<Agent, TestKind> + 'static> Workload for ClaimCycle<R> {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
+        let r = &self.0;
+        for i in 0..ops {
+            let round = i / 4;
+            let pair = ((round as usize * threads + thread) % PAIRS as usize) as u32;
+            let (a, b) = (2 * pair, 2 * pair + 1);
+            match i % 4 {
+                0 => {
+                    if let Ok(Claimed::Claim(claim)) = r.claim(a, b, TestKind::Long) {
+                        drop(black_box(claim.publish()));
+                    }
+                }
+                1 => drop(black_box(r.progress(&b, &a, ArcPhase::Escalation))),
+                2 => drop(black_box(r.progress(&a, &b, ArcPhase::Climax))),
+                _ => drop(black_box(r.end(&a, &b, EndReason::Manual))),
+            }
+        }
+    }
+}
+
+fn make_claim_cycle<R: ArcRegistry<Agent, TestKind> + 'static>() -> Box<dyn Workload> {
+    Box::new(ClaimCycle(Arc::new(R::from_builder(
+        ArcEngineBuilder::new(),
+    ))))
+}
+
+/// Benchmark-only workloads of the 0.2 API (not in the comparison run):
+/// the start/progress/end cycle with `claim` + `publish` as its start.
+pub fn async_workloads() -> Vec<WorkloadDef> {
+    vec![WorkloadDef {
+        component: "arcs",
+        name: "claim-cycle-1000-pairs",
+        description: "cycle-1000-pairs with claim + publish (no await between) as the start",
+        impls: vec![
+            (
+                impl_name::LOCK_FREE,
+                make_claim_cycle::<ArcEngine<Agent, TestKind>>,
+            ),
+            (
+                impl_name::STD_MUTEX,
+                make_claim_cycle::<MutexArcEngine<Agent, TestKind>>,
+            ),
+            (
+                impl_name::PARKING_LOT,
+                make_claim_cycle::<MutexArcEngine<Agent, TestKind, ParkingLotMutex>>,
+            ),
+        ],
+    }]
+}
+
 struct HotPair<R>(R);
 
 impl<R: ArcRegistry<Agent, TestKind>> Workload for HotPair<R> {
