@@ -713,7 +713,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// A hook run exactly once per successful start, after the pair is
     /// claimed and before the arc is published, with no internal lock
     /// held. If it fails (or panics), the start is rolled back and returns
-    /// [`ArcError::Hook`].
+    /// [`ArcError::Hook`]. It is synchronous and blocks its caller: with
+    /// [`ArcEngine::claim`] it runs inside [`Claim::publish`], so async
+    /// code that awaits its own insert between `claim` and `publish`
+    /// usually configures none.
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcError, ArcKind};
