@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
 use raceless::baseline::{MutexBus, ParkingLotMutex, StdMutex};
-use raceless::bus::{Bus, EmitReport, Event, EventBus, HandlerError, SubscriptionId};
+use raceless::bus::{
+    Bus, EmitReport, Event, EventBus, HandlerError, OwnedBus, SubscriptionId, TryRecvError,
+};
 
 use crate::model::SequentialSpec;
 use crate::threads::{run_concurrently, stagger};
@@ -563,6 +565,141 @@ pub fn audit_anomalies<B: Bus<TestEvent>>(
         }
     }
     found
+}
+
+// ---------------------------------------------------------------------------
+// Channels, owned guards and kind reclamation (0.2)
+
+/// What [`lag_accounting`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagReport {
+    /// Events the consumer received.
+    pub received: u64,
+    /// The sum of the `Lagged` counts it was told.
+    pub lagged: u64,
+    /// Events emitted in all.
+    pub emitted: u64,
+    /// Emits that did not report the channel's delivery.
+    pub undelivered: u64,
+    /// Events of one emitter received out of its emit order, or twice.
+    pub out_of_order: u64,
+}
+
+impl LagReport {
+    /// Anomalies: `received + lagged != emitted`, plus undelivered emits
+    /// and order violations.
+    pub fn anomalies(&self) -> u64 {
+        (self.received + self.lagged).abs_diff(self.emitted) + self.undelivered + self.out_of_order
+    }
+}
+
+/// A slow channel consumer: `emitters` threads each emit `per_thread`
+/// events of [`HOT_KIND`] into a bus with one channel of `capacity`, while
+/// a consumer thread takes one event per `slowness` yields; once the
+/// emitters are done it drains the queue. Nothing waits for the consumer:
+/// every emit must report the delivery, and the events received plus the
+/// `Lagged` counts must add up to the events emitted, exactly, with each
+/// emitter's events in its emit order. `bus` must have no other subscriber.
+pub fn lag_accounting<B: OwnedBus<TestEvent>>(
+    bus: &B,
+    emitters: usize,
+    per_thread: usize,
+    capacity: usize,
+    slowness: usize,
+) -> LagReport {
+    let mut rx = bus
+        .subscribe_channel(HOT_KIND, capacity)
+        .expect("a valid capacity");
+    let done = AtomicUsize::new(0);
+    let undelivered = AtomicU64::new(0);
+    let report = Mutex::new(LagReport::default());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut r = LagReport::default();
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            let mut take = |out: Result<TestEvent, TryRecvError>, r: &mut LagReport| match out {
+                Ok(e) => {
+                    r.received += 1;
+                    let (thread, round) = (e.payload >> 32, e.payload & 0xFFFF_FFFF);
+                    if let Some(prev) = last.insert(thread, round) {
+                        if prev >= round {
+                            r.out_of_order += 1;
+                        }
+                    }
+                    true
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    r.lagged += n;
+                    true
+                }
+                Err(_) => false,
+            };
+            while done.load(Ordering::Acquire) < emitters {
+                for _ in 0..slowness {
+                    std::thread::yield_now();
+                }
+                take(rx.try_recv(), &mut r);
+            }
+            // The emitters returned (acquired above): drain.
+            while take(rx.try_recv(), &mut r) {}
+            *report.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        });
+        run_concurrently(emitters, |t| {
+            for i in 0..per_thread {
+                if bus.emit(TestEvent::new(HOT_KIND, marker(t, i))).delivered != 1 {
+                    undelivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done.fetch_add(1, Ordering::Release);
+        });
+    });
+    let mut r = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    r.emitted = (emitters * per_thread) as u64;
+    r.undelivered = undelivered.into_inner();
+    r
+}
+
+/// An event whose kind is a `u64`: for pushing many distinct kinds
+/// through a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyedEvent(pub u64);
+
+impl Event for KeyedEvent {
+    type Kind = u64;
+    fn kind(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Kind churn: `threads` threads each push `per_thread` distinct kinds
+/// through `bus`: an owned handler guard and a channel receiver for the
+/// kind, one emit (which must reach both), a receive, then both dropped.
+/// Returns the anomalies (wrong delivery counts, missing events); the
+/// caller checks that [`OwnedBus::kind_count`] is back to its baseline.
+pub fn churn_distinct_kinds<B: OwnedBus<KeyedEvent>>(
+    bus: &B,
+    threads: usize,
+    per_thread: usize,
+) -> u64 {
+    run_concurrently(threads, |t| {
+        let mut anomalies = 0;
+        for i in 0..per_thread {
+            let kind = (t * per_thread + i) as u64 + 1_000_000_000;
+            let guard = bus.subscribe_owned(kind, |_: &KeyedEvent| Ok(()));
+            let mut rx = bus.subscribe_channel(kind, 1).expect("a valid capacity");
+            if bus.emit(KeyedEvent(kind)).delivered != 2 {
+                anomalies += 1;
+            }
+            if rx.try_recv() != Ok(KeyedEvent(kind)) {
+                anomalies += 1;
+            }
+            drop(guard);
+            drop(rx);
+        }
+        anomalies
+    })
+    .into_iter()
+    .sum()
 }
 
 // ---------------------------------------------------------------------------
