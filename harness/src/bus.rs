@@ -746,6 +746,35 @@ impl<B: Bus<TestEvent>> Workload for EmitMix<B> {
     }
 }
 
+/// [`EmitMix`] over one kind with 4 handlers, no audit log, plus one
+/// channel receiver of capacity 64 that nobody reads: every emit finds its
+/// queue full and drops its oldest event. Next to `emit-no-audit` (the
+/// same without the channel), it shows what a stalled consumer costs the
+/// emitters: one clone, one queue push that evicts, one lag count, one
+/// wake of an empty waker slot — never a wait.
+struct StalledChannel<B: OwnedBus<TestEvent>> {
+    mix: EmitMix<B>,
+    _stalled: raceless::bus::Receiver<TestEvent>,
+}
+
+impl<B: OwnedBus<TestEvent>> StalledChannel<B> {
+    fn new(bus: B) -> Self {
+        let stalled = bus
+            .subscribe_channel(0, 64)
+            .expect("64 is a valid capacity");
+        Self {
+            mix: EmitMix::new(bus, 1, 4, false),
+            _stalled: stalled,
+        }
+    }
+}
+
+impl<B: OwnedBus<TestEvent>> Workload for StalledChannel<B> {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
+        self.mix.run(thread, threads, ops);
+    }
+}
+
 /// Reference row: the floor of any RCU bus — one bare `ArcSwap` load of a
 /// handler list and the calls, nothing else (no audit log, no counters).
 /// With `sequence`, also one `fetch_add` on a counter every emitter shares:
@@ -875,6 +904,24 @@ pub fn workloads() -> Vec<WorkloadDef> {
             name: "many-kinds",
             description: "emit over 64 kinds with 2 handlers each, audit log of 1024",
             impls: mix!(WORKLOAD_AUDIT_CAPACITY, 64, 2, false),
+        },
+        WorkloadDef {
+            component: "bus",
+            name: "emit-stalled-channel",
+            description: "emit one kind with 4 handlers and one channel (capacity 64) nobody reads, no audit log: compare with emit-no-audit",
+            impls: vec![
+                (impl_name::LOCK_FREE, || {
+                    Box::new(StalledChannel::new(EventBus::new(0)))
+                }),
+                (impl_name::STD_MUTEX, || {
+                    Box::new(StalledChannel::new(MutexBus::<TestEvent, StdMutex>::new(0)))
+                }),
+                (impl_name::PARKING_LOT, || {
+                    Box::new(StalledChannel::new(
+                        MutexBus::<TestEvent, ParkingLotMutex>::new(0),
+                    ))
+                }),
+            ],
         },
         WorkloadDef {
             component: "bus",

@@ -622,9 +622,12 @@ fn with_entry<E: Event>(
 /// The state every handle of a bus shares: the bus itself, and (weakly)
 /// its owned guards and receivers.
 struct Inner<E: Event> {
-    /// Kind → subscribers and counters: the one RCU snapshot every emit
-    /// loads and every subscribe and unsubscribe replaces.
-    kinds: ArcSwap<KindMap<E>>,
+    /// Kind → subscribers and counters, sharded by kind: each shard is an
+    /// RCU snapshot of its kinds, which an emit loads once and a subscribe
+    /// or unsubscribe of one of its kinds copies and replaces.
+    shards: Box<[ArcSwap<KindMap<E>>]>,
+    /// Picks a kind's shard (seeded apart from the maps' own hasher).
+    shard_hasher: ShardHasher,
     /// Subscription id → its kind (to find its list).
     index: ShardedMap<SubscriptionId, E::Kind>,
     /// `Relaxed`: ids only need to be unique.
@@ -633,7 +636,29 @@ struct Inner<E: Event> {
     stripes: usize,
 }
 
+/// The number of kind shards: a subscribe or unsubscribe copies one
+/// shard's map, about `live kinds / KIND_SHARDS` entries. One under loom:
+/// the models then make kinds share a snapshot (the harder case: writers of
+/// different kinds race on it), and picking a shard is a pure function.
+const KIND_SHARDS: usize = if cfg!(raceless_loom) { 1 } else { 64 };
+
+/// Seeded per bus; fixed under loom, whose executions must replay alike.
+#[cfg(not(raceless_loom))]
+type ShardHasher = foldhash::fast::RandomState;
+#[cfg(raceless_loom)]
+type ShardHasher = foldhash::fast::FixedState;
+
 impl<E: Event> Inner<E> {
+    /// The snapshot cell of `kind`'s shard.
+    #[inline]
+    fn shard(&self, kind: &E::Kind) -> &ArcSwap<KindMap<E>> {
+        use std::hash::BuildHasher;
+        // Bits 32.. of foldhash's folded multiply (well mixed); the
+        // shard count is a power of two.
+        let h = self.shard_hasher.hash_one(kind);
+        &self.shards[(h >> 32) as usize & (KIND_SHARDS - 1)]
+    }
+
     fn subscribe(&self, kind: E::Kind, sink: Sink<E>) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let subscriber = Subscriber { id, sink };
@@ -645,7 +670,7 @@ impl<E: Event> Inner<E> {
         // compare-and-swap came first: the reclaiming unsubscribe then
         // finds two subscribers and keeps the entry) or creates a new one
         // (it came second).
-        self.kinds.rcu(|current| {
+        self.shard(&kind).rcu(|current| {
             let (old, counters): (&[Subscriber<E>], _) = match current.get(&kind) {
                 Some(entry) => (&entry.subscribers, entry.counters.clone()),
                 None => (&[], Arc::new(counters::DeliveryCounters::new(self.stripes))),
@@ -667,7 +692,8 @@ impl<E: Event> Inner<E> {
         // of one id exactly one compare-and-swap removes it. Holding
         // `current` keeps its allocation alive, so the pointer comparison
         // has no ABA.
-        let mut current = self.kinds.load_full();
+        let cell = self.shard(&kind);
+        let mut current = cell.load_full();
         let removed = loop {
             let Some(entry) = current.get(&kind) else {
                 return false; // the kind was reclaimed: the id is gone
@@ -683,7 +709,7 @@ impl<E: Event> Inner<E> {
             // The last subscriber leaves: the next snapshot has no entry
             // for the kind (reclaimed in this same compare-and-swap).
             let next = with_entry(&current, &kind, subscribers, entry.counters.clone());
-            let previous = self.kinds.compare_and_swap(&current, next);
+            let previous = cell.compare_and_swap(&current, next);
             if Arc::ptr_eq(&previous, &current) {
                 break entry.subscribers[pos].clone(); // linearization point
             }
@@ -708,9 +734,11 @@ impl<E: Event> Drop for Inner<E> {
     /// drains its queue, then sees `Closed`). No emit can run any more: an
     /// emit borrows the bus, so it returned before the bus was dropped.
     fn drop(&mut self) {
-        for entry in self.kinds.load().values() {
-            for subscriber in entry.subscribers.iter() {
-                subscriber.close();
+        for shard in self.shards.iter() {
+            for entry in shard.load().values() {
+                for subscriber in entry.subscribers.iter() {
+                    subscriber.close();
+                }
             }
         }
     }
@@ -760,7 +788,10 @@ impl<E: Event> EventBus<E> {
     pub fn new(audit_capacity: usize) -> Self {
         Self {
             inner: std::sync::Arc::new(Inner {
-                kinds: ArcSwap::from_value(HashMap::with_hasher(MapHasher::default())),
+                shards: (0..KIND_SHARDS)
+                    .map(|_| ArcSwap::from_value(HashMap::with_hasher(MapHasher::default())))
+                    .collect(),
+                shard_hasher: ShardHasher::default(),
                 index: ShardedMap::new(),
                 next_id: AtomicU64::new(0),
                 audit: audit::AuditRing::new(audit_capacity),
@@ -950,7 +981,7 @@ impl<E: Event> EventBus<E> {
         // The handlers get the event where the log keeps it (no copy).
         inner.audit.record(event, |event| {
             // One arc-swap read guard: no lock, nothing a writer waits for.
-            let kinds = inner.kinds.load(); // linearization point
+            let kinds = inner.shard(&kind).load(); // linearization point
             let Some(entry) = kinds.get(&kind) else {
                 return EmitReport::default();
             };
@@ -991,7 +1022,7 @@ impl<E: Event> EventBus<E> {
     /// ```
     pub fn subscriber_count(&self, kind: &E::Kind) -> usize {
         self.inner
-            .kinds
+            .shard(kind)
             .load()
             .get(kind)
             .map_or(0, |entry| entry.subscribers.len())
@@ -1013,7 +1044,11 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.kind_count(), 0);
     /// ```
     pub fn kind_count(&self) -> usize {
-        self.inner.kinds.load().len()
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.load().len())
+            .sum()
     }
 
     /// Delivered and failed handler calls for `kind` since it was last
@@ -1033,7 +1068,7 @@ impl<E: Event> EventBus<E> {
     /// ```
     pub fn delivery_stats(&self, kind: &E::Kind) -> KindStats {
         self.inner
-            .kinds
+            .shard(kind)
             .load()
             .get(kind)
             .map_or_else(KindStats::default, |slot| slot.counters.totals())
@@ -1050,7 +1085,7 @@ impl<E: Event> Default for EventBus<E> {
 impl<E: Event> fmt::Debug for EventBus<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventBus")
-            .field("kinds", &self.inner.kinds.load().len())
+            .field("kinds", &self.kind_count())
             .field("subscriptions", &self.inner.index.len())
             .field("audit_capacity", &self.inner.audit.capacity())
             .finish()
