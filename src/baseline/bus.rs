@@ -71,7 +71,7 @@ impl<E: Event, M: MutexKind> Shared<E, M> {
             s.kinds
                 .entry(kind)
                 .or_default()
-                .push(Subscriber { id, sink });
+                .push(Subscriber::new(id, sink));
             id
         })
     }

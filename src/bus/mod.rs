@@ -478,7 +478,7 @@ pub trait OwnedBus<E: Event>: Bus<E> {
 /// a `dyn`, and the handlers are not part of the protocol loom checks.
 pub(crate) type Handler<E> = std::sync::Arc<dyn Fn(&E) -> Result<(), HandlerError> + Send + Sync>;
 
-/// Where a subscription's events go.
+/// Where a new subscription's events go.
 pub(crate) enum Sink<E> {
     /// Called on the emitting thread.
     Handler(Handler<E>),
@@ -486,26 +486,44 @@ pub(crate) enum Sink<E> {
     Channel(Arc<channel::Channel<E>>),
 }
 
-impl<E> Clone for Sink<E> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::Handler(h) => Self::Handler(h.clone()),
-            Self::Channel(c) => Self::Channel(c.clone()),
-        }
-    }
-}
-
-/// One entry of a subscriber list.
+/// One entry of a subscriber list. A channel is a handler too (one that
+/// pushes a clone of the event into its queue), so `emit` calls every
+/// subscriber the same way; `channel` is kept beside it to close it.
 pub(crate) struct Subscriber<E> {
     pub(crate) id: SubscriptionId,
-    pub(crate) sink: Sink<E>,
+    pub(crate) handler: Handler<E>,
+    channel: Option<Arc<channel::Channel<E>>>,
 }
 
 impl<E> Clone for Subscriber<E> {
     fn clone(&self) -> Self {
         Self {
             id: self.id,
-            sink: self.sink.clone(),
+            handler: self.handler.clone(),
+            channel: self.channel.clone(),
+        }
+    }
+}
+
+impl<E: Event> Subscriber<E> {
+    pub(crate) fn new(id: SubscriptionId, sink: Sink<E>) -> Self {
+        match sink {
+            Sink::Handler(handler) => Self {
+                id,
+                handler,
+                channel: None,
+            },
+            Sink::Channel(channel) => {
+                let queue = channel.clone();
+                Self {
+                    id,
+                    handler: std::sync::Arc::new(move |event: &E| {
+                        queue.push(event.clone());
+                        Ok(())
+                    }),
+                    channel: Some(channel),
+                }
+            }
         }
     }
 }
@@ -514,7 +532,7 @@ impl<E> Subscriber<E> {
     /// Closes the subscriber's channel, if it is one (its subscription
     /// ended or its bus is gone).
     pub(crate) fn close(&self) {
-        if let Sink::Channel(channel) = &self.sink {
+        if let Some(channel) = &self.channel {
             channel.close();
         }
     }
@@ -532,14 +550,7 @@ pub(crate) trait Detach: Send + Sync {
 pub(crate) fn deliver<E: Event>(event: &E, subscribers: &[Subscriber<E>]) -> EmitReport {
     let mut report = EmitReport::default();
     for sub in subscribers {
-        let outcome = catch_unwind(AssertUnwindSafe(|| match &sub.sink {
-            Sink::Handler(handler) => handler(event),
-            Sink::Channel(channel) => {
-                channel.push(event.clone());
-                Ok(())
-            }
-        }));
-        match outcome {
+        match catch_unwind(AssertUnwindSafe(|| (sub.handler)(event))) {
             Ok(Ok(())) => report.delivered += 1,
             Ok(Err(error)) => {
                 report.failed += 1;
@@ -625,7 +636,8 @@ struct Inner<E: Event> {
     /// Kind → subscribers and counters, sharded by kind: each shard is an
     /// RCU snapshot of its kinds, which an emit loads once and a subscribe
     /// or unsubscribe of one of its kinds copies and replaces.
-    shards: Box<[ArcSwap<KindMap<E>>]>,
+    /// Inline (no pointer to chase between the bus and a shard's cell).
+    shards: [ArcSwap<KindMap<E>>; KIND_SHARDS],
     /// Picks a kind's shard (seeded apart from the maps' own hasher).
     shard_hasher: ShardHasher,
     /// Subscription id → its kind (to find its list).
@@ -661,7 +673,7 @@ impl<E: Event> Inner<E> {
 
     fn subscribe(&self, kind: E::Kind, sink: Sink<E>) -> SubscriptionId {
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let subscriber = Subscriber { id, sink };
+        let subscriber = Subscriber::new(id, sink);
         // Linearization point: the rcu's successful compare-and-swap. A
         // kind's first subscribe creates its entry and counters; a retry
         // after a lost compare-and-swap starts from the winner's map, so a
@@ -788,9 +800,9 @@ impl<E: Event> EventBus<E> {
     pub fn new(audit_capacity: usize) -> Self {
         Self {
             inner: std::sync::Arc::new(Inner {
-                shards: (0..KIND_SHARDS)
-                    .map(|_| ArcSwap::from_value(HashMap::with_hasher(MapHasher::default())))
-                    .collect(),
+                shards: std::array::from_fn(|_| {
+                    ArcSwap::from_value(HashMap::with_hasher(MapHasher::default()))
+                }),
                 shard_hasher: ShardHasher::default(),
                 index: ShardedMap::new(),
                 next_id: AtomicU64::new(0),
