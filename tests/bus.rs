@@ -625,6 +625,14 @@ mod racy_variant_is_caught {
     }
 
     #[test]
+    fn lost_lag_counts() {
+        let n = hunt(10, || {
+            raceless_harness::bus::racy_lag_accounting(4, iterations(5000), 1, 4).anomalies()
+        });
+        assert!(n > 0, "the racy channel counted every eviction");
+    }
+
+    #[test]
     fn audit_over_capacity() {
         let n = hunt(10, || {
             audit_anomalies(&RacyBus::new(4), 4, 4, iterations(5000)).over_capacity

@@ -607,9 +607,98 @@ pub fn lag_accounting<B: OwnedBus<TestEvent>>(
     capacity: usize,
     slowness: usize,
 ) -> LagReport {
-    let mut rx = bus
+    let rx = bus
         .subscribe_channel(HOT_KIND, capacity)
         .expect("a valid capacity");
+    lag_accounting_with(
+        rx,
+        |e| bus.emit(e).delivered,
+        emitters,
+        per_thread,
+        slowness,
+    )
+}
+
+/// The consuming end [`lag_accounting_with`] drives.
+pub trait ChannelConsumer: Send {
+    /// As [`raceless::bus::Receiver::try_recv`].
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError>;
+}
+
+impl ChannelConsumer for raceless::bus::Receiver<TestEvent> {
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError> {
+        raceless::bus::Receiver::try_recv(self)
+    }
+}
+
+/// The racy variant of a channel: a drop-oldest queue whose lag count is
+/// a load and a later store (a `yield_now` between them), so concurrent
+/// evictions lose counts.
+pub struct RacyChannel {
+    queue: Mutex<VecDeque<TestEvent>>,
+    capacity: usize,
+    lagged: AtomicU64,
+}
+
+impl RacyChannel {
+    /// A racy channel of `capacity` events.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            lagged: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `event`, evicting the oldest if full; returns 1 (delivered).
+    pub fn push(&self, event: TestEvent) -> usize {
+        let evicted = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let evicted = q.len() == self.capacity && q.pop_front().is_some();
+            q.push_back(event);
+            evicted
+        };
+        if evicted {
+            let n = self.lagged.load(Ordering::Relaxed);
+            std::thread::yield_now(); // the check-then-act window
+            self.lagged.store(n + 1, Ordering::Relaxed);
+        }
+        1
+    }
+}
+
+impl ChannelConsumer for Arc<RacyChannel> {
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError> {
+        let missed = self.lagged.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            return Err(TryRecvError::Lagged(missed));
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pop_front().ok_or(TryRecvError::Empty)
+    }
+}
+
+/// [`lag_accounting`] on a [`RacyChannel`] (which the check must catch).
+pub fn racy_lag_accounting(
+    emitters: usize,
+    per_thread: usize,
+    capacity: usize,
+    slowness: usize,
+) -> LagReport {
+    let channel = RacyChannel::new(capacity);
+    let sender = channel.clone();
+    lag_accounting_with(channel, |e| sender.push(e), emitters, per_thread, slowness)
+}
+
+/// [`lag_accounting`] over any consumer `rx` fed by `emit` (which returns
+/// the deliveries it made; each must be 1).
+pub fn lag_accounting_with<R: ChannelConsumer>(
+    mut rx: R,
+    emit: impl Fn(TestEvent) -> usize + Sync,
+    emitters: usize,
+    per_thread: usize,
+    slowness: usize,
+) -> LagReport {
     let done = AtomicUsize::new(0);
     let undelivered = AtomicU64::new(0);
     let report = Mutex::new(LagReport::default());
@@ -646,7 +735,7 @@ pub fn lag_accounting<B: OwnedBus<TestEvent>>(
         });
         run_concurrently(emitters, |t| {
             for i in 0..per_thread {
-                if bus.emit(TestEvent::new(HOT_KIND, marker(t, i))).delivered != 1 {
+                if emit(TestEvent::new(HOT_KIND, marker(t, i))) != 1 {
                     undelivered.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -6,13 +6,23 @@
 //! registered just before an emit were skipped, removed ones still called,
 //! and the log corrupted. Its fix put one lock around everything. Here:
 //!
-//! - **Subscriber lists are one RCU snapshot.** An immutable map holds
-//!   every kind's subscriber list (and a handle to its counters) behind one
-//!   `ArcSwap`. `subscribe` and `unsubscribe` build a new map and install
-//!   it with a compare-and-swap loop; `emit` loads the current map and calls
-//!   each handler of its kind holding only that snapshot (an arc-swap read
-//!   guard, which no writer ever waits for), so the emit path takes no lock
-//!   at all.
+//! - **Subscriber lists are RCU snapshots.** Immutable maps hold the
+//!   kinds' subscriber lists (and handles to their counters), sharded by
+//!   kind over 64 `ArcSwap` cells. `subscribe` and `unsubscribe` build a
+//!   new map of the kind's shard and install it with a compare-and-swap
+//!   loop; `emit` loads its kind's map once and calls each handler of its
+//!   kind holding only that snapshot (an arc-swap read guard, which no
+//!   writer ever waits for), so the emit path takes no lock at all.
+//! - **Kinds are reclaimed**: the unsubscribe that removes a kind's last
+//!   subscriber removes its entry in the same compare-and-swap
+//!   ([`EventBus::kind_count`] counts the live ones).
+//! - **Owned consumers (0.2).** [`OwnedSubscription`] and [`Receiver`]
+//!   are `Send + 'static` handles that hold the bus weakly and unsubscribe
+//!   when dropped. A receiver ([`EventBus::subscribe_channel`]) is a
+//!   bounded drop-oldest queue that `emit` fills without waiting, with
+//!   exact [`RecvError::Lagged`] counts and a cancel-safe async
+//!   [`Receiver::recv`] on any executor (protocol in `channel.rs` and
+//!   `docs/bus.md`).
 //! - **The audit log is a lock-free bounded log** (see `audit.rs` and
 //!   `docs/bus.md`): one `fetch_add` numbers the event, which moves into its
 //!   write-once slot in a page of `capacity` slots; the handlers run on the
@@ -38,6 +48,10 @@
 //! - Handlers may call `subscribe`, `unsubscribe`, `emit` and `audit_log`
 //!   on the same bus: nothing a handler could wait for is held while it
 //!   runs.
+//! - Progress: `emit`, `subscribe*`, `unsubscribe`, guard and receiver
+//!   drops, `try_recv` and `recv` are lock-free (the id index is a sharded
+//!   map: short shard locks, no user code); only
+//!   [`Receiver::blocking_recv`] blocks, and says so.
 //!
 //! # Orderings
 //!
