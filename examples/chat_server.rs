@@ -47,7 +47,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dashmap::DashMap;
 use futures_util::stream::{self, Stream};
-use raceless::bus::{Event, EventBus};
+use raceless::bus::{Event, EventBus, RecvError};
 use raceless::stream::{
     Busy, Pending, Session, SessionStore, StoreWriter, StreamGuard, StreamOptions, StreamRegistry,
 };
@@ -298,7 +298,9 @@ async fn get_session(State(app): State<Shared>, Path(id): Path<String>) -> Respo
 }
 
 async fn events(State(app): State<Shared>) -> Response {
-    let receiver = match subscribe_channel(&app.bus, STREAM_EVENTS, 256) {
+    // A channel consumer of the bus: emit never waits for this client; if
+    // it falls 256 events behind it gets a `lagged` event and the newest.
+    let receiver = match app.bus.subscribe_channel(STREAM_EVENTS, 256) {
         Ok(receiver) => receiver,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
@@ -311,71 +313,13 @@ async fn events(State(app): State<Shared>) -> Response {
             Err(RecvError::Lagged(missed)) => {
                 SseEvent::default().event("lagged").data(missed.to_string())
             }
-            Err(RecvError::Closed) => return None,
+            Err(_) => return None, // the bus is gone
         };
         Some((Ok::<_, Infallible>(event), Some(receiver)))
     });
     Sse::new(feed)
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-// --- The bus's async consumer ------------------------------------------------
-//
-// TODO(integrate): use EventBus::subscribe_channel. The bus's 0.2 API,
-// `bus.subscribe_channel(kind, capacity) -> Result<raceless::bus::Receiver<E>,
-// BusError>` with `async fn recv(&mut self) -> Result<E, RecvError>`
-// (`RecvError::{Lagged(u64), Closed}`), replaces this adapter: delete
-// `subscribe_channel`, `LocalReceiver` and `RecvError` below, call
-// `app.bus.subscribe_channel(STREAM_EVENTS, 256)` in `events`, and import
-// `raceless::bus::RecvError` (same variants; `events` needs no other change).
-
-/// Why `recv` returned no event (the shape of the bus's `RecvError`).
-enum RecvError {
-    Lagged(u64),
-    #[allow(dead_code)]
-    Closed,
-}
-
-/// A subscription that forwards the bus's events of `kind` into a bounded
-/// broadcast channel; dropping it unsubscribes.
-struct LocalReceiver {
-    bus: Arc<EventBus<ChatEvent>>,
-    id: raceless::bus::SubscriptionId,
-    rx: tokio::sync::broadcast::Receiver<ChatEvent>,
-}
-
-fn subscribe_channel(
-    bus: &Arc<EventBus<ChatEvent>>,
-    kind: &'static str,
-    capacity: usize,
-) -> Result<LocalReceiver, String> {
-    let (tx, rx) = tokio::sync::broadcast::channel(capacity);
-    let id = bus.subscribe(kind, move |event| {
-        let _ = tx.send(event.clone()); // never waits: a slow feed lags
-        Ok(())
-    });
-    Ok(LocalReceiver {
-        bus: bus.clone(),
-        id,
-        rx,
-    })
-}
-
-impl LocalReceiver {
-    async fn recv(&mut self) -> Result<ChatEvent, RecvError> {
-        use tokio::sync::broadcast::error::RecvError as B;
-        self.rx.recv().await.map_err(|e| match e {
-            B::Lagged(missed) => RecvError::Lagged(missed),
-            B::Closed => RecvError::Closed,
-        })
-    }
-}
-
-impl Drop for LocalReceiver {
-    fn drop(&mut self) {
-        self.bus.unsubscribe(self.id);
-    }
 }
 
 // -----------------------------------------------------------------------------

@@ -300,9 +300,16 @@ fn receiver_drop_vs_emit() {
         let report = bus.emit(ev(1, 0));
         assert!(report.delivered >= 1 && report.delivered <= 2);
         if started_after {
-            assert_eq!(report.delivered, 1, "emit started after the receiver was dropped");
+            assert_eq!(
+                report.delivered, 1,
+                "emit started after the receiver was dropped"
+            );
         }
-        assert_eq!(second.try_recv(), Ok(ev(1, 0)), "the second receiver was lost");
+        assert_eq!(
+            second.try_recv(),
+            Ok(ev(1, 0)),
+            "the second receiver was lost"
+        );
         dropper.join().unwrap();
         assert_eq!(bus.subscriber_count(&1), 1);
         assert_eq!(bus.kind_count(), 1);
@@ -342,7 +349,11 @@ fn guard_drop_vs_emit() {
         if started_after {
             assert_eq!(dropped_calls, 0, "emit started after the guard was dropped");
         }
-        assert_eq!(report.delivered, 1 + dropped_calls, "the second handler was lost");
+        assert_eq!(
+            report.delivered,
+            1 + dropped_calls,
+            "the second handler was lost"
+        );
         dropper.join().unwrap();
         assert_eq!(bus.subscriber_count(&1), 1);
         drop(second);
