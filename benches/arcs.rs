@@ -7,6 +7,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 fn benches(c: &mut Criterion) {
     raceless_harness::bench::bench_workloads(c, &raceless_harness::arcs::workloads());
+    raceless_harness::bench::bench_workloads(c, &raceless_harness::arcs::async_workloads());
 }
 
 criterion_group!(group, benches);

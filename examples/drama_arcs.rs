@@ -4,13 +4,17 @@
 //! and that decides each arc's phase, and the seed's five-day rivalry
 //! scenario, printed day by day. Time is a `ManualClock` advanced by days.
 //!
+//! The epilogue starts two arcs the 0.2 way, from async request handlers:
+//! `claim`, await the (simulated) database insert, `publish` — and a
+//! handler cancelled during its insert gives the pair back.
+//!
 //! Run it with `cargo run --example drama_arcs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raceless::arcs::{ArcEngine, ArcEvent, ArcKind, ArcPhase, EndReason, Start};
+use raceless::arcs::{ArcEngine, ArcEvent, ArcKind, ArcPhase, Claimed, EndReason, Start};
 use raceless::clock::{Clock, ManualClock};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -379,4 +383,46 @@ fn main() {
             arc.events_triggered
         );
     }
+
+    // Async handlers: the pair is claimed, the handler awaits its own
+    // insert, then publishes. A client that goes away mid-insert cancels
+    // the handler's future: its claim is dropped and the pair is free.
+    println!("\n== Async handlers ==");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let engine = world.engine.clone();
+    rt.block_on(async move {
+        let handler = |engine: Arc<ArcEngine<Agent, DramaKind>>, insert: Duration| async move {
+            match engine.claim(rex, mo, DramaKind::HotTakeBeef) {
+                Ok(Claimed::Claim(claim)) => {
+                    println!("  claimed {rex} / {mo}; inserting ...");
+                    tokio::time::sleep(insert).await; // the async database insert
+                    let arc = claim.publish().expect("no hook fails here");
+                    println!("  published: {} events so far", arc.events_triggered);
+                }
+                Ok(Claimed::AlreadyActive(arc)) => {
+                    println!("  already taken: {}", arc.kind.name())
+                }
+                Err(e) => println!("  could not claim: {e}"),
+            }
+        };
+        // The client gives up after 10 ms; the insert takes a second.
+        let slow = handler(engine.clone(), Duration::from_secs(1));
+        if tokio::time::timeout(Duration::from_millis(10), slow)
+            .await
+            .is_err()
+        {
+            println!(
+                "  handler cancelled mid-insert; active arcs: {}",
+                engine.len()
+            );
+        }
+        tokio::spawn(handler(engine.clone(), Duration::from_millis(1)))
+            .await
+            .expect("the handler runs");
+    });
+    println!("  active arcs: {}", world.engine.len());
 }

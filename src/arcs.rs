@@ -47,6 +47,14 @@
 //!   state under the shard read lock) or rolled back (`Starting → Aborted`
 //!   inside the `remove_if` that unlinks it). A rolled-back start returns
 //!   [`ArcError::Hook`] and leaves the pair free.
+//! * **two-phase start** — [`ArcEngine::claim`] is the same claim with the
+//!   cell inserted `Starting`, handed back as a [`Claim`] (which holds an
+//!   `Arc` of the engine: `Send + 'static`); the caller awaits its own work
+//!   (an `async` database insert), then [`Claim::publish`] runs the start
+//!   hook if one is configured and publishes, exactly as a hooked start
+//!   does (with a start hook, `start` *is* claim + publish on the borrowed
+//!   engine). Dropping the claim unpublished — a cancelled future, an
+//!   aborted or panicking task — rolls it back and frees the pair.
 //! * **concurrent starters during the hook** get
 //!   [`Start::AlreadyActive`] with the placeholder's snapshot, which is the
 //!   winner's arc (same agents, kind, start time; phase `Initiation`, no
@@ -67,7 +75,10 @@
 //!   operation (its store is the linearization point): exactly one caller
 //!   wins and reports [`ArcEvent::Ended`]; everyone else finds no active arc
 //!   and gets [`ArcError::NotFound`]. Expiry acts only on the arc with the
-//!   token the sweep found.
+//!   token the sweep found, and is measured on the clock's monotonic time
+//!   ([`Clock::monotonic`]); so is an arc's age at each progress (shown as
+//!   the start's wall time plus that age): a wall-clock step neither expires
+//!   nor revives an arc.
 //! * **status / active** read the map (one shard read lock, or each shard's
 //!   in turn) and load each cell's state word once: every snapshot is one
 //!   word, hence consistent per arc.
@@ -90,6 +101,19 @@
 //!   a time anyway. So the hook-less start and end touch no shared counter;
 //!   `len` counts each pair at most once and is exact whenever no start or
 //!   end is in flight.
+//!
+//! # Memory and progress
+//!
+//! The map holds one cell per pair with a published ([`len`](ArcEngine::len))
+//! or claimed ([`pending`](ArcEngine::pending)) arc; a cell leaves the map
+//! in the operation that ends it (end, completion, expiry, a failed hook,
+//! a dropped claim), so nothing is kept per ended arc. Every operation is
+//! one or two shard-locked map operations whose critical sections run no
+//! user code beyond the data's `Hash`/`Eq`/`Clone` and no I/O (`progress`
+//! is a compare-and-swap loop under a shard read lock); `active`, `len`
+//! and `process_all` visit the shards in turn. Nothing blocks beyond that;
+//! a synchronous start hook blocks only its caller, and `claim` exists so
+//! that an async one blocks nobody.
 //!
 //! # Events
 //!
@@ -187,6 +211,214 @@ impl<T> Start<T> {
         match self {
             Start::Started(t) | Start::AlreadyActive(t) => t,
         }
+    }
+}
+
+/// The outcome of a successful [`ArcEngine::claim`] (or
+/// [`ArcRegistry::claim`]): the pair is ours to publish, or another start
+/// holds it.
+///
+/// ```
+/// use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+/// use std::sync::Arc;
+/// # #[derive(Clone, Debug, PartialEq)] struct K;
+/// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+/// let engine = Arc::new(ArcEngine::<u8, K>::new());
+/// let first = engine.claim(1, 2, K).unwrap();
+/// assert!(first.is_claim());
+/// let second = engine.claim(1, 2, K).unwrap();
+/// assert!(!second.is_claim());
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping a `Claim` gives the pair back"]
+pub enum Claimed<A, K> {
+    /// This call claimed the pair; publish the claim to start the arc.
+    Claim(Claim<A, K>),
+    /// The pair already had an active (or claimed, or starting) arc: here
+    /// it is, untouched.
+    AlreadyActive(ArcSnapshot<A, K>),
+}
+
+impl<A, K> Claimed<A, K> {
+    /// Whether this call claimed the pair.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// assert!(engine.claim(1, 2, K).unwrap().is_claim());
+    /// ```
+    pub fn is_claim(&self) -> bool {
+        matches!(self, Claimed::Claim(_))
+    }
+}
+
+/// A claimed, not yet published arc: the first half of a two-phase start
+/// ([`ArcEngine::claim`]). While it lives, the pair is taken (other starts
+/// and claims get `AlreadyActive` with [`snapshot`](Self::snapshot)) but the
+/// arc is not active: `status`, `active`, `len`, `progress`, `end` and
+/// `process_all` do not see it.
+///
+/// It holds an `Arc` of its registry, so it is `Send + 'static` (when the
+/// agents and kind are) and can be held across `.await`s or moved into a
+/// spawned task.
+///
+/// # Drop rule
+///
+/// [`publish`](Self::publish) makes the arc active and fires `Started`
+/// once. Dropping the claim without publishing it — explicitly, through
+/// [`abort`](Self::abort), or because the future holding it was cancelled at
+/// an `.await`, or its task panicked — rolls the claim back: the pair is
+/// free again at once, no event fires, and nothing of the arc is kept. The
+/// rollback is one shard-locked map operation that runs no user code, so
+/// `drop` never blocks an executor thread beyond that.
+///
+/// ```
+/// use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+/// use std::sync::Arc;
+/// # #[derive(Clone, Debug, PartialEq)] struct K;
+/// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+/// let engine = Arc::new(ArcEngine::<u8, K>::new());
+/// let Claimed::Claim(claim) = engine.claim(1, 2, K).unwrap() else { unreachable!() };
+/// drop(claim); // e.g. the database insert failed, or the request was cancelled
+/// assert!(engine.claim(1, 2, K).unwrap().is_claim()); // the pair is free again
+/// ```
+#[must_use = "dropping a `Claim` gives the pair back"]
+pub struct Claim<A, K> {
+    registry: std::sync::Arc<dyn ClaimTarget<A, K>>,
+    /// `None` once `publish` or `drop` took over (both consume the claim).
+    snapshot: Option<ArcSnapshot<A, K>>,
+    token: u64,
+}
+
+/// The registry side of a [`Claim`]: publication and rollback of the
+/// claimed arc that the registry identifies by `token`. Implemented by
+/// [`ArcEngine`] and the baseline; implement it to hand out [`Claim`]s
+/// ([`Claim::new`]) from another [`ArcRegistry`].
+///
+/// ```
+/// use raceless::arcs::{ArcEngine, ArcKind, ClaimTarget};
+/// # #[derive(Clone)] struct K;
+/// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+/// fn is_target<T: ClaimTarget<u8, K>>() {}
+/// is_target::<ArcEngine<u8, K>>();
+/// ```
+pub trait ClaimTarget<A, K>: Send + Sync {
+    /// Runs the registry's start hook, if any, then publishes the arc with
+    /// `token` and fires `Started` once; rolls back and returns
+    /// [`ArcError::Hook`] if the hook fails. Called at most once per claim.
+    fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, token: u64) -> Result<(), ArcError>;
+    /// Gives the pair back (the claim was dropped unpublished). Called at
+    /// most once per claim, and never after `publish_claimed`.
+    fn rollback_claimed(&self, agents: &(A, A), token: u64);
+}
+
+impl<A, K> Claim<A, K> {
+    /// A claim of the arc `snapshot` (identified by `token` in `registry`),
+    /// for [`ArcRegistry::claim`] implementations.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind, Claim, Claimed};
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// // Registries build claims with `Claim::new`; users get them from `claim`.
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let Claimed::Claim(claim) = engine.claim(1, 2, K).unwrap() else { unreachable!() };
+    /// let _: Claim<u8, K> = claim;
+    /// ```
+    pub fn new(
+        registry: std::sync::Arc<dyn ClaimTarget<A, K>>,
+        snapshot: ArcSnapshot<A, K>,
+        token: u64,
+    ) -> Self {
+        Self {
+            registry,
+            snapshot: Some(snapshot),
+            token,
+        }
+    }
+
+    /// The claimed arc as it will be published: sorted agents, kind, start
+    /// time (taken at the claim), phase `Initiation`, no events.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind, ArcPhase, Claimed};
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let Claimed::Claim(claim) = engine.claim(2, 1, K).unwrap() else { unreachable!() };
+    /// assert_eq!(claim.snapshot().agents, (1, 2));
+    /// assert_eq!(claim.snapshot().phase, ArcPhase::Initiation);
+    /// ```
+    pub fn snapshot(&self) -> &ArcSnapshot<A, K> {
+        match &self.snapshot {
+            Some(snapshot) => snapshot,
+            None => unreachable!("only `publish` and `drop` take it, consuming the claim"),
+        }
+    }
+
+    /// Publishes the arc: it becomes active and visible, and `Started`
+    /// fires exactly once (after the change is visible, with no internal
+    /// guard held). If the registry has a synchronous start hook, it runs
+    /// first (with no guard held); if it fails, the claim is rolled back.
+    /// Returns the arc as published. Progress: one shard-locked map
+    /// operation.
+    ///
+    /// # Errors
+    /// [`ArcError::Hook`] if the registry's start hook failed (the pair is
+    /// free again).
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let Claimed::Claim(claim) = engine.claim(1, 2, K).unwrap() else { unreachable!() };
+    /// let arc = claim.publish().unwrap();
+    /// assert_eq!(engine.len(), 1);
+    /// assert_eq!(engine.status(&1, &2), Some(arc));
+    /// ```
+    pub fn publish(mut self) -> Result<ArcSnapshot<A, K>, ArcError> {
+        // Taken first: if the hook fails, `publish_claimed` rolls back
+        // itself, and `drop` must not roll back again.
+        let Some(snapshot) = self.snapshot.take() else {
+            unreachable!("only `publish` and `drop` take it, consuming the claim")
+        };
+        self.registry.publish_claimed(&snapshot, self.token)?;
+        Ok(snapshot)
+    }
+
+    /// Gives the pair back without publishing (the same as dropping the
+    /// claim).
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let Claimed::Claim(claim) = engine.claim(1, 2, K).unwrap() else { unreachable!() };
+    /// claim.abort();
+    /// assert!(engine.claim(1, 2, K).unwrap().is_claim());
+    /// ```
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+impl<A, K> Drop for Claim<A, K> {
+    fn drop(&mut self) {
+        if let Some(snapshot) = self.snapshot.take() {
+            self.registry.rollback_claimed(&snapshot.agents, self.token);
+        }
+    }
+}
+
+impl<A: fmt::Debug, K: fmt::Debug> fmt::Debug for Claim<A, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim")
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
     }
 }
 
@@ -336,6 +568,11 @@ pub enum ArcError {
     /// The start hook failed; the pair is free again.
     #[error("start hook failed: {0}")]
     Hook(#[source] HookError),
+    /// A shared backend (the `redis` feature's `RedisArcs`) failed; its
+    /// [`BackendError`](crate::backend::BackendError) says whether the
+    /// outcome is unknown and whether the call may be repeated.
+    #[error("{0}")]
+    Backend(#[source] crate::backend::BackendError),
 }
 
 /// What one [`ArcEngine::process_all`] sweep did.
@@ -382,6 +619,10 @@ pub trait ArcRegistry<A, K>: Send + Sync {
         Self: Sized;
     /// Starts an arc between `a` and `b` unless the pair has one.
     fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError>;
+    /// Claims the pair for a two-phase start (see [`ArcEngine::claim`]).
+    fn claim(self: &std::sync::Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError>
+    where
+        Self: Sized;
     /// Records one event of the pair's arc and moves it to `phase`.
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError>;
     /// Ends the pair's arc.
@@ -396,6 +637,9 @@ pub trait ArcRegistry<A, K>: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// How many arcs are claimed but not yet published (claims alive,
+    /// start hooks running).
+    fn pending(&self) -> usize;
     /// Registers an event listener.
     fn on_event<F>(&self, listener: F) -> ListenerId
     where
@@ -474,7 +718,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// A hook run exactly once per successful start, after the pair is
     /// claimed and before the arc is published, with no internal lock
     /// held. If it fails (or panics), the start is rolled back and returns
-    /// [`ArcError::Hook`].
+    /// [`ArcError::Hook`]. It is synchronous and blocks its caller: with
+    /// [`ArcEngine::claim`] it runs inside [`Claim::publish`], so async
+    /// code that awaits its own insert between `claim` and `publish`
+    /// usually configures none.
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcError, ArcKind};
@@ -641,12 +888,11 @@ pub(crate) fn pair_key<A: Ord + Clone>(a: &A, b: &A) -> Result<(A, A), ArcError>
     }
 }
 
-/// Whether an arc started at `started_at` is past twice `kind`'s expected
-/// duration at `now` (a clock behind the start never expires anything).
-pub(crate) fn is_expired<K: ArcKind>(kind: &K, started_at: SystemTime, now: SystemTime) -> bool {
+/// Whether an arc started at monotonic time `started` is strictly past
+/// twice `kind`'s expected duration at monotonic time `now`.
+pub(crate) fn is_expired<K: ArcKind>(kind: &K, started: Duration, now: Duration) -> bool {
     let limit = kind.expected_duration().saturating_mul(2);
-    now.duration_since(started_at)
-        .is_ok_and(|elapsed| elapsed > limit)
+    now.saturating_sub(started) > limit
 }
 
 /// An [`ArcEvent`] wrapped for the listener registry, whose `Debug` (used
@@ -780,7 +1026,12 @@ struct Cell<K> {
     /// pair still holds this very arc.
     token: u64,
     kind: K,
+    /// The start by the wall clock (for snapshots only).
     started_at: SystemTime,
+    /// The start by the clock's monotonic time: ages (the last-progress
+    /// offset) and expiry are measured from it, so a wall-clock step
+    /// neither expires nor revives an arc.
+    started_mono: Duration,
     /// The packed [`State`], written only under its pair's shard lock:
     /// compare-and-swaps with `AcqRel` (on failure `Acquire`) under the
     /// read lock ([`Cell::transition`]), `Release` stores under the write
@@ -849,14 +1100,13 @@ impl<K: Clone> Cell<K> {
         State::unpack(self.word.load(Ordering::Acquire))
     }
 
-    /// Milliseconds from the start to `now` (0 if the clock is behind).
-    fn delta_ms(&self, now: SystemTime) -> u64 {
-        now.duration_since(self.started_at).map_or(0, |d| {
-            d.as_secs()
-                .saturating_mul(1000)
-                .saturating_add(u64::from(d.subsec_millis()))
-                .min(MAX_DELTA_MS)
-        })
+    /// Milliseconds of monotonic time from the start to `now`.
+    fn delta_ms(&self, now: Duration) -> u64 {
+        let d = now.saturating_sub(self.started_mono);
+        d.as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis()))
+            .min(MAX_DELTA_MS)
     }
 
     /// The current state, if the arc is published and not ended.
@@ -1001,7 +1251,7 @@ where
 }
 
 /// What the claiming `entry` call decided.
-enum Claimed<A, K> {
+enum Decision<A, K> {
     /// We took the pair: the new arc's state and token, and the dead cell
     /// we displaced, if any, to be dropped outside the lock.
     Ours {
@@ -1078,9 +1328,85 @@ where
     /// assert!(matches!(engine.start(3, 3, K), Err(ArcError::SamePair)));
     /// ```
     pub fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
+        let pending = self.start_hook.is_some();
+        let (snapshot, token) = match self.claim_slot(a, b, kind, pending)? {
+            Ok(ours) => ours,
+            Err(taken) => return Ok(Start::AlreadyActive(taken)),
+        };
+        if pending {
+            // With a start hook, `start` is `claim` + `publish` on the
+            // borrowed engine: the same two steps a `Claim` makes.
+            self.publish_claim(&snapshot, token)?;
+        } else {
+            tracing::debug!("arc started");
+            self.events.emit(|| ArcEvent::Started(snapshot.clone()));
+        }
+        Ok(Start::Started(snapshot))
+    }
+
+    /// Claims the pair for a two-phase start: the arc is reserved
+    /// (`Starting`) but not yet visible; the caller does its own work — an
+    /// `async` database insert, say — and then
+    /// [`publish`es](Claim::publish) the claim, or drops it to give the pair
+    /// back. Concurrent starts and claims of the pair meanwhile get
+    /// `AlreadyActive` with the claimed arc's snapshot, exactly as during a
+    /// synchronous start hook (see the module docs); `status`, `active`,
+    /// `len`, `progress`, `end` and `process_all` do not see it until it is
+    /// published.
+    ///
+    /// The [`Claim`] holds an `Arc` of the engine, so it is `Send + 'static`
+    /// and can be held across `.await`s or moved into a spawned task.
+    /// Progress: one shard-locked map operation (no user code in it).
+    ///
+    /// # Errors
+    /// [`ArcError::SamePair`] if `a == b`.
+    ///
+    /// ```
+    /// use raceless::arcs::{ArcEngine, ArcKind, Claimed};
+    /// use std::sync::Arc;
+    /// # #[derive(Clone, Debug, PartialEq)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = Arc::new(ArcEngine::<u8, K>::new());
+    /// let Ok(Claimed::Claim(claim)) = engine.claim(1, 2, K) else { unreachable!() };
+    /// // Taken while claimed, but not active yet.
+    /// assert!(matches!(engine.claim(2, 1, K), Ok(Claimed::AlreadyActive(_))));
+    /// assert!(engine.status(&1, &2).is_none());
+    /// // ... await the database insert here ...
+    /// let arc = claim.publish().unwrap();
+    /// assert_eq!(engine.status(&1, &2), Some(arc));
+    /// ```
+    pub fn claim(
+        self: &std::sync::Arc<Self>,
+        a: A,
+        b: A,
+        kind: K,
+    ) -> Result<Claimed<A, K>, ArcError> {
+        Ok(match self.claim_slot(a, b, kind, true)? {
+            Ok((snapshot, token)) => Claimed::Claim(Claim::new(
+                std::sync::Arc::clone(self) as std::sync::Arc<dyn ClaimTarget<A, K>>,
+                snapshot,
+                token,
+            )),
+            Err(taken) => Claimed::AlreadyActive(taken),
+        })
+    }
+
+    /// Step 2 of the start protocol: claims the pair with a new cell,
+    /// `Starting` if `pending` (a start hook or a [`Claim`] will publish
+    /// it), else `Active`. `Ok(Ok((snapshot, token)))` if we took it,
+    /// `Ok(Err(snapshot))` with the live arc that holds it otherwise.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn claim_slot(
+        &self,
+        a: A,
+        b: A,
+        kind: K,
+        pending: bool,
+    ) -> Result<Result<(ArcSnapshot<A, K>, u64), ArcSnapshot<A, K>>, ArcError> {
         let key = pair_key(&a, &b)?;
         let initial = State {
-            life: if self.start_hook.is_some() {
+            life: if pending {
                 Life::Starting
             } else {
                 Life::Active
@@ -1096,6 +1422,7 @@ where
                 token: next_token(),
                 kind,
                 started_at: self.clock.now(),
+                started_mono: self.clock.monotonic(),
                 word: AtomicU64::new(initial.pack()),
             };
             (cell.snapshot_with(agents, &initial, cell.started_at), cell)
@@ -1108,7 +1435,7 @@ where
         // in `starting` under the shard lock. A displaced cell and an
         // unused kind are handed out of the closure, so that no drop of user
         // data happens under the shard lock.
-        let claim = self.map.entry(key, |e| {
+        let decision = self.map.entry(key, |e| {
             let (snapshot, token, dead) = match e {
                 Entry::Vacant(v) => {
                     let (snapshot, cell) = fresh(v.key(), kind);
@@ -1119,7 +1446,7 @@ where
                 Entry::Occupied(mut o) => {
                     let state = o.get().state();
                     if matches!(state.life, Life::Starting | Life::Active) {
-                        return Claimed::Taken {
+                        return Decision::Taken {
                             snapshot: o.get().snapshot_of(o.key(), &state),
                             unused: kind,
                         };
@@ -1133,52 +1460,65 @@ where
                     (snapshot, token, Some(o.insert(cell)))
                 }
             };
-            if initial.life == Life::Starting {
+            if pending {
                 self.starting.fetch_add(1, Ordering::Relaxed);
             }
-            Claimed::Ours {
+            Decision::Ours {
                 snapshot,
                 token,
                 dead,
             }
         });
-        let (snapshot, token) = match claim {
-            Claimed::Taken { snapshot, unused } => {
+        Ok(match decision {
+            Decision::Taken { snapshot, unused } => {
                 drop(unused);
-                return Ok(Start::AlreadyActive(snapshot));
+                Err(snapshot)
             }
-            Claimed::Ours {
+            Decision::Ours {
                 snapshot,
                 token,
                 dead,
             } => {
                 drop(dead);
-                (snapshot, token)
+                Ok((snapshot, token))
             }
-        };
+        })
+    }
+
+    /// Step 4 of the start protocol, for a start hook and for
+    /// [`Claim::publish`] alike: runs the start hook (if any) with no guard
+    /// held, then publishes the claimed cell (`Starting → Active`, a
+    /// compare-and-swap under the shard read lock) and tells the listeners
+    /// `Started` — or, if the hook failed, rolls the claim back and returns
+    /// [`ArcError::Hook`].
+    fn publish_claim(&self, snapshot: &ArcSnapshot<A, K>, token: u64) -> Result<(), ArcError> {
+        let agents = &snapshot.agents;
         if let Some(hook) = &self.start_hook {
-            let agents = &snapshot.agents;
             // The hook runs with no guard held; the placeholder keeps the
-            // pair claimed meanwhile. Only we move our cell out of
-            // `Starting`, and nobody else removes or replaces a `Starting`
-            // cell, so it is still ours below (the token check is the
-            // belt to that brace).
+            // pair claimed meanwhile. Only the claim's owner moves its cell
+            // out of `Starting`, and nobody else removes or replaces a
+            // `Starting` cell, so it is still ours below (the token check
+            // is the belt to that brace).
             if let Err(e) = run_start_hook(hook, &agents.0, &agents.1, &snapshot.kind) {
-                // Roll back: `Starting → Aborted` and the unlink, in one
-                // map operation.
-                self.unlink_if(agents, Some(token), |_, s| s.aborted());
+                self.rollback_claim(agents, token);
                 tracing::warn!(error = %e, "arc start hook failed; start rolled back");
                 return Err(ArcError::Hook(e));
             }
-            self.map.read(agents, |cell| {
-                if cell.token == token && cell.transition(State::published).is_some() {
-                    self.starting.fetch_sub(1, Ordering::Relaxed);
-                }
-            });
         }
+        self.map.read(agents, |cell| {
+            if cell.token == token && cell.transition(State::published).is_some() {
+                self.starting.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
         tracing::debug!("arc started");
         self.events.emit(|| ArcEvent::Started(snapshot.clone()));
-        Ok(Start::Started(snapshot))
+        Ok(())
+    }
+
+    /// Rolls a claim back: `Starting → Aborted` and the unlink, in one map
+    /// operation (`starting -= 1` there). The pair is free again.
+    fn rollback_claim(&self, agents: &(A, A), token: u64) {
+        self.unlink_if(agents, Some(token), |_, s| s.aborted());
     }
 
     /// Records one event of the pair's arc: atomically bumps its event
@@ -1214,7 +1554,9 @@ where
         token: Option<u64>,
         phase: ArcPhase,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let now = self.clock.now();
+        // Ages run on monotonic time: the last-progress time is the start's
+        // wall-clock time plus the monotonic time elapsed since.
+        let now = self.clock.monotonic();
         if phase == ArcPhase::Completed {
             // Completing ends the arc: the move
             // `Active → Ended(Completed)` and the unlink are one map
@@ -1351,18 +1693,23 @@ where
     pub fn active(&self) -> Vec<ArcSnapshot<A, K>> {
         self.arcs()
             .into_iter()
-            .map(|(_, snapshot)| snapshot)
+            .map(|(_, _, snapshot)| snapshot)
             .collect()
     }
 
-    /// Every published, active arc with its token, read shard by shard:
-    /// each snapshot is taken under its shard's read lock (our code and the
-    /// data's `Clone`); everything else happens after.
-    fn arcs(&self) -> Vec<(u64, ArcSnapshot<A, K>)> {
+    /// Every published, active arc with its token and monotonic start,
+    /// read shard by shard: each snapshot is taken under its shard's read
+    /// lock (our code and the data's `Clone`); everything else happens
+    /// after.
+    fn arcs(&self) -> Vec<(u64, Duration, ArcSnapshot<A, K>)> {
         let mut arcs = Vec::with_capacity(self.map.len());
         self.map.for_each(|agents, cell| {
             if let Some(state) = cell.active_state() {
-                arcs.push((cell.token, cell.snapshot_of(agents, &state)));
+                arcs.push((
+                    cell.token,
+                    cell.started_mono,
+                    cell.snapshot_of(agents, &state),
+                ));
             }
         });
         arcs
@@ -1388,6 +1735,26 @@ where
         self.map
             .len()
             .saturating_sub(self.starting.load(Ordering::Relaxed))
+    }
+
+    /// How many arcs are claimed and not yet published: live [`Claim`]s
+    /// and starts whose hook is running. With [`len`](Self::len), this is
+    /// everything the engine keeps (each a cell in the map), so both are
+    /// 0 once every arc ended and every claim was published or dropped.
+    /// Like `len`, exact whenever no start or end is in flight.
+    ///
+    /// ```
+    /// # use raceless::arcs::{ArcEngine, ArcKind};
+    /// # #[derive(Clone)] struct K;
+    /// # impl ArcKind for K { fn expected_duration(&self) -> std::time::Duration { Default::default() } }
+    /// let engine = std::sync::Arc::new(ArcEngine::<u8, K>::new());
+    /// let claim = engine.claim(1, 2, K).unwrap();
+    /// assert_eq!((engine.len(), engine.pending()), (0, 1));
+    /// drop(claim);
+    /// assert_eq!((engine.len(), engine.pending()), (0, 0));
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.starting.load(Ordering::Relaxed)
     }
 
     /// Whether no arc is active.
@@ -1460,11 +1827,11 @@ where
     /// assert!(engine.is_empty());
     /// ```
     pub fn process_all(&self) -> ProcessReport {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let mut report = ProcessReport::default();
-        for (token, snapshot) in self.arcs() {
+        for (token, started, snapshot) in self.arcs() {
             report.processed += 1;
-            if is_expired(&snapshot.kind, snapshot.started_at, now) {
+            if is_expired(&snapshot.kind, started, now) {
                 if self
                     .end_arc(&snapshot.agents, Some(token), EndReason::Expired)
                     .is_some()
@@ -1491,6 +1858,19 @@ where
     }
 }
 
+impl<A, K> ClaimTarget<A, K> for ArcEngine<A, K>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+{
+    fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, token: u64) -> Result<(), ArcError> {
+        self.publish_claim(snapshot, token)
+    }
+    fn rollback_claimed(&self, agents: &(A, A), token: u64) {
+        self.rollback_claim(agents, token);
+    }
+}
+
 impl<A, K> ArcRegistry<A, K> for ArcEngine<A, K>
 where
     A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
@@ -1501,6 +1881,9 @@ where
     }
     fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
         ArcEngine::start(self, a, b, kind)
+    }
+    fn claim(self: &std::sync::Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
+        ArcEngine::claim(self, a, b, kind)
     }
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
         ArcEngine::progress(self, a, b, phase)
@@ -1516,6 +1899,9 @@ where
     }
     fn len(&self) -> usize {
         ArcEngine::len(self)
+    }
+    fn pending(&self) -> usize {
+        ArcEngine::pending(self)
     }
     fn on_event<F>(&self, listener: F) -> ListenerId
     where
@@ -1603,9 +1989,10 @@ mod tests {
         clock.advance(Duration::from_micros(2_500));
         let arc = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
         assert_eq!(arc.last_progress, start + Duration::from_millis(2));
-        // A clock behind the start reads as the start.
+        // Ages run on monotonic time: a wall-clock step back does not move
+        // the last-progress time (the start's wall time + monotonic age).
         clock.set(start - Duration::from_secs(5));
         let arc = engine.progress(&1, &2, ArcPhase::Climax).unwrap();
-        assert_eq!(arc.last_progress, start);
+        assert_eq!(arc.last_progress, start + Duration::from_millis(2));
     }
 }

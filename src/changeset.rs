@@ -136,6 +136,11 @@
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
+//! **Async code** records through a [`Recorder`]: it keeps its own stripe
+//! and lease instead of the thread's, so a task's entries keep its order
+//! even though the task moves between threads, and a task holding recorders
+//! of several logs keeps a lease in each.
+//!
 //! [`start_changeset`]: ChangesetLog::start_changeset
 //! [`record_change`]: ChangesetLog::record_change
 //! [`seal`]: ChangesetLog::seal
@@ -257,6 +262,198 @@ pub trait ChangesetStore<C>: Send + Sync {
     /// it; `Err(StillOpen)` if it is open, `Err(UnknownChangeset)` if
     /// unknown (or already taken).
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError>;
+    /// How many changesets the store keeps: the open ones and the sealed
+    /// ones not yet taken (everything else is freed).
+    fn len(&self) -> usize;
+    /// Whether the store keeps no changeset.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Records `entry` for a [`Recorder`], which owns `lease` (the slots it
+    /// reserved earlier, if the store uses any). The default forwards to
+    /// [`record_change`](Self::record_change), which keeps a recorder's
+    /// order in any store whose order is its commit order (a recorder's
+    /// records never overlap: it records through `&mut self`).
+    fn record_leased(
+        &self,
+        lease: &mut RecorderLease<C>,
+        entry: C,
+    ) -> Result<ChangesetId, ChangesetError> {
+        let _ = lease;
+        self.record_change(entry)
+    }
+}
+
+/// Records into a changeset store for one task (or any one owner), keeping
+/// the order in which *it* recorded: its entries appear in
+/// [`changes`](ChangesetStore::changes) / [`take`](ChangesetStore::take)
+/// in its recording order, whatever threads it ran on (a tokio task moves
+/// between worker threads at every `.await`).
+///
+/// In a [`ChangesetLog`] a recorder keeps its own stripe and its own lease
+/// (a run of reserved slots) instead of the recording thread's: its
+/// reservations in a stripe are increasing slot ranges, and readers read a
+/// stripe in slot order. Entries of different recorders (and threads) are
+/// grouped by stripe and lease, as for [`ChangesetLog::record_change`].
+/// Recorders of different logs held by one task each keep their lease, so
+/// alternating between logs reserves nothing extra (the thread-local lease
+/// of `record_change` is dropped at every switch of log).
+///
+/// `L` is how the recorder holds its store: an `Arc` (the default; then the
+/// recorder is `Send + 'static` and can live in a spawned task) or a plain
+/// reference. Recording is non-blocking and takes `&mut self` (one
+/// recorder, one sequence).
+///
+/// # Drop rule
+///
+/// Dropping a recorder (at any `.await`, or with its task) loses nothing:
+/// every `record` that returned `Ok` is committed. Its unused leased slots
+/// stay empty (readers skip them) until the changeset's next close cancels
+/// them; until the recorder is dropped or records into another changeset,
+/// its lease keeps the changeset it leased from alive in memory (so a
+/// [`take`](ChangesetLog::take) meanwhile clones the entries instead of
+/// moving them).
+///
+/// ```
+/// use raceless::changeset::{ChangesetLog, Recorder};
+/// use std::sync::Arc;
+///
+/// let log = Arc::new(ChangesetLog::new());
+/// let id = log.start_changeset();
+/// let mut recorder = Recorder::new(Arc::clone(&log));
+/// for i in 0..100 {
+///     assert_eq!(recorder.record(i), Ok(id));
+/// }
+/// drop(recorder);
+/// log.seal(id).unwrap();
+/// assert_eq!(log.take(id).unwrap(), (0..100).collect::<Vec<_>>());
+/// ```
+pub struct Recorder<C, L = std::sync::Arc<ChangesetLog<C>>> {
+    store: L,
+    lease: RecorderLease<C>,
+}
+
+/// A [`Recorder`]'s own reservation state, handed to
+/// [`ChangesetStore::record_leased`]. Opaque: only [`ChangesetLog`] uses
+/// what is inside (a run of reserved slots and the recorder's stripe).
+///
+/// ```
+/// use raceless::changeset::{ChangesetLog, ChangesetStore, RecorderLease};
+///
+/// let log = ChangesetLog::new();
+/// let id = log.start_changeset();
+/// let mut lease = RecorderLease::default();
+/// assert_eq!(log.record_leased(&mut lease, "x"), Ok(id));
+/// ```
+pub struct RecorderLease<C> {
+    held: Option<OwnLease<C>>,
+    stripe: usize,
+}
+
+/// Slots `next..end` of the recorder's stripe in `set` (a changeset of the
+/// log `log`), reserved by one recorder.
+struct OwnLease<C> {
+    log: u64,
+    set: Arc<Changeset<C>>,
+    next: u32,
+    end: u32,
+}
+
+impl<C> Default for RecorderLease<C> {
+    fn default() -> Self {
+        Self {
+            held: None,
+            stripe: recorder_stripe(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for RecorderLease<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecorderLease")
+            .field("stripe", &self.stripe)
+            .field(
+                "slots_left",
+                &self.held.as_ref().map_or(0, |l| l.end - l.next),
+            )
+            .finish()
+    }
+}
+
+/// A recorder's stripe hint: recorders are spread round-robin (any value
+/// is correct; under loom there is one stripe).
+fn recorder_stripe() -> usize {
+    #[cfg(not(raceless_loom))]
+    {
+        // A std atomic, not part of the protocol. Relaxed: any value will do.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(raceless_loom)]
+    0
+}
+
+impl<C, L, S> Recorder<C, L>
+where
+    L: std::ops::Deref<Target = S>,
+    S: ChangesetStore<C> + ?Sized,
+{
+    /// A recorder into `store` (an `Arc` of it, or a reference).
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetLog, Recorder};
+    /// let log = ChangesetLog::new();
+    /// let id = log.start_changeset();
+    /// let mut recorder = Recorder::new(&log);
+    /// assert_eq!(recorder.record('a'), Ok(id));
+    /// ```
+    pub fn new(store: L) -> Self {
+        Self {
+            store,
+            lease: RecorderLease::default(),
+        }
+    }
+
+    /// Appends `entry` to the most recently started changeset that is still
+    /// open (as [`ChangesetStore::record_change`]), after every entry this
+    /// recorder recorded before. Non-blocking (lock-free in a
+    /// [`ChangesetLog`]).
+    ///
+    /// # Errors
+    /// [`ChangesetError::NoActiveChangeset`] if no changeset is open;
+    /// [`ChangesetError::CapacityExceeded`] if the stripe is full.
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetError, ChangesetLog, Recorder};
+    /// let log = ChangesetLog::new();
+    /// let mut recorder = Recorder::new(&log);
+    /// assert_eq!(recorder.record(1), Err(ChangesetError::NoActiveChangeset));
+    /// ```
+    #[inline]
+    pub fn record(&mut self, entry: C) -> Result<ChangesetId, ChangesetError> {
+        self.store.record_leased(&mut self.lease, entry)
+    }
+
+    /// The store this recorder records into.
+    ///
+    /// ```
+    /// use raceless::changeset::{ChangesetLog, Recorder};
+    /// let log = ChangesetLog::<u8>::new();
+    /// let recorder = Recorder::new(&log);
+    /// assert!(recorder.store().active().is_empty());
+    /// ```
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<C, L: fmt::Debug> fmt::Debug for Recorder<C, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder")
+            .field("store", &self.store)
+            .field("lease", &self.lease)
+            .finish()
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -805,7 +1002,6 @@ pub struct ChangesetLog<C> {
     next_id: AtomicU64,
     stripes: usize,
     /// Identifies this log in a thread's lease.
-    #[cfg_attr(raceless_loom, allow(dead_code))]
     log_id: u64,
 }
 
@@ -868,6 +1064,23 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         }
     }
 
+    /// A [`Recorder`] into this log, holding an `Arc` of it (so it is
+    /// `Send + 'static`, for a spawned task). `Recorder::new(&log)` makes
+    /// one that borrows the log instead.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// use std::sync::Arc;
+    /// let log = Arc::new(ChangesetLog::new());
+    /// let id = log.start_changeset();
+    /// let mut recorder = log.recorder();
+    /// std::thread::spawn(move || recorder.record("from elsewhere").unwrap()).join().unwrap();
+    /// assert_eq!(log.changes(id), Some(vec!["from elsewhere"]));
+    /// ```
+    pub fn recorder(self: &std::sync::Arc<Self>) -> Recorder<C> {
+        Recorder::new(std::sync::Arc::clone(self))
+    }
+
     /// Opens a new changeset on top of the open ones and returns its id;
     /// from the root swap on (its linearization point), changes go to it.
     ///
@@ -923,7 +1136,61 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// `record_change` without a usable lease: reserve from the root.
     #[inline(never)]
     fn record_reserving(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
-        let hint = stripe_hint();
+        #[cfg(not(raceless_loom))]
+        let log_id = self.log_id;
+        self.reserve_and_commit(entry, stripe_hint(), |_top, _at, _next, _end| {
+            #[cfg(not(raceless_loom))]
+            lease::store(log_id, _top, _at, _next, _end);
+        })
+    }
+
+    /// Records for a [`Recorder`]: into its own lease while it lasts (its
+    /// next slot; a cancelled slot ends the lease), else a fresh
+    /// reservation in the recorder's stripe, whose rest becomes its lease.
+    /// The recorder's slots in a stripe are increasing, and a stripe is
+    /// read in slot order, so its entries keep its order.
+    fn record_for(
+        &self,
+        own: &mut RecorderLease<C>,
+        entry: C,
+    ) -> Result<ChangesetId, ChangesetError> {
+        let mut entry = entry;
+        if let Some(lease) = &mut own.held {
+            // (A lease handed to another log than its own is not used.)
+            if lease.next < lease.end && lease.log == self.log_id {
+                let index = lease.next;
+                lease.next += 1;
+                // The lease's stripe is `own.stripe` masked for its set.
+                let at = own.stripe & (lease.set.stripes.len() - 1);
+                match lease.set.stripes[at].commit(index, entry) {
+                    Ok(()) => return Ok(lease.set.id),
+                    // Closed under us: the lease is over; retry below.
+                    Err(back) => entry = back,
+                }
+            }
+        }
+        let held = &mut own.held;
+        self.reserve_and_commit(entry, own.stripe, |top, _at, next, end| {
+            *held = (next < end).then(|| OwnLease {
+                log: self.log_id,
+                set: Arc::clone(top),
+                next,
+                end,
+            });
+        })
+    }
+
+    /// The reserving path of `record_change` and of a [`Recorder`]: from
+    /// the root, reserve [`LEASE`] slots in stripe `hint` of the top, commit
+    /// `entry` into the first, and hand the rest to `keep` (changeset,
+    /// stripe, next slot, end); retry on a stale root or a cancelled slot.
+    #[inline]
+    fn reserve_and_commit(
+        &self,
+        entry: C,
+        hint: usize,
+        keep: impl FnOnce(&Arc<Changeset<C>>, usize, u32, u32),
+    ) -> Result<ChangesetId, ChangesetError> {
         let mut entry = entry;
         loop {
             let root = self.root.load();
@@ -942,10 +1209,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             };
             match top.stripes[at].commit(index, entry) {
                 Ok(()) => {
-                    #[cfg(not(raceless_loom))]
-                    lease::store(self.log_id, top, at, index + 1, index + got);
-                    #[cfg(raceless_loom)]
-                    let _ = got;
+                    keep(top, at, index + 1, index + got);
                     return Ok(top.id);
                 }
                 Err(back) => entry = back,
@@ -1114,6 +1378,35 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         }
     }
 
+    /// How many changesets the log keeps: the open ones and the sealed
+    /// ones not yet [`take`](Self::take)n. Taking a changeset frees it (its
+    /// memory goes when the last lease or reader holding it lets go). A
+    /// sum over the id map's shards, one at a time: exact when no start or
+    /// take is in flight.
+    ///
+    /// ```
+    /// use raceless::changeset::ChangesetLog;
+    /// let log = ChangesetLog::<u8>::new();
+    /// let a = log.start_changeset();
+    /// assert_eq!(log.len(), 1);
+    /// log.seal(a).unwrap();
+    /// assert_eq!(log.len(), 1); // sealed, kept for the apply phase
+    /// log.take(a).unwrap();
+    /// assert!(log.is_empty());
+    /// ```
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Whether the log keeps no changeset.
+    ///
+    /// ```
+    /// assert!(raceless::changeset::ChangesetLog::<u8>::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lookup(&self, id: ChangesetId) -> Lookup {
         let Some(set) = self.sets.get(&id) else {
             return Lookup::Unknown;
@@ -1211,6 +1504,16 @@ impl<C: Clone + Send + Sync + 'static> ChangesetStore<C> for ChangesetLog<C> {
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
         ChangesetLog::take(self, id)
     }
+    fn len(&self) -> usize {
+        ChangesetLog::len(self)
+    }
+    fn record_leased(
+        &self,
+        lease: &mut RecorderLease<C>,
+        entry: C,
+    ) -> Result<ChangesetId, ChangesetError> {
+        self.record_for(lease, entry)
+    }
 }
 
 #[cfg(all(test, not(raceless_loom)))]
@@ -1289,6 +1592,132 @@ mod tests {
             assert_eq!(values(&taken), [7, 8], "exact contents either way");
             assert_eq!(clones.load(Ordering::Relaxed), 2, "cloned, not moved");
         });
+    }
+
+    /// One task alternating between two logs: its two recorders each keep
+    /// their lease (one reservation per `LEASE` records), where the
+    /// thread-local lease of `record_change` is dropped at every switch
+    /// (one reservation per record).
+    #[test]
+    fn recorders_alternating_two_logs_burn_no_reservation() {
+        let logs = [
+            ChangesetLog::<u32>::with_stripes(1),
+            ChangesetLog::<u32>::with_stripes(1),
+        ];
+        let ids = logs.each_ref().map(|log| log.start_changeset());
+        let mut recorders = logs.each_ref().map(Recorder::new);
+        for i in 0..1_000 {
+            for (r, id) in recorders.iter_mut().zip(ids) {
+                assert_eq!(r.record(i), Ok(id));
+            }
+        }
+        for (log, id) in logs.iter().zip(ids) {
+            let reserved = log.sets.get(&id).unwrap().reserved();
+            assert!(reserved <= 1_000 + LEASE as usize, "{reserved} slots");
+            assert_eq!(log.changes(id).unwrap(), (0..1_000).collect::<Vec<_>>());
+        }
+        // The thread-local lease, for contrast.
+        let ids = logs.each_ref().map(|log| log.start_changeset());
+        for i in 0..1_000 {
+            for log in &logs {
+                log.record_change(i).unwrap();
+            }
+        }
+        for (log, id) in logs.iter().zip(ids) {
+            let reserved = log.sets.get(&id).unwrap().reserved();
+            assert!(reserved >= 999 * LEASE as usize, "{reserved} slots");
+        }
+    }
+
+    /// A recorder handed from thread to thread (as a task migrates) keeps
+    /// its order; a lease handed to another log is not used there.
+    #[test]
+    fn recorder_keeps_order_across_threads_and_logs() {
+        let log = std::sync::Arc::new(ChangesetLog::<u32>::with_stripes(4));
+        let id = log.start_changeset();
+        let mut recorder = log.recorder();
+        for hop in 0..8u32 {
+            recorder = std::thread::spawn(move || {
+                for i in 0..40 {
+                    recorder.record(hop * 40 + i).unwrap();
+                }
+                recorder
+            })
+            .join()
+            .unwrap();
+            log.record_change(1_000_000 + hop).unwrap();
+        }
+        let mine: Vec<u32> = log
+            .changes(id)
+            .unwrap()
+            .into_iter()
+            .filter(|&e| e < 1_000_000)
+            .collect();
+        assert_eq!(mine, (0..320).collect::<Vec<_>>());
+        let other = ChangesetLog::<u32>::with_stripes(4);
+        assert_eq!(
+            other.record_leased(&mut recorder.lease, 7),
+            Err(ChangesetError::NoActiveChangeset)
+        );
+    }
+
+    /// An entry that counts the live copies of itself.
+    struct Live(std::sync::Arc<AtomicUsize>);
+
+    impl Live {
+        fn new(count: &std::sync::Arc<AtomicUsize>) -> Self {
+            count.fetch_add(1, Ordering::Relaxed);
+            Self(count.clone())
+        }
+    }
+
+    impl Clone for Live {
+        fn clone(&self) -> Self {
+            Self::new(&self.0)
+        }
+    }
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `take` frees: after 10,000 changesets went through start, records
+    /// (a recorder, `record_change`, and reads that freeze a copy), seal
+    /// and take, and the taken entries were dropped, no entry is alive —
+    /// not in a slot, a frozen copy, a lease or a cancelled slot — once the
+    /// recorder is dropped, while the log itself lives on.
+    #[test]
+    fn taken_changesets_free_their_entries() {
+        let live = std::sync::Arc::new(AtomicUsize::new(0));
+        let log = ChangesetLog::<Live>::with_stripes(2);
+        let mut recorder = Recorder::new(&log);
+        for i in 0..10_000 {
+            let id = log.start_changeset();
+            for _ in 0..3 {
+                recorder.record(Live::new(&live)).unwrap();
+            }
+            log.record_change(Live::new(&live)).unwrap();
+            log.seal(id).unwrap();
+            if i % 2 == 0 {
+                drop(log.changes(id)); // leaves a frozen copy behind
+            }
+            assert_eq!(log.take(id).unwrap().len(), 4);
+        }
+        assert!(log.is_empty());
+        drop(recorder);
+        // The thread's own lease was dropped by `take`.
+        assert_eq!(live.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn recorders_are_send_and_static() {
+        fn check<T: Send + 'static>(_: &T) {}
+        let log = std::sync::Arc::new(ChangesetLog::<String>::new());
+        check(&log.recorder());
+        let baseline = std::sync::Arc::new(crate::baseline::MutexChangesets::<String>::new());
+        check(&Recorder::new(baseline));
     }
 
     #[test]

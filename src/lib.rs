@@ -67,3 +67,10 @@ pub use changeset::ChangesetLog;
 // stream
 pub mod stream;
 pub use stream::StreamRegistry;
+
+// Errors of a shared backend (always compiled; the `redis` feature uses them).
+pub mod backend;
+pub use backend::BackendError;
+// Several processes sharing state through one Redis primary.
+#[cfg(feature = "redis")]
+pub mod redis;

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use raceless::arcs::{
-    ArcEngine, ArcEngineBuilder, ArcError, ArcEvent, ArcPhase, ArcRegistry, EndReason, Start,
+    ArcEngine, ArcEngineBuilder, ArcError, ArcEvent, ArcPhase, ArcRegistry, Claim, Claimed,
+    EndReason, Start,
 };
+use raceless::clock::Clock;
 use raceless::clock::ManualClock;
 use raceless_harness::arcs::{
-    apply, builder, double_ends, duplicate_starts, lost_progress, Agent, Model, Op, RacyArcEngine,
-    TestKind,
+    apply, builder, double_ends, duplicate_claims, duplicate_starts, lost_progress, Agent, Model,
+    Op, RacyArcEngine, TestKind,
 };
 use raceless_harness::model::SequentialSpec;
 use raceless_harness::threads::{hunt, iterations, run_concurrently};
@@ -459,6 +461,315 @@ fn active_under_churn<R: ArcRegistry<Agent, TestKind>>() {
     });
 }
 
+// ---------------------------------------------------------------------------
+// Two-phase start (claim / publish), monotonic expiry, memory.
+
+fn claimed<R: ArcRegistry<Agent, TestKind> + 'static>(
+    r: &Arc<R>,
+    a: Agent,
+    b: Agent,
+    kind: TestKind,
+) -> Claim<Agent, TestKind> {
+    match r.claim(a, b, kind) {
+        Ok(Claimed::Claim(claim)) => claim,
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+/// While claimed, the pair is taken (start and claim get `AlreadyActive`
+/// with the claimed arc) but invisible; `publish` makes it active and
+/// fires `Started` once.
+fn claim_then_publish<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let r = Arc::new(R::from_builder(
+        ArcEngineBuilder::new().clock(ManualClock::new()),
+    ));
+    let counts = count_events(&*r);
+    let claim = claimed(&r, 2, 1, TestKind::Long);
+    assert_eq!(claim.snapshot().agents, (1, 2));
+    match r.start(1, 2, TestKind::Short).unwrap() {
+        Start::AlreadyActive(arc) => assert_eq!(&arc, claim.snapshot()),
+        Start::Started(_) => panic!("started a claimed pair"),
+    }
+    match r.claim(1, 2, TestKind::Short).unwrap() {
+        Claimed::AlreadyActive(arc) => assert_eq!(&arc, claim.snapshot()),
+        Claimed::Claim(_) => panic!("claimed a claimed pair"),
+    }
+    assert!(r.status(&1, &2).is_none());
+    assert!(r.active().is_empty());
+    assert_eq!((r.len(), r.pending()), (0, 1));
+    assert!(matches!(
+        r.progress(&1, &2, ArcPhase::Climax),
+        Err(ArcError::NotFound)
+    ));
+    assert!(matches!(
+        r.end(&1, &2, EndReason::Manual),
+        Err(ArcError::NotFound)
+    ));
+    assert_eq!(r.process_all().processed, 0);
+    assert_eq!(counts.started.load(Ordering::SeqCst), 0);
+    let expected = claim.snapshot().clone();
+    let arc = claim.publish().unwrap();
+    assert_eq!(arc, expected);
+    assert_eq!(r.status(&1, &2), Some(arc));
+    assert_eq!((r.len(), r.pending()), (1, 0));
+    assert_eq!(counts.started.load(Ordering::SeqCst), 1);
+    assert!(matches!(
+        r.claim(1, 2, TestKind::Short),
+        Ok(Claimed::AlreadyActive(_))
+    ));
+    assert!(matches!(
+        r.claim(3, 3, TestKind::Short),
+        Err(ArcError::SamePair)
+    ));
+}
+
+/// Dropping or aborting a claim gives the pair back, with no event.
+fn dropped_claim_frees_pair<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let r = Arc::new(R::from_builder(ArcEngineBuilder::new()));
+    let counts = count_events(&*r);
+    drop(claimed(&r, 1, 2, TestKind::Long));
+    assert_eq!((r.len(), r.pending()), (0, 0));
+    claimed(&r, 1, 2, TestKind::Long).abort();
+    assert_eq!((r.len(), r.pending()), (0, 0));
+    assert!(r.start(1, 2, TestKind::Short).unwrap().is_started());
+    assert_eq!(counts.started.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.ended.load(Ordering::SeqCst), 0);
+}
+
+/// A registry's synchronous start hook runs in `publish`; if it fails, the
+/// claim is rolled back and `publish` returns the hook's error.
+fn publish_runs_the_start_hook<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let clock = ManualClock::new();
+    let r = Arc::new(R::from_builder(builder(&clock)));
+    let counts = count_events(&*r);
+    let doomed = claimed(&r, 1, 2, TestKind::Doomed);
+    assert!(matches!(doomed.publish(), Err(ArcError::Hook(_))));
+    assert_eq!((r.len(), r.pending()), (0, 0));
+    assert!(claimed(&r, 1, 2, TestKind::Short).publish().is_ok());
+    assert_eq!(counts.started.load(Ordering::SeqCst), 1);
+}
+
+/// Claims and starts of one pair at once: exactly one winner.
+fn no_duplicate_claims<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let n = duplicate_claims(
+        || R::from_builder(ArcEngineBuilder::new()),
+        4,
+        iterations(200),
+    );
+    assert_eq!(n, 0);
+}
+
+/// Expiry runs on monotonic time: stepping the wall clock (as NTP or an
+/// operator does) neither expires an arc nor revives its age.
+fn wall_clock_step_does_not_expire<R: ArcRegistry<Agent, TestKind>>() {
+    let clock = ManualClock::new();
+    let r = R::from_builder(ArcEngineBuilder::new().clock(clock.clone()));
+    let start = clock.now();
+    r.start(1, 2, TestKind::Short).unwrap(); // expires after 20 s
+                                             // A step forward by a day: not expired.
+    clock.set(start + Duration::from_secs(86_400));
+    assert_eq!(r.process_all().expired, 0);
+    assert_eq!(r.len(), 1);
+    // 15 s of real (monotonic) time: still not expired.
+    clock.advance(Duration::from_secs(15));
+    assert_eq!(r.process_all().expired, 0);
+    // A step back by a day: the arc still ages on.
+    clock.set(start - Duration::from_secs(86_400));
+    clock.advance(Duration::from_secs(6)); // 21 s since the start
+    let report = r.process_all();
+    assert_eq!((report.processed, report.expired), (1, 1));
+    assert!(r.is_empty());
+    // The snapshot's times stay the wall clock's at the start, plus age.
+    r.start(3, 4, TestKind::Long).unwrap();
+    let started = r.status(&3, &4).unwrap().started_at;
+    clock.set(started + Duration::from_secs(1_000));
+    clock.advance(Duration::from_secs(2));
+    let arc = r.progress(&3, &4, ArcPhase::Climax).unwrap();
+    assert_eq!(arc.last_progress, started + Duration::from_secs(2));
+}
+
+/// 10^6 distinct pairs go through every path that creates an entry —
+/// start/end, claim/publish/end, claim/drop, a failing start hook,
+/// completion, expiry — and the registry keeps nothing afterwards.
+fn churn_returns_to_empty<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let clock = ManualClock::new();
+    let r = Arc::new(R::from_builder(builder(&clock)));
+    let total: u32 = if cfg!(miri) { 600 } else { 1_000_000 };
+    let per_thread = total / 2;
+    run_concurrently(2, |t| {
+        for i in 0..per_thread {
+            let a = 2 * (t as u32 * per_thread + i);
+            let b = a + 1;
+            match i % 6 {
+                0 => {
+                    r.start(a, b, TestKind::Short).unwrap();
+                    r.end(&a, &b, EndReason::Manual).unwrap();
+                }
+                1 => {
+                    claimed(&r, a, b, TestKind::Short).publish().unwrap();
+                    r.end(&b, &a, EndReason::Manual).unwrap();
+                }
+                2 => drop(claimed(&r, a, b, TestKind::Long)),
+                3 => assert!(r.start(a, b, TestKind::Doomed).is_err()),
+                4 => {
+                    r.start(a, b, TestKind::Long).unwrap();
+                    r.progress(&a, &b, ArcPhase::Completed).unwrap();
+                }
+                _ => {
+                    r.start(a, b, TestKind::Short).unwrap();
+                }
+            }
+        }
+    });
+    assert_eq!(r.pending(), 0);
+    assert!(r.len() > 0);
+    clock.advance(Duration::from_secs(21));
+    r.process_all();
+    assert_eq!((r.len(), r.pending()), (0, 0));
+    assert!(r.active().is_empty());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A request handler's life with a claim: claim, await the database insert
+/// (two `.await`s), publish, await the response. It parks forever at
+/// checkpoint `stop` (after telling `reached`), so the caller can cancel
+/// it exactly there.
+async fn handler<R: ArcRegistry<Agent, TestKind> + 'static>(
+    r: Arc<R>,
+    stop: u32,
+    reached: tokio::sync::mpsc::UnboundedSender<u32>,
+) {
+    let checkpoint = |k: u32| {
+        let reached = reached.clone();
+        async move {
+            tokio::task::yield_now().await; // may move to another worker
+            if k == stop {
+                reached.send(k).unwrap();
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    checkpoint(0).await;
+    let claim = claimed(&r, 1, 2, TestKind::Long);
+    checkpoint(1).await; // the insert, first half
+    checkpoint(2).await; // the insert, second half
+    claim.publish().unwrap();
+    checkpoint(3).await; // writing the response
+}
+
+/// Cancelled at every `.await` of a claim's life, three ways (`select!`,
+/// `timeout`, `JoinHandle::abort`), on a multi-thread runtime: before the
+/// publication the pair is free again and nothing fired; after it, the arc
+/// is active with one `Started`.
+fn cancelled_at_every_await<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let rt = runtime();
+    for stop in 0..4 {
+        for how in 0..3 {
+            let r = Arc::new(R::from_builder(ArcEngineBuilder::new()));
+            let counts = count_events(&*r);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            rt.block_on(async {
+                let fut = handler(r.clone(), stop, tx);
+                match how {
+                    0 => tokio::select! {
+                        () = fut => panic!("the handler parks at {stop}"),
+                        got = rx.recv() => assert_eq!(got, Some(stop)),
+                    },
+                    1 => {
+                        // The future never finishes: the timeout's length
+                        // only decides when we stop waiting.
+                        let out = tokio::time::timeout(Duration::from_millis(20), fut).await;
+                        assert!(out.is_err());
+                        assert_eq!(rx.recv().await, Some(stop));
+                    }
+                    _ => {
+                        let task = tokio::spawn(fut);
+                        assert_eq!(rx.recv().await, Some(stop));
+                        task.abort();
+                        assert!(task.await.unwrap_err().is_cancelled());
+                    }
+                }
+            });
+            let published = stop == 3;
+            assert_eq!(r.len(), usize::from(published), "stop {stop}, how {how}");
+            assert_eq!(r.pending(), 0, "stop {stop}, how {how}");
+            assert_eq!(
+                counts.started.load(Ordering::SeqCst),
+                usize::from(published)
+            );
+            assert_eq!(
+                r.claim(2, 1, TestKind::Short).unwrap().is_claim(),
+                !published
+            );
+        }
+    }
+}
+
+/// A claim moved into a task that panics is rolled back.
+fn panicking_task_releases_claim<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let rt = runtime();
+    let r = Arc::new(R::from_builder(ArcEngineBuilder::new()));
+    let claim = claimed(&r, 1, 2, TestKind::Long);
+    let out = rt.block_on(rt.spawn(async move {
+        tokio::task::yield_now().await;
+        let _held = claim;
+        panic!("the handler failed");
+    }));
+    assert!(out.unwrap_err().is_panic());
+    assert_eq!((r.len(), r.pending()), (0, 0));
+    assert!(r.claim(1, 2, TestKind::Long).unwrap().is_claim());
+}
+
+/// Many tasks claim, await, and publish or drop distinct and shared pairs
+/// at once; afterwards every pair holds at most one arc and the counts add
+/// up.
+fn concurrent_tasks<R: ArcRegistry<Agent, TestKind> + 'static>() {
+    let rt = runtime();
+    let r = Arc::new(R::from_builder(ArcEngineBuilder::new()));
+    let counts = count_events(&*r);
+    let published = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64u32)
+            .map(|i| {
+                let (r, published) = (r.clone(), published.clone());
+                tokio::spawn(async move {
+                    let (a, b) = (i % 8, 8 + i % 5);
+                    if let Ok(Claimed::Claim(claim)) = r.claim(a, b, TestKind::Long) {
+                        tokio::task::yield_now().await;
+                        if i % 3 != 0 && claim.publish().is_ok() {
+                            published.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let published = published.load(Ordering::SeqCst);
+    assert_eq!(r.len(), published);
+    assert_eq!(r.pending(), 0);
+    assert_eq!(counts.started.load(Ordering::SeqCst), published);
+}
+
+#[test]
+fn claims_are_send_and_static() {
+    fn check<T: Send + 'static>(_: &T) {}
+    let r = Arc::new(ArcEngine::<Agent, TestKind>::new());
+    let claim = r.claim(1, 2, TestKind::Long).unwrap();
+    check(&claim);
+    let baseline = Arc::new(raceless::baseline::MutexArcEngine::<Agent, TestKind>::new());
+    check(&baseline.claim(1, 2, TestKind::Long).unwrap());
+}
+
 macro_rules! suite {
     ($($module:ident => $ty:ty;)*) => {$(
         mod $module {
@@ -481,6 +792,18 @@ macro_rules! suite {
             #[test] fn same_pair_is_an_error() { super::same_pair_is_an_error::<R>() }
             #[test] fn process_hook() { super::process_hook::<R>() }
             #[test] fn active_under_churn() { super::active_under_churn::<R>() }
+            #[test] fn claim_then_publish() { super::claim_then_publish::<R>() }
+            #[test] fn dropped_claim_frees_pair() { super::dropped_claim_frees_pair::<R>() }
+            #[test] fn publish_runs_the_start_hook() { super::publish_runs_the_start_hook::<R>() }
+            #[test] fn no_duplicate_claims() { super::no_duplicate_claims::<R>() }
+            #[test] fn wall_clock_step_does_not_expire() { super::wall_clock_step_does_not_expire::<R>() }
+            #[test] fn churn_returns_to_empty() { super::churn_returns_to_empty::<R>() }
+            #[test] #[cfg_attr(miri, ignore = "tokio's multi-thread runtime")]
+            fn cancelled_at_every_await() { super::cancelled_at_every_await::<R>() }
+            #[test] #[cfg_attr(miri, ignore = "tokio's multi-thread runtime")]
+            fn panicking_task_releases_claim() { super::panicking_task_releases_claim::<R>() }
+            #[test] #[cfg_attr(miri, ignore = "tokio's multi-thread runtime")]
+            fn concurrent_tasks() { super::concurrent_tasks::<R>() }
 
             proptest! {
                 #![proptest_config(ProptestConfig::with_cases(128))]
@@ -550,6 +873,13 @@ fn racy_variant_duplicate_starts_are_caught() {
 
 #[test]
 #[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
+fn racy_variant_duplicate_claims_are_caught() {
+    let n = hunt(10, || duplicate_claims(racy_engine, 4, iterations(300)));
+    assert!(n > 0, "the racy engine's duplicate claims went unnoticed");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "racy hunts need native scheduling")]
 fn racy_variant_double_ends_are_caught() {
     let n = hunt(10, || double_ends(racy_engine, 4, iterations(300)));
     assert!(n > 0, "the racy engine's double ends went unnoticed");
@@ -596,7 +926,10 @@ fn reproduction_counts_zero_for_lock_free() {
 
 #[test]
 fn workloads_run() {
-    for def in raceless_harness::arcs::workloads() {
+    let defs = raceless_harness::arcs::workloads()
+        .into_iter()
+        .chain(raceless_harness::arcs::async_workloads());
+    for def in defs {
         assert_eq!(def.impls.len(), 3);
         for (_, make) in &def.impls {
             let w = make();

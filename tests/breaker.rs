@@ -70,6 +70,11 @@ macro_rules! trait_tests {
             }
 
             #[test]
+            fn late_successes_never_close_an_open_name() {
+                assert_eq!(h::stale_closes(|| make(1), 8, iterations(100)), 0);
+            }
+
+            #[test]
             fn successes_and_failures_leave_a_consistent_name() {
                 assert_eq!(h::inconsistent_after_mixed(make, 8, iterations(100)), 0);
             }
@@ -185,6 +190,10 @@ fn the_stress_checks_catch_the_racy_breaker() {
     assert!(
         hunt(10, || h::torn_reset_alls(RacyBreaker::new, 8, 200)) > 0,
         "torn reset_all not caught"
+    );
+    assert!(
+        hunt(10, || h::stale_closes(|| RacyBreaker::new(1), 8, 50)) > 0,
+        "a stale success closing an open name not caught"
     );
 }
 

@@ -126,6 +126,27 @@ linearizability_tests! {
 }
 
 // ---------------------------------------------------------------------------
+// breaker, rate mode (sliding window; no cool-down)
+
+linearizability_tests! {
+    breaker_rate {
+        model: raceless_harness::breaker::RateModel::new(),
+        op: breaker_glue::op,
+        apply: raceless_harness::breaker::apply,
+        linearizable: {
+            lock_free => || raceless_harness::breaker::RateModel::builder().build().unwrap();
+            std_mutex => || {
+                raceless::baseline::MutexBreaker::<raceless::baseline::StdMutex>::from_builder(
+                    raceless_harness::breaker::RateModel::builder(),
+                )
+                .unwrap()
+            };
+        },
+        racy: raceless_harness::breaker::RacyRateBreaker::new,
+    }
+}
+
+// ---------------------------------------------------------------------------
 // arcs
 
 mod arcs_glue {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loom::sync::Arc;
-use raceless::arcs::{ArcEngine, ArcError, ArcEvent, ArcKind, ArcPhase, EndReason, Start};
+use raceless::arcs::{ArcEngine, ArcError, ArcEvent, ArcKind, ArcPhase, Claimed, EndReason, Start};
 use raceless::clock::ManualClock;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -318,5 +318,87 @@ fn progress_vs_end() {
             }
         }
         assert!(engine.is_empty());
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Two-phase start: a `Claim` holds a `std::sync::Arc` of the engine (the
+// receiver of `claim`); loom sees the engine's own atomics and shard locks.
+
+/// An engine in a `std::sync::Arc` (what `claim` takes), with event counts.
+fn claim_engine() -> (std::sync::Arc<ArcEngine<u8, Kind>>, std::sync::Arc<Events>) {
+    let hook_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let (engine, events) = engine_with_hook(&hook_calls);
+    (std::sync::Arc::new(engine), events)
+}
+
+/// Claims `(a, b)` and publishes at once; whether this call won.
+fn claim_and_publish(engine: &std::sync::Arc<ArcEngine<u8, Kind>>, a: u8, b: u8) -> bool {
+    match engine.claim(a, b, Kind).unwrap() {
+        Claimed::Claim(claim) => {
+            claim.publish().unwrap();
+            true
+        }
+        Claimed::AlreadyActive(_) => false,
+    }
+}
+
+/// claim/publish vs a second claim of the pair (as `(b, a)`): exactly one
+/// wins, `Started` fires once, nothing is left pending.
+#[test]
+fn claim_publish_vs_claim() {
+    loom::model(|| {
+        let (engine, events) = claim_engine();
+        let other = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || claim_and_publish(&engine, 2, 1))
+        };
+        let mine = claim_and_publish(&engine, 1, 2);
+        let theirs = other.join().unwrap();
+        assert!(mine ^ theirs, "exactly one claim wins");
+        assert_eq!(events.started.load(Ordering::SeqCst), 1);
+        assert_eq!((engine.len(), engine.pending()), (1, 0));
+    });
+}
+
+/// A dropped claim vs a second claim: the second either meets the claim
+/// (`AlreadyActive`) or the free pair (and wins); never two arcs, and the
+/// dropped one fires nothing.
+#[test]
+fn claim_drop_vs_claim() {
+    loom::model(|| {
+        let (engine, events) = claim_engine();
+        let other = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || claim_and_publish(&engine, 2, 1))
+        };
+        match engine.claim(1, 2, Kind).unwrap() {
+            Claimed::Claim(claim) => drop(claim),
+            Claimed::AlreadyActive(_) => {}
+        }
+        let theirs = other.join().unwrap();
+        assert_eq!(events.started.load(Ordering::SeqCst), usize::from(theirs));
+        assert_eq!(engine.len(), usize::from(theirs));
+        assert_eq!(engine.pending(), 0);
+    });
+}
+
+/// claim/publish vs end of the pair: the end finds nothing until the
+/// publication (a claimed arc cannot be ended), and wins at most once.
+#[test]
+fn claim_publish_vs_end() {
+    loom::model(|| {
+        let (engine, events) = claim_engine();
+        let ender = {
+            let engine = engine.clone();
+            loom::thread::spawn(move || engine.end(&1, &2, EndReason::Manual).is_ok())
+        };
+        assert!(claim_and_publish(&engine, 1, 2));
+        let ended = ender.join().unwrap();
+        assert_eq!(events.started.load(Ordering::SeqCst), 1);
+        assert_eq!(events.ended.load(Ordering::SeqCst), usize::from(ended));
+        assert_eq!(engine.len(), usize::from(!ended));
+        assert_eq!(engine.pending(), 0);
+        assert_eq!(engine.status(&1, &2).is_some(), !ended);
     });
 }

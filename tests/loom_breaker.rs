@@ -36,14 +36,22 @@ fn count_openings(b: &CircuitBreaker) -> std::sync::Arc<AtomicUsize> {
 
 /// Two failures race to the threshold of 2: both are counted, the name
 /// opens, the opening is reported exactly once, and an observer never sees
-/// the count at the threshold on a closed name. Without a cool-down this is
-/// the `fetch_add` fast path; with one, the CAS loop with its stamp.
+/// the count at the threshold on a closed name. Both failures take the
+/// `fetch_add` fast path; without a cool-down nothing else is written.
 #[test]
 fn failures_reaching_the_threshold_open_once() {
-    loom::model(|| threshold_race(CircuitBreaker::new(2).unwrap()));
+    loom::model(|| {
+        threshold_race(
+            CircuitBreaker::builder()
+                .failure_threshold(2)
+                .without_cool_down()
+                .build()
+                .unwrap(),
+        )
+    });
 }
 
-/// The same race on the CAS path (a cool-down is configured).
+/// The same race with a cool-down: the opening thread also stamps it.
 #[test]
 fn failures_reaching_the_threshold_open_once_cas_path() {
     loom::model(|| {
@@ -206,20 +214,115 @@ fn one_trial_for_two_contenders() {
     });
 }
 
-/// A trial permit dropped unresolved (a crashed probe) races with another
-/// contender: still exactly one trial, and the drop re-opens the name (a
-/// failure, restarting the cool-down) instead of wedging it half-open.
+/// A trial permit dropped unresolved (a cancelled call) races with a new
+/// caller: at most one trial is out at a time, the drop records nothing
+/// (no re-opening), and the place it frees is offered again at once.
 #[test]
-fn dropped_trial_vs_contender() {
+fn cancelled_trial_vs_new_caller() {
     loom::model(|| {
         let (_b, h) = half_open();
-        let contend = |h: BreakerHandle| {
-            // Dropped at the end of the statement: unresolved.
-            h.try_acquire().is_some_and(|p| p.is_trial())
+        let other = {
+            let h = h.clone();
+            thread::spawn(move || {
+                // Dropped at the end of the statement: released.
+                h.try_acquire().is_some_and(|p| p.is_trial())
+            })
         };
-        exactly_one_wins_the_trial(&h, contend);
-        assert_eq!(h.state(), State::Open);
-        assert_eq!(h.failures(), 2);
-        assert_eq!(h.times_opened(), 2);
+        let mine = h.try_acquire();
+        let theirs = other.join().unwrap();
+        match mine {
+            Some(p) => {
+                assert!(p.is_trial());
+                p.success();
+                assert_eq!(h.state(), State::Closed);
+            }
+            None => {
+                assert!(theirs, "the only way to be refused is a trial out");
+                // The other's trial was released: offered again at once.
+                assert_eq!(h.state(), State::HalfOpen);
+                assert!(h.try_acquire().is_some_and(|p| p.is_trial()));
+            }
+        }
+        assert_eq!(h.times_opened(), 1, "a released trial is no failure");
+    });
+}
+
+/// A call admitted while the name was closed finishes with a success while
+/// another thread's failure opens the name: the late success must not close
+/// it (it was admitted in a state that is gone).
+#[test]
+fn late_success_vs_opening() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let b = CircuitBreaker::builder()
+            .failure_threshold(1)
+            .clock(clock)
+            .build()
+            .unwrap();
+        let h = b.handle("x");
+        let permit = h.try_acquire().unwrap();
+        let reporter = thread::spawn(move || permit.success());
+        h.record_failure();
+        reporter.join().unwrap();
+        assert_eq!(h.state(), State::Open, "a stale success closed the name");
+        assert_eq!(h.times_opened(), 1);
+    });
+}
+
+/// A call admitted while closed fails late, racing a half-open trial that
+/// closes the name again: the late failure belongs to the closed phase
+/// before the opening and must not re-open the name.
+#[test]
+fn late_failure_vs_running_trial() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let b = CircuitBreaker::builder()
+            .failure_threshold(1)
+            .cool_down(Duration::from_secs(10))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let h = b.handle("x");
+        let late = h.try_acquire().unwrap();
+        h.record_failure(); // opens
+        clock.advance(Duration::from_secs(10));
+        let reporter = thread::spawn(move || late.failure());
+        let trial = h.try_acquire().unwrap();
+        assert!(trial.is_trial());
+        trial.success();
+        reporter.join().unwrap();
+        assert_eq!(
+            h.state(),
+            State::Closed,
+            "a stale failure re-opened the name"
+        );
+        assert_eq!(h.times_opened(), 1);
+    });
+}
+
+/// Rate mode, window of 2 full of successes, 100 %: two failures recorded at
+/// once each evict one success. Both are counted and both successes leave,
+/// whatever the interleaving: the name opens, exactly once.
+#[test]
+fn two_recorders_at_the_windows_edge() {
+    loom::model(|| {
+        let b = CircuitBreaker::builder()
+            .sliding_window(2)
+            .failure_rate_threshold(100.0)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        let openings = count_openings(&b);
+        let h = b.handle("x");
+        h.record_success();
+        h.record_success();
+        let permits = [h.try_acquire().unwrap(), h.try_acquire().unwrap()];
+        let [a, c] = permits;
+        let other = thread::spawn(move || a.failure());
+        c.failure();
+        other.join().unwrap();
+        assert_eq!(h.state(), State::Open, "an outcome was lost");
+        assert_eq!(openings.load(Ordering::Relaxed), 1);
+        assert_eq!(h.times_opened(), 1);
     });
 }

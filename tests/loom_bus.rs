@@ -9,7 +9,7 @@
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use raceless::bus::{Event, EventBus};
+use raceless::bus::{Event, EventBus, RecvError, TryRecvError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Ev {
@@ -190,5 +190,195 @@ fn audit_ring_reader_and_emitter() {
         let seen = reader.join().unwrap();
         assert!(seen.len() <= 1);
         assert_eq!(bus.audit_log(), vec![ev(1, 1)], "the newest event was lost");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 0.2: channels, owned guards, kind reclamation
+
+/// A receiver waiting in `recv` is woken by an emit that races its
+/// register-then-recheck: no lost wake-up (loom reports a deadlock if the
+/// waiting thread can sleep with the event queued).
+#[test]
+fn recv_is_woken_by_emit() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let mut rx = bus.subscribe_channel(1, 1).unwrap();
+        let emitter = {
+            let bus = bus.clone();
+            thread::spawn(move || assert_eq!(bus.emit(ev(1, 0)).delivered, 1))
+        };
+        assert_eq!(loom::future::block_on(rx.recv()), Ok(ev(1, 0)));
+        emitter.join().unwrap();
+    });
+}
+
+/// Dropping the bus wakes a receiver waiting in `recv` on another thread
+/// with `Closed` (after the event queued before), and the receiver does
+/// not keep the bus alive.
+#[test]
+fn bus_drop_wakes_recv() {
+    loom::model(|| {
+        let bus = EventBus::<Ev>::new(0);
+        let mut rx = bus.subscribe_channel(1, 2).unwrap();
+        bus.emit(ev(1, 0));
+        let consumer = thread::spawn(move || {
+            let first = loom::future::block_on(rx.recv());
+            let second = loom::future::block_on(rx.recv());
+            (first, second)
+        });
+        drop(bus);
+        let (first, second) = consumer.join().unwrap();
+        assert_eq!(first, Ok(ev(1, 0)));
+        assert_eq!(second, Err(RecvError::Closed));
+    });
+}
+
+/// Two emitters (three events) into a channel of capacity 1 while the
+/// receiver takes events: the events received plus the `Lagged` counts
+/// equal the events emitted, exactly.
+#[test]
+fn lag_count_is_exact() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let mut rx = bus.subscribe_channel(1, 1).unwrap();
+        let a = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                bus.emit(ev(1, 0));
+                bus.emit(ev(1, 1));
+            })
+        };
+        let b = {
+            let bus = bus.clone();
+            thread::spawn(move || {
+                bus.emit(ev(1, 2));
+            })
+        };
+        let (mut received, mut lagged) = (0_u64, 0_u64);
+        let mut take = |rx: &mut raceless::bus::Receiver<Ev>| match rx.try_recv() {
+            Ok(_) => {
+                received += 1;
+                true
+            }
+            Err(TryRecvError::Lagged(n)) => {
+                lagged += n;
+                true
+            }
+            Err(_) => false,
+        };
+        take(&mut rx);
+        a.join().unwrap();
+        b.join().unwrap();
+        while take(&mut rx) {}
+        assert_eq!(received + lagged, 3, "received {received}, lagged {lagged}");
+        assert!(received >= 1);
+    });
+}
+
+/// A receiver dropped while another thread subscribes a second receiver to
+/// the same kind and emits: an emit that starts after the drop returned
+/// does not reach the dropped receiver, the second receiver is never lost
+/// (the drop's unsubscribe and the subscribe both replace the kind's
+/// snapshot), and afterwards only it is subscribed (loom also checks that
+/// the dropped queue, with any event pushed into it, is freed).
+#[test]
+fn receiver_drop_vs_emit() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let rx = bus.subscribe_channel(1, 1).unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let dropped = dropped.clone();
+            thread::spawn(move || {
+                drop(rx);
+                dropped.store(true, Ordering::Release);
+            })
+        };
+        let mut second = bus.subscribe_channel(1, 1).unwrap();
+        let started_after = dropped.load(Ordering::Acquire);
+        let report = bus.emit(ev(1, 0));
+        assert!(report.delivered >= 1 && report.delivered <= 2);
+        if started_after {
+            assert_eq!(
+                report.delivered, 1,
+                "emit started after the receiver was dropped"
+            );
+        }
+        assert_eq!(
+            second.try_recv(),
+            Ok(ev(1, 0)),
+            "the second receiver was lost"
+        );
+        dropper.join().unwrap();
+        assert_eq!(bus.subscriber_count(&1), 1);
+        assert_eq!(bus.kind_count(), 1);
+        drop(second);
+        assert_eq!(bus.kind_count(), 0);
+    });
+}
+
+/// An owned guard dropped on another thread while this one subscribes a
+/// second handler to the same kind and emits: an emit that starts after
+/// the drop returned does not call the dropped handler, the second handler
+/// is never lost, and afterwards only it is subscribed.
+#[test]
+fn guard_drop_vs_emit() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let guard = {
+            let calls = calls.clone();
+            bus.subscribe_owned(1, move |_| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+        };
+        let dropped = Arc::new(AtomicBool::new(false));
+        let dropper = {
+            let dropped = dropped.clone();
+            thread::spawn(move || {
+                drop(guard);
+                dropped.store(true, Ordering::Release);
+            })
+        };
+        let second = bus.subscribe_owned(1, |_| Ok(()));
+        let started_after = dropped.load(Ordering::Acquire);
+        let report = bus.emit(ev(1, 0));
+        let dropped_calls = calls.load(Ordering::Relaxed);
+        if started_after {
+            assert_eq!(dropped_calls, 0, "emit started after the guard was dropped");
+        }
+        assert_eq!(
+            report.delivered,
+            1 + dropped_calls,
+            "the second handler was lost"
+        );
+        dropper.join().unwrap();
+        assert_eq!(bus.subscriber_count(&1), 1);
+        drop(second);
+        assert_eq!(bus.kind_count(), 0);
+    });
+}
+
+/// The unsubscribe that reclaims a kind (its last subscriber leaves) races
+/// a subscribe to the same kind: the new subscription is never lost with
+/// the reclaimed entry.
+#[test]
+fn kind_reclamation_vs_subscribe() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let old = bus.subscribe(1, |_| Ok(()));
+        let subscriber = {
+            let bus = bus.clone();
+            thread::spawn(move || bus.subscribe(1, |_| Ok(())))
+        };
+        assert!(bus.unsubscribe(old));
+        let new = subscriber.join().unwrap();
+        assert_eq!(bus.subscriber_count(&1), 1);
+        assert_eq!(bus.kind_count(), 1);
+        assert_eq!(bus.emit(ev(1, 0)).delivered, 1);
+        assert!(bus.unsubscribe(new));
+        assert_eq!(bus.kind_count(), 0);
     });
 }

@@ -9,7 +9,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use raceless::changeset::ChangesetLog;
+use raceless::changeset::{ChangesetLog, Recorder};
 
 /// record vs start: the entry lands in a changeset that was open and the
 /// latest at the record's linearization point. If it lands in the old
@@ -118,5 +118,70 @@ fn two_records_vs_seal() {
         want.sort_unstable();
         now.sort_unstable();
         assert_eq!(now, want);
+    });
+}
+
+/// A recorder (its own lease: 2 slots under loom, so its third record
+/// reserves again) against a seal of the top changeset: the top holds a
+/// prefix of the recorder's entries, the changeset below the rest, in
+/// order; nothing lost, nothing added after the seal returned.
+#[test]
+fn recorder_vs_seal() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let below = log.start_changeset();
+        let top = log.start_changeset();
+        let sealer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                log.seal(top).unwrap();
+                log.changes(top).unwrap()
+            })
+        };
+        let mut recorder = Recorder::new(Arc::clone(&log));
+        let got: Vec<_> = (1..=3).map(|e| recorder.record(e).unwrap()).collect();
+        let top_at_seal = sealer.join().unwrap();
+        let in_top = log.changes(top).unwrap();
+        let in_below = log.changes(below).unwrap();
+        assert_eq!(in_top, top_at_seal, "sealed contents changed");
+        let k = got.iter().take_while(|&&id| id == top).count();
+        assert!(got[k..].iter().all(|&id| id == below), "{got:?}");
+        assert_eq!(in_top, (1..=k as u32).collect::<Vec<_>>());
+        assert_eq!(in_below, (k as u32 + 1..=3).collect::<Vec<_>>());
+    });
+}
+
+/// A recorder against a start: entries recorded before the new changeset
+/// became the latest are in the old one (and visible in a read right
+/// after `start` returned), the rest in the new one, in order.
+#[test]
+fn recorder_vs_start() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let a = log.start_changeset();
+        let starter = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let b = log.start_changeset();
+                (b, log.changes(a).unwrap())
+            })
+        };
+        let mut recorder = Recorder::new(Arc::clone(&log));
+        let got: Vec<_> = (1..=3).map(|e| recorder.record(e).unwrap()).collect();
+        let (b, a_after_start) = starter.join().unwrap();
+        let k = got.iter().take_while(|&&id| id == a).count();
+        assert!(got[k..].iter().all(|&id| id == b), "{got:?}");
+        let in_a = log.changes(a).unwrap();
+        assert_eq!(in_a, (1..=k as u32).collect::<Vec<_>>());
+        assert_eq!(
+            log.changes(b).unwrap(),
+            (k as u32 + 1..=3).collect::<Vec<_>>()
+        );
+        // Every record that went to `a` linearized before the start, so
+        // a read right after `start` returned already holds it.
+        assert_eq!(
+            a_after_start, in_a,
+            "recorded into a after b was the latest"
+        );
     });
 }

@@ -1,7 +1,9 @@
 //! loom models of the `stream` component's races, on the public API:
 //! cleanup vs start (including the start's window between registering its
 //! stream and publishing it in the slot), start vs start, finish vs start,
-//! and the slot's live flag vs the registry map.
+//! the slot's live flag vs the registry map, a dropped `StreamGuard` vs a
+//! cleanup and a new start, and the background store writer's queue and
+//! flush handshake.
 //!
 //! Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_stream`.
@@ -9,7 +11,7 @@
 
 use std::sync::Arc;
 
-use raceless::stream::{Busy, Pending, Session, StreamRegistry};
+use raceless::stream::{Busy, Pending, Session, StreamGuard, StreamRegistry};
 
 /// A registry and a session whose slot holds a stale stream (its worker
 /// died without cleaning the session up).
@@ -189,5 +191,169 @@ fn racy_cleanup_is_caught() {
             Some(new),
             "the new stream was clobbered"
         );
+    });
+}
+
+/// How a cancelled handler ends its stream in `guard_drop_vs_cleanup_vs_start`.
+/// `strict`: also assert that the cleanup never clears (off for the racy
+/// variant that is to be caught clobbering, so it fails for that reason).
+fn guard_drop_model(
+    strict: bool,
+    end: fn(StreamGuard<u32>, Arc<StreamRegistry<u32>>, Arc<Session>),
+) {
+    loom::model(move || {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let guard = registry
+            .start_guard(&session, Pending::new("old"), 0)
+            .unwrap();
+        let old = guard.id();
+        let handler = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || end(guard, registry, session))
+        };
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.clear_stale(&session))
+        };
+        let started = registry.start_guard(&session, Pending::new("new"), 1);
+        handler.join().unwrap();
+        let cleared = cleanup.join().unwrap();
+        assert!(!registry.is_live(old), "the dropped guard's stream is live");
+        match started {
+            Ok(new) => {
+                let active = session.active().expect("the new stream was clobbered");
+                assert_eq!(
+                    (active.id, active.pending_message.as_deref()),
+                    (new.id(), Some("new")),
+                    "the new stream was clobbered"
+                );
+                assert!(registry.is_live(new.id()));
+                assert_eq!(registry.len(), 1);
+                drop(new);
+                assert!(registry.is_empty() && session.active().is_none());
+            }
+            Err(busy) => {
+                assert_eq!(busy, Busy { active: old });
+                assert_eq!(
+                    session.active_id(),
+                    None,
+                    "the dropped guard left its session busy"
+                );
+                assert!(registry.is_empty());
+            }
+        }
+        // `finish` empties the slot before it unregisters: no stale value is
+        // ever left for a cleanup to clear.
+        if strict {
+            assert!(
+                !cleared,
+                "a cleanup found a dropped guard's stream stale in the slot"
+            );
+        }
+    });
+}
+
+/// A handler is cancelled (its `StreamGuard` dropped on another thread)
+/// while a session GET runs the cleanup and the user starts a new stream
+/// through a guard: the dropped stream is always finished and its session
+/// freed; the new start is refused with the old id (it came first) or wins,
+/// and then nothing clobbers it; the cleanup never clears anything.
+#[test]
+fn guard_drop_vs_cleanup_vs_start() {
+    guard_drop_model(true, |guard, _, _| drop(guard));
+}
+
+/// The model can fail: a guard whose drop unregisters its stream before
+/// it empties the slot (even with a correct CAS) leaves a stale value in
+/// the slot for a moment, which a concurrent cleanup is caught clearing.
+#[test]
+#[should_panic(expected = "stale in the slot")]
+fn guard_drop_unregistering_first_is_caught() {
+    guard_drop_model(true, |guard, registry, session| {
+        let id = guard.detach();
+        registry.finish(&Session::new("elsewhere"), id); // unregister only
+        registry.clear_stale(&session); // then empty the slot
+    });
+}
+
+/// The model can fail: a guard whose drop unregisters first and then
+/// clears the slot check-then-act ("still ours? then clear") clobbers a
+/// stream started in between.
+#[test]
+#[should_panic(expected = "clobbered")]
+fn racy_guard_drop_is_caught() {
+    guard_drop_model(false, |guard, registry, session| {
+        let id = guard.detach();
+        registry.finish(&Session::new("elsewhere"), id); // unregister only
+        if session.active_id() == Some(id) {
+            session.force_clear();
+        }
+    });
+}
+
+/// A snapshot of session `id` at `version`.
+fn snap(id: &str, version: u64) -> raceless::stream::SessionSnapshot {
+    raceless::stream::SessionSnapshot {
+        session_id: id.into(),
+        version,
+        active: None,
+    }
+}
+
+/// A fresh store directory per execution (in memory when the machine has
+/// /dev/shm, so the model's `fsync`s are cheap).
+fn store_dir() -> tempfile::TempDir {
+    match std::path::Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm).unwrap(),
+        _ => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn stored_version(writer: &raceless::stream::StoreWriter, id: &str) -> Option<u64> {
+    writer.store().load(id).unwrap().map(|s| s.version)
+}
+
+/// The background writer's queue and flush handshake: a save of another
+/// session races the writer's batch while this thread saves and flushes.
+/// `flush` returns only once everything accepted before it is written
+/// (this thread's own save is on disk, whatever batch it fell into), and
+/// two versions of one session saved from two threads end with the newer
+/// one on disk, whatever the arrival order.
+#[test]
+fn store_writer_flush_and_newest_version() {
+    use raceless::stream::{SessionStore, StoreWriter};
+    loom::model(|| {
+        let dir = store_dir();
+        let writer = StoreWriter::spawn(SessionStore::open(dir.path()).unwrap()).unwrap();
+        let other = {
+            let writer = writer.clone();
+            loom::thread::spawn(move || {
+                writer.save(&snap("b", 1)).unwrap();
+                writer.save(&snap("s", 2)).unwrap();
+            })
+        };
+        writer.save(&snap("a", 1)).unwrap();
+        writer.save(&snap("s", 1)).unwrap();
+        writer.flush();
+        assert_eq!(
+            stored_version(&writer, "a"),
+            Some(1),
+            "flush returned before a save accepted earlier was written"
+        );
+        assert!(stored_version(&writer, "s").is_some());
+        other.join().unwrap();
+        writer.flush();
+        assert_eq!(
+            stored_version(&writer, "b"),
+            Some(1),
+            "flush returned before the other thread's save was written"
+        );
+        assert_eq!(
+            stored_version(&writer, "s"),
+            Some(2),
+            "an older version was written last"
+        );
+        writer.shutdown();
     });
 }

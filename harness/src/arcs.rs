@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use raceless::arcs::{
     ArcEngine, ArcEngineBuilder, ArcError, ArcEvent, ArcKind, ArcPhase, ArcRegistry, ArcSnapshot,
-    EndReason, ProcessReport, Start,
+    Claim, ClaimTarget, Claimed, EndReason, ProcessReport, Start,
 };
 use raceless::baseline::{MutexArcEngine, ParkingLotMutex};
 use raceless::clock::{Clock, ManualClock};
@@ -74,6 +74,9 @@ type Listener<A, K> = Arc<dyn Fn(&ArcEvent<A, K>) + Send + Sync>;
 /// two cores.
 pub struct RacyArcEngine<A, K> {
     arcs: Mutex<HashMap<(A, A), ArcSnapshot<A, K>>>,
+    /// Claimed, unpublished arcs by pair.
+    claimed: Mutex<HashMap<(A, A), ArcSnapshot<A, K>>>,
+    next_claim: std::sync::atomic::AtomicU64,
     listeners: Mutex<Vec<(ListenerId, Listener<A, K>)>>,
     builder: ArcEngineBuilder<A, K>,
     clock: Arc<dyn Clock>,
@@ -106,6 +109,32 @@ where
     }
 }
 
+impl<A, K> ClaimTarget<A, K> for RacyArcEngine<A, K>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+{
+    fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, _token: u64) -> Result<(), ArcError> {
+        let key = &snapshot.agents;
+        if let Err(e) = self.builder.call_start_hook(&key.0, &key.1, &snapshot.kind) {
+            self.claimed.lock().unwrap().remove(key);
+            return Err(ArcError::Hook(e));
+        }
+        // Whatever claim is there now (racy: not checked to be ours).
+        self.claimed.lock().unwrap().remove(key);
+        self.arcs
+            .lock()
+            .unwrap()
+            .insert(key.clone(), snapshot.clone());
+        self.emit(ArcEvent::Started(snapshot.clone()));
+        Ok(())
+    }
+
+    fn rollback_claimed(&self, agents: &(A, A), _token: u64) {
+        self.claimed.lock().unwrap().remove(agents);
+    }
+}
+
 impl<A, K> ArcRegistry<A, K> for RacyArcEngine<A, K>
 where
     A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
@@ -114,6 +143,8 @@ where
     fn from_builder(builder: ArcEngineBuilder<A, K>) -> Self {
         Self {
             arcs: Mutex::new(HashMap::new()),
+            claimed: Mutex::new(HashMap::new()),
+            next_claim: std::sync::atomic::AtomicU64::new(0),
             listeners: Mutex::new(Vec::new()),
             clock: builder.shared_clock(),
             builder,
@@ -144,6 +175,37 @@ where
         self.arcs.lock().unwrap().insert(key, arc.clone());
         self.emit(ArcEvent::Started(arc.clone()));
         Ok(Start::Started(arc))
+    }
+
+    fn claim(self: &Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
+        let key = Self::key(&a, &b)?;
+        // Check…
+        if let Some(existing) = self.get(&key) {
+            return Ok(Claimed::AlreadyActive(existing));
+        }
+        if let Some(existing) = self.claimed.lock().unwrap().get(&key) {
+            return Ok(Claimed::AlreadyActive(existing.clone()));
+        }
+        std::thread::yield_now();
+        // …then act: the (overwriting) claim.
+        let now = self.clock.now();
+        let arc = ArcSnapshot {
+            agents: key.clone(),
+            kind,
+            phase: ArcPhase::Initiation,
+            events_triggered: 0,
+            started_at: now,
+            last_progress: now,
+        };
+        let token = self
+            .next_claim
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.claimed.lock().unwrap().insert(key, arc.clone());
+        Ok(Claimed::Claim(Claim::new(
+            Arc::clone(self) as Arc<dyn ClaimTarget<A, K>>,
+            arc,
+            token,
+        )))
     }
 
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
@@ -185,6 +247,10 @@ where
 
     fn len(&self) -> usize {
         self.arcs.lock().unwrap().len()
+    }
+
+    fn pending(&self) -> usize {
+        self.claimed.lock().unwrap().len()
     }
 
     fn on_event<F>(&self, listener: F) -> ListenerId
@@ -462,6 +528,42 @@ pub fn duplicate_starts<R: ArcRegistry<Agent, TestKind>>(
     anomalies
 }
 
+/// `threads` threads take one pair at once, `rounds` times on fresh
+/// registries: even threads through [`ArcRegistry::claim`] (publishing
+/// their claim at once), odd ones through `start`, half as `(b, a)`.
+/// Returns the duplicates: winners (claims plus `Started` results) beyond
+/// one, plus `Started` events beyond one.
+pub fn duplicate_claims<R: ArcRegistry<Agent, TestKind> + 'static>(
+    make: impl Fn() -> R,
+    threads: usize,
+    rounds: usize,
+) -> u64 {
+    let mut anomalies = 0;
+    for _ in 0..rounds {
+        let r = Arc::new(make());
+        let events = counting_started(&*r);
+        let winners: u64 = run_concurrently(threads, |t| {
+            let (a, b) = if t % 4 < 2 { (1, 2) } else { (2, 1) };
+            if t % 2 == 0 {
+                match r.claim(a, b, TestKind::Long) {
+                    Ok(Claimed::Claim(claim)) => u64::from(claim.publish().is_ok()),
+                    _ => 0,
+                }
+            } else {
+                u64::from(matches!(
+                    r.start(a, b, TestKind::Long),
+                    Ok(Start::Started(_))
+                ))
+            }
+        })
+        .into_iter()
+        .sum();
+        anomalies += winners.abs_diff(1);
+        anomalies += events.load(Ordering::Relaxed).abs_diff(1);
+    }
+    anomalies
+}
+
 /// `threads` threads end one active arc at once, `rounds` times. Returns
 /// the successful ends beyond one plus the `Ended` events beyond one.
 pub fn double_ends<R: ArcRegistry<Agent, TestKind>>(
@@ -541,6 +643,61 @@ impl<R: ArcRegistry<Agent, TestKind>> Workload for Cycle<R> {
             }
         }
     }
+}
+
+/// The cycle with a two-phase start: claim and publish (no await in
+/// between: the cost of the claim itself), progress twice, end.
+struct ClaimCycle<R>(Arc<R>);
+
+impl<R: ArcRegistry<Agent, TestKind> + 'static> Workload for ClaimCycle<R> {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
+        let r = &self.0;
+        for i in 0..ops {
+            let round = i / 4;
+            let pair = ((round as usize * threads + thread) % PAIRS as usize) as u32;
+            let (a, b) = (2 * pair, 2 * pair + 1);
+            match i % 4 {
+                0 => {
+                    if let Ok(Claimed::Claim(claim)) = r.claim(a, b, TestKind::Long) {
+                        drop(black_box(claim.publish()));
+                    }
+                }
+                1 => drop(black_box(r.progress(&b, &a, ArcPhase::Escalation))),
+                2 => drop(black_box(r.progress(&a, &b, ArcPhase::Climax))),
+                _ => drop(black_box(r.end(&a, &b, EndReason::Manual))),
+            }
+        }
+    }
+}
+
+fn make_claim_cycle<R: ArcRegistry<Agent, TestKind> + 'static>() -> Box<dyn Workload> {
+    Box::new(ClaimCycle(Arc::new(R::from_builder(
+        ArcEngineBuilder::new(),
+    ))))
+}
+
+/// Benchmark-only workloads of the 0.2 API (not in the comparison run):
+/// the start/progress/end cycle with `claim` + `publish` as its start.
+pub fn async_workloads() -> Vec<WorkloadDef> {
+    vec![WorkloadDef {
+        component: "arcs",
+        name: "claim-cycle-1000-pairs",
+        description: "cycle-1000-pairs with claim + publish (no await between) as the start",
+        impls: vec![
+            (
+                impl_name::LOCK_FREE,
+                make_claim_cycle::<ArcEngine<Agent, TestKind>>,
+            ),
+            (
+                impl_name::STD_MUTEX,
+                make_claim_cycle::<MutexArcEngine<Agent, TestKind>>,
+            ),
+            (
+                impl_name::PARKING_LOT,
+                make_claim_cycle::<MutexArcEngine<Agent, TestKind, ParkingLotMutex>>,
+            ),
+        ],
+    }]
 }
 
 struct HotPair<R>(R);

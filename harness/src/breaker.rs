@@ -227,6 +227,221 @@ impl SequentialSpec for Model {
     }
 }
 
+/// Rate mode, one operation at a time (no cool-down): a closed name keeps
+/// its last `window` outcomes recorded by name and opens when at least
+/// `minimum` are in and failures make up at least `percent` of them; an
+/// open name ignores failures and closes on a success or reset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RateModel {
+    window: usize,
+    minimum: usize,
+    percent: u32,
+    names: BTreeMap<String, RateName>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct RateName {
+    outcomes: std::collections::VecDeque<bool>,
+    open: bool,
+    times_opened: u64,
+}
+
+impl RateModel {
+    /// The builder settings every rate-mode check here uses.
+    pub const WINDOW: u32 = 3;
+    /// See [`RateModel::WINDOW`].
+    pub const MINIMUM: u32 = 2;
+    /// See [`RateModel::WINDOW`].
+    pub const PERCENT: u32 = 50;
+
+    /// A model with the settings above.
+    pub fn new() -> Self {
+        Self {
+            window: Self::WINDOW as usize,
+            minimum: Self::MINIMUM as usize,
+            percent: Self::PERCENT,
+            names: BTreeMap::new(),
+        }
+    }
+
+    /// A builder of a breaker in the same mode.
+    pub fn builder() -> raceless::breaker::BreakerBuilder {
+        CircuitBreaker::builder()
+            .sliding_window(Self::WINDOW)
+            .minimum_calls(Self::MINIMUM)
+            .failure_rate_threshold(Self::PERCENT as f32)
+            .without_cool_down()
+    }
+
+    fn outcome(&mut self, name: &str, failed: bool) {
+        let (window, minimum, percent) = (self.window, self.minimum, self.percent as usize);
+        let n = self.names.entry(name.into()).or_default();
+        if n.open {
+            if !failed {
+                n.open = false;
+            }
+            return;
+        }
+        n.outcomes.push_back(failed);
+        if n.outcomes.len() > window {
+            n.outcomes.pop_front();
+        }
+        let calls = n.outcomes.len();
+        let failures = n.outcomes.iter().filter(|f| **f).count();
+        if calls >= minimum && failures * 100 >= percent * calls {
+            n.open = true;
+            n.outcomes.clear();
+            n.times_opened += 1;
+        }
+    }
+}
+
+impl Default for RateModel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SequentialSpec for RateModel {
+    type Op = Op;
+    type Ret = Ret;
+    fn apply(&mut self, op: &Op) -> Ret {
+        let name = |n: &String| self.names.get(n.as_str()).cloned().unwrap_or_default();
+        match op {
+            Op::RecordFailure(n) => {
+                self.outcome(n, true);
+                Ret::Unit
+            }
+            Op::RecordSuccess(n) => {
+                self.outcome(n, false);
+                Ret::Unit
+            }
+            Op::Reset(n) => {
+                if let Some(n) = self.names.get_mut(n.as_str()) {
+                    n.open = false;
+                    n.outcomes.clear();
+                }
+                Ret::Unit
+            }
+            Op::ResetAll => {
+                for n in self.names.values_mut() {
+                    n.open = false;
+                    n.outcomes.clear();
+                }
+                Ret::Unit
+            }
+            Op::IsOpen(n) => Ret::Bool(name(n).open),
+            Op::Admit(n) => Ret::Bool(!name(n).open),
+            Op::Failures(n) => {
+                let n = name(n);
+                Ret::Count(n.outcomes.iter().filter(|f| **f).count() as u64)
+            }
+            Op::TimesOpened(n) => Ret::Count(name(n).times_opened),
+        }
+    }
+}
+
+/// A rate-mode breaker written check-then-act: it reads a name's window,
+/// yields, and writes the window back with its outcome added, so two
+/// concurrent outcomes can lose one. What the rate-mode checks must catch.
+#[derive(Default)]
+pub struct RacyRateBreaker {
+    names: Mutex<HashMap<String, RateName>>,
+}
+
+impl RacyRateBreaker {
+    /// An empty racy rate breaker (the [`RateModel`] settings).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, name: &str, f: impl FnOnce(&mut RateModel) -> R) -> R {
+        // Read: copy the name out.
+        let n = self
+            .names
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        yield_now(); // --- another thread reads the same window here ---
+        let mut model = RateModel::new();
+        model.names.insert(name.into(), n);
+        let r = f(&mut model);
+        // Write back whatever this thread computed.
+        let n = model.names.remove(name).unwrap_or_default();
+        self.names.lock().unwrap().insert(name.into(), n);
+        r
+    }
+}
+
+impl Breaker for RacyRateBreaker {
+    fn record_failure(&self, name: &str) {
+        self.with(name, |m| m.outcome(name, true));
+    }
+    fn record_success(&self, name: &str) {
+        self.with(name, |m| m.outcome(name, false));
+    }
+    fn is_open(&self, name: &str) -> bool {
+        self.names.lock().unwrap().get(name).is_some_and(|n| n.open)
+    }
+    fn failures(&self, name: &str) -> u32 {
+        self.names
+            .lock()
+            .unwrap()
+            .get(name)
+            .map_or(0, |n| n.outcomes.iter().filter(|f| **f).count() as u32)
+    }
+    fn reset(&self, name: &str) {
+        self.with(name, |m| m.apply(&Op::Reset(name.into())));
+    }
+    fn reset_all(&self) {
+        let names: Vec<String> = self.names.lock().unwrap().keys().cloned().collect();
+        for n in names {
+            self.reset(&n);
+        }
+    }
+    fn times_opened(&self, name: &str) -> u64 {
+        self.names
+            .lock()
+            .unwrap()
+            .get(name)
+            .map_or(0, |n| n.times_opened)
+    }
+}
+
+/// Calls admitted while a name is closed end late with a success while
+/// another thread's failure opens the name (threshold 1, no cool-down).
+/// A success that lands after the opening must be ignored, so the name must
+/// end open in every round: returns the rounds that ended closed (a stale
+/// success closed the name). The seed's check-then-act (`record_success` by
+/// name, which the trait's default `end_call` is) fails this.
+pub fn stale_closes<B: Breaker>(make: impl Fn() -> B + Sync, threads: usize, rounds: usize) -> u64 {
+    use raceless::breaker::CallOutcome;
+    let mut stale = 0;
+    for _ in 0..rounds {
+        let b = make();
+        let tickets: Vec<_> = (0..threads).map(|_| b.admit_call("x")).collect();
+        if tickets.iter().any(|t| t.is_err()) {
+            continue;
+        }
+        let tickets = Mutex::new(tickets.into_iter().map(Result::unwrap).collect::<Vec<_>>());
+        let b = &b;
+        crate::threads::run_concurrently(threads, |t| {
+            if t == 0 {
+                b.record_failure("x");
+            } else {
+                let ticket = tickets.lock().unwrap().pop().unwrap();
+                b.end_call("x", ticket, CallOutcome::Success);
+            }
+        });
+        if !b.is_open("x") {
+            stale += 1;
+        }
+    }
+    stale
+}
+
 // ---------------------------------------------------------------------------
 // Concurrency checks (each returns its anomaly count)
 // ---------------------------------------------------------------------------

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
 use raceless::baseline::{MutexBus, ParkingLotMutex, StdMutex};
-use raceless::bus::{Bus, EmitReport, Event, EventBus, HandlerError, SubscriptionId};
+use raceless::bus::{
+    Bus, EmitReport, Event, EventBus, HandlerError, OwnedBus, SubscriptionId, TryRecvError,
+};
 
 use crate::model::SequentialSpec;
 use crate::threads::{run_concurrently, stagger};
@@ -566,6 +568,230 @@ pub fn audit_anomalies<B: Bus<TestEvent>>(
 }
 
 // ---------------------------------------------------------------------------
+// Channels, owned guards and kind reclamation (0.2)
+
+/// What [`lag_accounting`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagReport {
+    /// Events the consumer received.
+    pub received: u64,
+    /// The sum of the `Lagged` counts it was told.
+    pub lagged: u64,
+    /// Events emitted in all.
+    pub emitted: u64,
+    /// Emits that did not report the channel's delivery.
+    pub undelivered: u64,
+    /// Events of one emitter received out of its emit order, or twice.
+    pub out_of_order: u64,
+}
+
+impl LagReport {
+    /// Anomalies: `received + lagged != emitted`, plus undelivered emits
+    /// and order violations.
+    pub fn anomalies(&self) -> u64 {
+        (self.received + self.lagged).abs_diff(self.emitted) + self.undelivered + self.out_of_order
+    }
+}
+
+/// A slow channel consumer: `emitters` threads each emit `per_thread`
+/// events of [`HOT_KIND`] into a bus with one channel of `capacity`, while
+/// a consumer thread takes one event per `slowness` yields; once the
+/// emitters are done it drains the queue. Nothing waits for the consumer:
+/// every emit must report the delivery, and the events received plus the
+/// `Lagged` counts must add up to the events emitted, exactly, with each
+/// emitter's events in its emit order. `bus` must have no other subscriber.
+pub fn lag_accounting<B: OwnedBus<TestEvent>>(
+    bus: &B,
+    emitters: usize,
+    per_thread: usize,
+    capacity: usize,
+    slowness: usize,
+) -> LagReport {
+    let rx = bus
+        .subscribe_channel(HOT_KIND, capacity)
+        .expect("a valid capacity");
+    lag_accounting_with(
+        rx,
+        |e| bus.emit(e).delivered,
+        emitters,
+        per_thread,
+        slowness,
+    )
+}
+
+/// The consuming end [`lag_accounting_with`] drives.
+pub trait ChannelConsumer: Send {
+    /// As [`raceless::bus::Receiver::try_recv`].
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError>;
+}
+
+impl ChannelConsumer for raceless::bus::Receiver<TestEvent> {
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError> {
+        raceless::bus::Receiver::try_recv(self)
+    }
+}
+
+/// The racy variant of a channel: a drop-oldest queue whose lag count is
+/// a load and a later store (a `yield_now` between them), so concurrent
+/// evictions lose counts.
+pub struct RacyChannel {
+    queue: Mutex<VecDeque<TestEvent>>,
+    capacity: usize,
+    lagged: AtomicU64,
+}
+
+impl RacyChannel {
+    /// A racy channel of `capacity` events.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(VecDeque::new()),
+            capacity,
+            lagged: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `event`, evicting the oldest if full; returns 1 (delivered).
+    pub fn push(&self, event: TestEvent) -> usize {
+        let evicted = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let evicted = q.len() == self.capacity && q.pop_front().is_some();
+            q.push_back(event);
+            evicted
+        };
+        if evicted {
+            let n = self.lagged.load(Ordering::Relaxed);
+            std::thread::yield_now(); // the check-then-act window
+            self.lagged.store(n + 1, Ordering::Relaxed);
+        }
+        1
+    }
+}
+
+impl ChannelConsumer for Arc<RacyChannel> {
+    fn try_recv(&mut self) -> Result<TestEvent, TryRecvError> {
+        let missed = self.lagged.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            return Err(TryRecvError::Lagged(missed));
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.pop_front().ok_or(TryRecvError::Empty)
+    }
+}
+
+/// [`lag_accounting`] on a [`RacyChannel`] (which the check must catch).
+pub fn racy_lag_accounting(
+    emitters: usize,
+    per_thread: usize,
+    capacity: usize,
+    slowness: usize,
+) -> LagReport {
+    let channel = RacyChannel::new(capacity);
+    let sender = channel.clone();
+    lag_accounting_with(channel, |e| sender.push(e), emitters, per_thread, slowness)
+}
+
+/// [`lag_accounting`] over any consumer `rx` fed by `emit` (which returns
+/// the deliveries it made; each must be 1).
+pub fn lag_accounting_with<R: ChannelConsumer>(
+    mut rx: R,
+    emit: impl Fn(TestEvent) -> usize + Sync,
+    emitters: usize,
+    per_thread: usize,
+    slowness: usize,
+) -> LagReport {
+    let done = AtomicUsize::new(0);
+    let undelivered = AtomicU64::new(0);
+    let report = Mutex::new(LagReport::default());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut r = LagReport::default();
+            let mut last: HashMap<u64, u64> = HashMap::new();
+            let mut take = |out: Result<TestEvent, TryRecvError>, r: &mut LagReport| match out {
+                Ok(e) => {
+                    r.received += 1;
+                    let (thread, round) = (e.payload >> 32, e.payload & 0xFFFF_FFFF);
+                    if let Some(prev) = last.insert(thread, round) {
+                        if prev >= round {
+                            r.out_of_order += 1;
+                        }
+                    }
+                    true
+                }
+                Err(TryRecvError::Lagged(n)) => {
+                    r.lagged += n;
+                    true
+                }
+                Err(_) => false,
+            };
+            while done.load(Ordering::Acquire) < emitters {
+                for _ in 0..slowness {
+                    std::thread::yield_now();
+                }
+                take(rx.try_recv(), &mut r);
+            }
+            // The emitters returned (acquired above): drain.
+            while take(rx.try_recv(), &mut r) {}
+            *report.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        });
+        run_concurrently(emitters, |t| {
+            for i in 0..per_thread {
+                if emit(TestEvent::new(HOT_KIND, marker(t, i))) != 1 {
+                    undelivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            done.fetch_add(1, Ordering::Release);
+        });
+    });
+    let mut r = report.into_inner().unwrap_or_else(|e| e.into_inner());
+    r.emitted = (emitters * per_thread) as u64;
+    r.undelivered = undelivered.into_inner();
+    r
+}
+
+/// An event whose kind is a `u64`: for pushing many distinct kinds
+/// through a bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyedEvent(pub u64);
+
+impl Event for KeyedEvent {
+    type Kind = u64;
+    fn kind(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Kind churn: `threads` threads each push `per_thread` distinct kinds
+/// through `bus`: an owned handler guard and a channel receiver for the
+/// kind, one emit (which must reach both), a receive, then both dropped.
+/// Returns the anomalies (wrong delivery counts, missing events); the
+/// caller checks that [`OwnedBus::kind_count`] is back to its baseline.
+pub fn churn_distinct_kinds<B: OwnedBus<KeyedEvent>>(
+    bus: &B,
+    threads: usize,
+    per_thread: usize,
+) -> u64 {
+    run_concurrently(threads, |t| {
+        let mut anomalies = 0;
+        for i in 0..per_thread {
+            let kind = (t * per_thread + i) as u64 + 1_000_000_000;
+            let guard = bus.subscribe_owned(kind, |_: &KeyedEvent| Ok(()));
+            let mut rx = bus.subscribe_channel(kind, 1).expect("a valid capacity");
+            if bus.emit(KeyedEvent(kind)).delivered != 2 {
+                anomalies += 1;
+            }
+            if rx.try_recv() != Ok(KeyedEvent(kind)) {
+                anomalies += 1;
+            }
+            drop(guard);
+            drop(rx);
+        }
+        anomalies
+    })
+    .into_iter()
+    .sum()
+}
+
+// ---------------------------------------------------------------------------
 // Workloads and the seed-bug reproduction
 
 /// The audit capacity of every workload.
@@ -606,6 +832,35 @@ impl<B: Bus<TestEvent>> Workload for EmitMix<B> {
             }
             black_box(self.bus.emit(TestEvent::new(kind, i)));
         }
+    }
+}
+
+/// [`EmitMix`] over one kind with 4 handlers, no audit log, plus one
+/// channel receiver of capacity 64 that nobody reads: every emit finds its
+/// queue full and drops its oldest event. Next to `emit-no-audit` (the
+/// same without the channel), it shows what a stalled consumer costs the
+/// emitters: one clone, one queue push that evicts, one lag count, one
+/// wake of an empty waker slot — never a wait.
+struct StalledChannel<B: OwnedBus<TestEvent>> {
+    mix: EmitMix<B>,
+    _stalled: raceless::bus::Receiver<TestEvent>,
+}
+
+impl<B: OwnedBus<TestEvent>> StalledChannel<B> {
+    fn new(bus: B) -> Self {
+        let stalled = bus
+            .subscribe_channel(0, 64)
+            .expect("64 is a valid capacity");
+        Self {
+            mix: EmitMix::new(bus, 1, 4, false),
+            _stalled: stalled,
+        }
+    }
+}
+
+impl<B: OwnedBus<TestEvent>> Workload for StalledChannel<B> {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
+        self.mix.run(thread, threads, ops);
     }
 }
 
@@ -738,6 +993,24 @@ pub fn workloads() -> Vec<WorkloadDef> {
             name: "many-kinds",
             description: "emit over 64 kinds with 2 handlers each, audit log of 1024",
             impls: mix!(WORKLOAD_AUDIT_CAPACITY, 64, 2, false),
+        },
+        WorkloadDef {
+            component: "bus",
+            name: "emit-stalled-channel",
+            description: "emit one kind with 4 handlers and one channel (capacity 64) nobody reads, no audit log: compare with emit-no-audit",
+            impls: vec![
+                (impl_name::LOCK_FREE, || {
+                    Box::new(StalledChannel::new(EventBus::new(0)))
+                }),
+                (impl_name::STD_MUTEX, || {
+                    Box::new(StalledChannel::new(MutexBus::<TestEvent, StdMutex>::new(0)))
+                }),
+                (impl_name::PARKING_LOT, || {
+                    Box::new(StalledChannel::new(
+                        MutexBus::<TestEvent, ParkingLotMutex>::new(0),
+                    ))
+                }),
+            ],
         },
         WorkloadDef {
             component: "bus",

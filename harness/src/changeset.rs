@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use raceless::baseline::{MutexChangesets, ParkingLotMutex, StdMutex};
-use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog, ChangesetStore};
+use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog, ChangesetStore, Recorder};
 
 use crate::model::SequentialSpec;
 use crate::threads::run_concurrently;
@@ -83,6 +83,10 @@ impl<C: Clone + Send + Sync> ChangesetStore<C> for RacyChangesets<C> {
 
     fn active(&self) -> Vec<ChangesetId> {
         self.open.lock().unwrap().iter().rev().copied().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.store.lock().unwrap().len()
     }
 
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
@@ -374,6 +378,49 @@ impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
             }
         }
     }
+}
+
+/// `record` through a [`Recorder`] per thread (its own stripe and lease).
+struct RecorderRecord<S>(Rotating<S>);
+
+impl<S: ChangesetStore<Entry>> Workload for RecorderRecord<S> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        let rot = &self.0;
+        let mut recorder = Recorder::new(&rot.log);
+        let tag = (thread as u64) << 40;
+        for i in 0..ops {
+            if thread == 0 && i % rot.every == rot.every - 1 {
+                rot.rotate();
+            } else {
+                let _ = std::hint::black_box(recorder.record(tag | i));
+            }
+        }
+    }
+}
+
+fn make_recorder<S: ChangesetStore<Entry> + Default + 'static>() -> Box<dyn Workload> {
+    Box::new(RecorderRecord(Rotating::new(S::default(), 65_536, 0)))
+}
+
+/// Benchmark-only workloads of the 0.2 API (not in the comparison run):
+/// `record` through one `Recorder` per thread.
+pub fn async_workloads() -> Vec<WorkloadDef> {
+    vec![WorkloadDef {
+        component: "changeset",
+        name: "record-recorder",
+        description: "the record workload, each thread recording through its own Recorder",
+        impls: vec![
+            (impl_name::LOCK_FREE, make_recorder::<ChangesetLog<Entry>>),
+            (
+                impl_name::STD_MUTEX,
+                make_recorder::<MutexChangesets<Entry, StdMutex>>,
+            ),
+            (
+                impl_name::PARKING_LOT,
+                make_recorder::<MutexChangesets<Entry, ParkingLotMutex>>,
+            ),
+        ],
+    }]
 }
 
 fn make<S: ChangesetStore<Entry> + 'static>(

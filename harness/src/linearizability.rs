@@ -54,7 +54,10 @@
 //! ## What it does not cover
 //!
 //! - Liveness (a blocked or slow thread just widens intervals).
-//! - Operations that never return (a panicking SUT aborts the run).
+//! - A panicking SUT (it aborts the run). Operations whose outcome is
+//!   unknown — a call to a remote backend that timed out — are covered:
+//!   record them as [`PendingOperation`]s ([`History::with_pending`]); each
+//!   may take effect at any point after its invocation, or not at all.
 //! - Weak-memory effects that the recording itself hides: the shared
 //!   `SeqCst` counter adds happens-before edges between threads. loom (with
 //!   our stand-ins) and Miri's weak-memory emulation cover orderings; this
@@ -119,21 +122,87 @@ pub struct Operation<S: SequentialSpec> {
     pub returned: u64,
 }
 
+/// An operation that was invoked and never returned a result (a call to a
+/// remote backend that timed out, a process that died mid-call): it may
+/// have taken effect at any point after its invocation, or not at all.
+#[derive(Clone, Debug)]
+pub struct PendingOperation<S: SequentialSpec> {
+    /// The thread (or process) that ran it.
+    pub thread: usize,
+    /// The operation and its arguments.
+    pub op: S::Op,
+    /// Timestamp taken just before the call.
+    pub invoke: u64,
+}
+
 /// A concurrent history: completed operations with invoke/return
-/// timestamps from one monotonic clock.
+/// timestamps from one monotonic clock, and optionally pending operations
+/// (invoked, never returned).
 ///
 /// Operations of one thread must not overlap (each thread is sequential);
-/// operations of different threads may.
+/// operations of different threads may. A thread's pending operation is
+/// its last one, unless the caller knows the operation was abandoned (a
+/// timed-out call whose thread went on): the checker only needs its
+/// invocation time.
 #[derive(Clone, Debug)]
 pub struct History<S: SequentialSpec> {
     ops: Vec<Operation<S>>,
+    pending: Vec<PendingOperation<S>>,
 }
 
 impl<S: SequentialSpec> History<S> {
     /// A history of `ops`, in any order (sorted by invocation here).
     pub fn new(mut ops: Vec<Operation<S>>) -> Self {
         ops.sort_by_key(|o| (o.invoke, o.returned));
-        Self { ops }
+        Self {
+            ops,
+            pending: Vec::new(),
+        }
+    }
+
+    /// A history of completed `ops` and `pending` ones. The checker accepts
+    /// it if some order linearizes every completed operation within its
+    /// interval, and each pending one either at some point after its
+    /// invocation (with whatever result the model gives) or never.
+    ///
+    /// ```
+    /// use raceless_harness::linearizability::{check_history, History, Operation, PendingOperation};
+    /// use raceless_harness::model::SequentialSpec;
+    ///
+    /// #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+    /// struct Register(u8);
+    /// #[derive(Clone, Debug)]
+    /// enum Op { Write(u8), Read }
+    /// impl SequentialSpec for Register {
+    ///     type Op = Op;
+    ///     type Ret = u8;
+    ///     fn apply(&mut self, op: &Op) -> u8 {
+    ///         if let Op::Write(v) = op { self.0 = *v; }
+    ///         self.0
+    ///     }
+    /// }
+    /// let read = |invoke, returned, ret| Operation { thread: 1, op: Op::Read, ret, invoke, returned };
+    /// let write = |v| PendingOperation { thread: 0, op: Op::Write(v), invoke: 0 };
+    /// // A write that timed out: reads may see it take effect late...
+    /// let late = History::with_pending(vec![read(1, 2, 0), read(3, 4, 1)], vec![write(1)]);
+    /// assert!(check_history(Register::default(), &late).is_ok());
+    /// // ...or never.
+    /// let never = History::with_pending(vec![read(1, 2, 0)], vec![write(1)]);
+    /// assert!(check_history(Register::default(), &never).is_ok());
+    /// // But once seen, it cannot be undone.
+    /// let undone = History::with_pending(vec![read(1, 2, 1), read(3, 4, 0)], vec![write(1)]);
+    /// assert!(check_history(Register::default(), &undone).is_err());
+    /// ```
+    pub fn with_pending(ops: Vec<Operation<S>>, mut pending: Vec<PendingOperation<S>>) -> Self {
+        let mut history = Self::new(ops);
+        pending.sort_by_key(|o| o.invoke);
+        history.pending = pending;
+        history
+    }
+
+    /// The operations that never returned, sorted by invocation time.
+    pub fn pending(&self) -> &[PendingOperation<S>] {
+        &self.pending
     }
 
     /// A history built from `(thread, invoke, returned, op, ret)` tuples:
@@ -158,14 +227,14 @@ impl<S: SequentialSpec> History<S> {
         &self.ops
     }
 
-    /// The number of operations.
+    /// The number of completed operations.
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
-    /// Whether the history has no operations.
+    /// Whether the history has no operations (completed or pending).
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.pending.is_empty()
     }
 }
 
@@ -174,31 +243,77 @@ impl<S: SequentialSpec> fmt::Display for History<S> {
     /// `[invoke, return]` interval; threads are indented in columns so
     /// overlaps are visible at a glance.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let threads = self.ops.iter().map(|o| o.thread + 1).max().unwrap_or(0);
+        let all = entries(self);
+        let threads = all.iter().map(|o| o.thread + 1).max().unwrap_or(0);
         writeln!(
             f,
             "history: {} ops on {} threads, [invoke, return] timestamps:",
-            self.ops.len(),
+            all.len(),
             threads
         )?;
-        for (i, o) in self.ops.iter().enumerate() {
+        for (i, o) in all.iter().enumerate() {
             writeln!(f, "  #{i:<3} {}", describe(o))?;
         }
         Ok(())
     }
 }
 
-fn describe<S: SequentialSpec>(o: &Operation<S>) -> String {
-    format!(
-        "{:indent$}t{} [{:>4},{:>4}] {:?} -> {:?}",
-        "",
-        o.thread,
-        o.invoke,
-        o.returned,
-        o.op,
-        o.ret,
-        indent = o.thread * 2
-    )
+/// A completed or pending operation, as the search sees it: a pending one
+/// has no result and returns at "infinity".
+struct Entry<'h, S: SequentialSpec> {
+    thread: usize,
+    op: &'h S::Op,
+    ret: Option<&'h S::Ret>,
+    invoke: u64,
+    returned: u64,
+}
+
+/// The history's completed and pending operations, sorted by invocation.
+fn entries<S: SequentialSpec>(history: &History<S>) -> Vec<Entry<'_, S>> {
+    let mut all: Vec<Entry<'_, S>> = history
+        .ops
+        .iter()
+        .map(|o| Entry {
+            thread: o.thread,
+            op: &o.op,
+            ret: Some(&o.ret),
+            invoke: o.invoke,
+            returned: o.returned,
+        })
+        .chain(history.pending.iter().map(|o| Entry {
+            thread: o.thread,
+            op: &o.op,
+            ret: None,
+            invoke: o.invoke,
+            returned: u64::MAX,
+        }))
+        .collect();
+    // Stable: with no pending operations the order is the history's own.
+    all.sort_by_key(|o| (o.invoke, o.returned));
+    all
+}
+
+fn describe<S: SequentialSpec>(o: &Entry<'_, S>) -> String {
+    match o.ret {
+        Some(ret) => format!(
+            "{:indent$}t{} [{:>4},{:>4}] {:?} -> {:?}",
+            "",
+            o.thread,
+            o.invoke,
+            o.returned,
+            o.op,
+            ret,
+            indent = o.thread * 2
+        ),
+        None => format!(
+            "{:indent$}t{} [{:>4},   ?] {:?} -> (never returned)",
+            "",
+            o.thread,
+            o.invoke,
+            o.op,
+            indent = o.thread * 2
+        ),
+    }
 }
 
 /// Why a history is not linearizable, with a readable explanation.
@@ -261,7 +376,12 @@ impl BitSet {
 }
 
 struct Search<'h, S: SequentialSpec> {
-    ops: &'h [Operation<S>],
+    ops: &'h [Entry<'h, S>],
+    /// Completed operations (the search is done when all are linearized;
+    /// pending ones may be left out).
+    completed: usize,
+    /// Completed operations linearized so far.
+    completed_done: usize,
     linearized: BitSet,
     seen: HashSet<(BitSet, S)>,
     path: Vec<usize>,
@@ -283,7 +403,7 @@ impl<S: SequentialSpec> Search<'_, S> {
     /// Depth-first WGL search from `state` with `self.linearized` done.
     fn run(&mut self, state: &S) -> bool {
         let n = self.ops.len();
-        if self.path.len() == n {
+        if self.completed_done == self.completed {
             return true;
         }
         if !self.seen.insert((self.linearized.clone(), state.clone())) {
@@ -306,16 +426,27 @@ impl<S: SequentialSpec> Search<'_, S> {
                 continue;
             }
             let mut next = state.clone();
-            if next.step(&o.op, &o.ret) {
+            let fits = match o.ret {
+                Some(ret) => next.step(o.op, ret),
+                // Never returned: whatever the model gives.
+                None => {
+                    next.apply(o.op);
+                    true
+                }
+            };
+            if fits {
+                let completed = usize::from(o.ret.is_some());
                 self.linearized.insert(i);
                 self.path.push(i);
+                self.completed_done += completed;
                 if self.run(&next) {
                     return true;
                 }
+                self.completed_done -= completed;
                 self.path.pop();
                 self.linearized.remove(i);
             } else {
-                tried.push((i, state.clone().apply(&o.op)));
+                tried.push((i, state.clone().apply(o.op)));
             }
         }
         let deeper = match &self.deepest {
@@ -332,7 +463,7 @@ impl<S: SequentialSpec> Search<'_, S> {
                     break;
                 }
                 if !self.linearized.contains(i) && !all.iter().any(|(j, _)| *j == i) {
-                    all.push((i, state.clone().apply(&o.op)));
+                    all.push((i, state.clone().apply(o.op)));
                 }
             }
             all.sort_by_key(|(i, _)| *i);
@@ -378,9 +509,12 @@ pub fn check_history<S: SequentialSpec>(
     init: S,
     history: &History<S>,
 ) -> Result<(), NonLinearizable> {
-    let ops = history.operations();
+    let all = entries(history);
+    let ops = &all[..];
     let mut search = Search {
         ops,
+        completed: history.ops.len(),
+        completed_done: 0,
         linearized: BitSet::new(ops.len()),
         seen: HashSet::new(),
         path: Vec::with_capacity(ops.len()),
@@ -405,7 +539,10 @@ pub fn check_history<S: SequentialSpec>(
             .iter()
             .map(|&i| {
                 let o = &ops[i];
-                format!("#{i:<3} t{} {:?} -> {:?}", o.thread, o.op, o.ret)
+                match o.ret {
+                    Some(ret) => format!("#{i:<3} t{} {:?} -> {:?}", o.thread, o.op, ret),
+                    None => format!("#{i:<3} t{} {:?} (never returned)", o.thread, o.op),
+                }
             })
             .collect(),
         state_at_prefix: format!("{state:?}"),
@@ -917,5 +1054,64 @@ mod tests {
             &small()
         )
         .is_some());
+    }
+
+    fn get(thread: usize, invoke: u64, returned: u64, ret: u64) -> Operation<Counter> {
+        Operation {
+            thread,
+            op: CounterOp::Get,
+            ret,
+            invoke,
+            returned,
+        }
+    }
+
+    fn pending_incr(thread: usize, invoke: u64) -> PendingOperation<Counter> {
+        PendingOperation {
+            thread,
+            op: CounterOp::Incr,
+            invoke,
+        }
+    }
+
+    #[test]
+    fn a_pending_operation_may_take_effect_late_or_never() {
+        // Late: seen only by the second read.
+        let late = History::with_pending(
+            vec![get(1, 1, 2, 0), get(1, 3, 4, 1)],
+            vec![pending_incr(0, 0)],
+        );
+        assert!(check_history(Counter::default(), &late).is_ok());
+        // Never.
+        let never = History::with_pending(
+            vec![get(1, 1, 2, 0), get(1, 3, 4, 0)],
+            vec![pending_incr(0, 0)],
+        );
+        assert!(check_history(Counter::default(), &never).is_ok());
+        // Two pending increments, one seen.
+        let one = History::with_pending(
+            vec![get(2, 5, 6, 1)],
+            vec![pending_incr(0, 0), pending_incr(1, 1)],
+        );
+        assert!(check_history(Counter::default(), &one).is_ok());
+        let only_pending = History::<Counter>::with_pending(vec![], vec![pending_incr(0, 0)]);
+        assert_eq!((only_pending.len(), only_pending.is_empty()), (0, false));
+    }
+
+    #[test]
+    fn a_pending_operation_cannot_act_before_its_call_nor_be_undone() {
+        // Seen by a read that returned before the increment was invoked.
+        let early = History::with_pending(vec![get(1, 0, 1, 1)], vec![pending_incr(0, 2)]);
+        let e = check_history(Counter::default(), &early).unwrap_err();
+        assert!(e.to_string().contains("never returned"), "{e}");
+        // Seen, then unseen.
+        let undone = History::with_pending(
+            vec![get(1, 1, 2, 1), get(1, 3, 4, 0)],
+            vec![pending_incr(0, 0)],
+        );
+        assert!(check_history(Counter::default(), &undone).is_err());
+        // One pending increment cannot explain a count of two.
+        let twice = History::with_pending(vec![get(1, 1, 2, 2)], vec![pending_incr(0, 0)]);
+        assert!(check_history(Counter::default(), &twice).is_err());
     }
 }

@@ -5,19 +5,22 @@
 //! start with a hook claims the pair with a pending entry under the lock,
 //! runs the hook unlocked, then publishes or removes the entry under the
 //! lock again — the same observable protocol as
-//! [`ArcEngine`](crate::arcs::ArcEngine).
+//! [`ArcEngine`](crate::arcs::ArcEngine). The two-phase start
+//! ([`ArcRegistry::claim`](crate::arcs::ArcRegistry::claim)) is the same
+//! pending entry, published or removed by the [`Claim`]; expiry and ages
+//! run on the clock's monotonic time.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Lock, MutexKind, StdMutex};
 use crate::arcs::{
     is_expired, pair_key, run_process_hook, run_start_hook, ArcEngineBuilder, ArcError, ArcEvent,
-    ArcKind, ArcPhase, ArcRegistry, ArcSnapshot, EndReason, EventSink, ProcessHook, ProcessReport,
-    Start, StartHook, MAX_EVENTS,
+    ArcKind, ArcPhase, ArcRegistry, ArcSnapshot, Claim, ClaimTarget, Claimed, EndReason, EventSink,
+    ProcessHook, ProcessReport, Start, StartHook, MAX_EVENTS,
 };
 use crate::clock::SharedClock;
 use crate::listener::ListenerId;
@@ -30,6 +33,8 @@ struct Slot<K> {
     starting: bool,
     kind: K,
     started_at: SystemTime,
+    /// The start by the clock's monotonic time (ages and expiry).
+    started_mono: Duration,
     phase: ArcPhase,
     events: u64,
     last_progress: SystemTime,
@@ -130,7 +135,7 @@ where
         id: Option<u64>,
         phase: ArcPhase,
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
-        let now = self.clock.now();
+        let now = self.clock.monotonic();
         let snapshot = self.inner.with(|inner| {
             let slot = inner
                 .arcs
@@ -138,7 +143,10 @@ where
                 .filter(|s| !s.starting && same_arc(id, s.id))
                 .ok_or(ArcError::NotFound)?;
             slot.events = (slot.events + 1).min(MAX_EVENTS);
-            slot.last_progress = now;
+            // Ages on monotonic time, as the lock-free engine (which keeps
+            // them to the millisecond).
+            let age = now.saturating_sub(slot.started_mono);
+            slot.last_progress = slot.started_at + Duration::from_millis(age.as_millis() as u64);
             slot.phase = phase;
             let snapshot = slot.snapshot(key);
             if phase == ArcPhase::Completed {
@@ -156,6 +164,45 @@ where
     }
 
     /// Ends the arc `id` of `key` (any arc of the pair if `None`).
+    /// Claims the pair under the lock: a new entry, pending (invisible
+    /// until published) if `pending`; `Err` with the existing entry's
+    /// snapshot if the pair is taken.
+    #[allow(clippy::type_complexity)]
+    fn claim_slot(
+        &self,
+        a: &A,
+        b: &A,
+        kind: K,
+        pending: bool,
+    ) -> Result<Result<(ArcSnapshot<A, K>, u64), ArcSnapshot<A, K>>, ArcError> {
+        let key = pair_key(a, b)?;
+        let now = self.clock.now();
+        let mono = self.clock.monotonic();
+        Ok(self.inner.with(|inner| {
+            if let Some(existing) = inner.arcs.get(&key) {
+                return Err(existing.snapshot(&key));
+            }
+            let id = inner.next_id;
+            inner.next_id += 1;
+            let slot = Slot {
+                id,
+                starting: pending,
+                kind,
+                started_at: now,
+                started_mono: mono,
+                phase: ArcPhase::Initiation,
+                events: 0,
+                last_progress: now,
+            };
+            let snapshot = slot.snapshot(&key);
+            inner.arcs.insert(key, slot);
+            if !pending {
+                inner.active += 1;
+            }
+            Ok((snapshot, id))
+        }))
+    }
+
     fn end_id(
         &self,
         key: &(A, A),
@@ -188,6 +235,48 @@ where
     }
 }
 
+impl<A, K, M> ClaimTarget<A, K> for MutexArcEngine<A, K, M>
+where
+    A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
+    K: ArcKind,
+    M: MutexKind,
+{
+    fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, id: u64) -> Result<(), ArcError> {
+        let key = &snapshot.agents;
+        if let Some(hook) = &self.start_hook {
+            if let Err(e) = run_start_hook(hook, &key.0, &key.1, &snapshot.kind) {
+                self.rollback_claimed(key, id);
+                tracing::warn!(error = %e, "arc start hook failed; start rolled back");
+                return Err(ArcError::Hook(e));
+            }
+        }
+        self.inner.with(|inner| {
+            // Nothing else touches a pending entry, so it is still ours.
+            if let Some(slot) = inner.arcs.get_mut(key).filter(|s| s.id == id && s.starting) {
+                slot.starting = false;
+                inner.active += 1;
+            }
+        });
+        self.events.emit(|| ArcEvent::Started(snapshot.clone()));
+        Ok(())
+    }
+
+    fn rollback_claimed(&self, key: &(A, A), id: u64) {
+        // The entry is dropped after the lock is released.
+        let _removed = self.inner.with(|inner| {
+            if inner
+                .arcs
+                .get(key)
+                .is_some_and(|s| s.id == id && s.starting)
+            {
+                inner.arcs.remove(key)
+            } else {
+                None
+            }
+        });
+    }
+}
+
 impl<A, K, M> ArcRegistry<A, K> for MutexArcEngine<A, K, M>
 where
     A: Eq + Hash + Ord + Clone + Send + Sync + 'static,
@@ -210,55 +299,29 @@ where
     }
 
     fn start(&self, a: A, b: A, kind: K) -> Result<Start<ArcSnapshot<A, K>>, ArcError> {
-        let key = pair_key(&a, &b)?;
-        let now = self.clock.now();
-        let starting = self.start_hook.is_some();
-        let claimed = self.inner.with(|inner| {
-            if let Some(existing) = inner.arcs.get(&key) {
-                return Err(existing.snapshot(&key));
-            }
-            let id = inner.next_id;
-            inner.next_id += 1;
-            let slot = Slot {
-                id,
-                starting,
-                kind,
-                started_at: now,
-                phase: ArcPhase::Initiation,
-                events: 0,
-                last_progress: now,
-            };
-            let snapshot = slot.snapshot(&key);
-            inner.arcs.insert(key.clone(), slot);
-            if !starting {
-                inner.active += 1;
-            }
-            Ok((id, snapshot))
-        });
-        let (id, snapshot) = match claimed {
-            Ok(claim) => claim,
+        let pending = self.start_hook.is_some();
+        let (snapshot, id) = match self.claim_slot(&a, &b, kind, pending)? {
+            Ok(ours) => ours,
             Err(existing) => return Ok(Start::AlreadyActive(existing)),
         };
-        if let Some(hook) = &self.start_hook {
-            let outcome = run_start_hook(hook, &key.0, &key.1, &snapshot.kind);
-            self.inner.with(|inner| {
-                // Nothing else touches a pending entry, so it is still ours.
-                if outcome.is_ok() {
-                    if let Some(slot) = inner.arcs.get_mut(&key).filter(|s| s.id == id) {
-                        slot.starting = false;
-                        inner.active += 1;
-                    }
-                } else if inner.arcs.get(&key).is_some_and(|s| s.id == id) {
-                    inner.arcs.remove(&key);
-                }
-            });
-            if let Err(e) = outcome {
-                tracing::warn!(error = %e, "arc start hook failed; start rolled back");
-                return Err(ArcError::Hook(e));
-            }
+        if pending {
+            // `claim` + `publish`, as the lock-free engine.
+            self.publish_claimed(&snapshot, id)?;
+        } else {
+            self.events.emit(|| ArcEvent::Started(snapshot.clone()));
         }
-        self.events.emit(|| ArcEvent::Started(snapshot.clone()));
         Ok(Start::Started(snapshot))
+    }
+
+    fn claim(self: &std::sync::Arc<Self>, a: A, b: A, kind: K) -> Result<Claimed<A, K>, ArcError> {
+        Ok(match self.claim_slot(&a, &b, kind, true)? {
+            Ok((snapshot, id)) => Claimed::Claim(Claim::new(
+                std::sync::Arc::clone(self) as std::sync::Arc<dyn ClaimTarget<A, K>>,
+                snapshot,
+                id,
+            )),
+            Err(existing) => Claimed::AlreadyActive(existing),
+        })
     }
 
     fn progress(&self, a: &A, b: &A, phase: ArcPhase) -> Result<ArcSnapshot<A, K>, ArcError> {
@@ -297,6 +360,10 @@ where
         self.inner.with(|inner| inner.active)
     }
 
+    fn pending(&self) -> usize {
+        self.inner.with(|inner| inner.arcs.len() - inner.active)
+    }
+
     fn on_event<F>(&self, listener: F) -> ListenerId
     where
         F: Fn(&ArcEvent<A, K>) + Send + Sync + 'static,
@@ -309,19 +376,19 @@ where
     }
 
     fn process_all(&self) -> ProcessReport {
-        let now = self.clock.now();
-        let arcs: Vec<(u64, ArcSnapshot<A, K>)> = self.inner.with(|inner| {
+        let now = self.clock.monotonic();
+        let arcs: Vec<(u64, Duration, ArcSnapshot<A, K>)> = self.inner.with(|inner| {
             inner
                 .arcs
                 .iter()
                 .filter(|(_, s)| !s.starting)
-                .map(|(k, s)| (s.id, s.snapshot(k)))
+                .map(|(k, s)| (s.id, s.started_mono, s.snapshot(k)))
                 .collect()
         });
         let mut report = ProcessReport::default();
-        for (id, arc) in arcs {
+        for (id, started, arc) in arcs {
             report.processed += 1;
-            if is_expired(&arc.kind, arc.started_at, now) {
+            if is_expired(&arc.kind, started, now) {
                 if self
                     .end_id(&arc.agents, Some(id), EndReason::Expired)
                     .is_ok()

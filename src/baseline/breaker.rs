@@ -144,9 +144,11 @@ impl<M: MutexKind> MutexBreaker<M> {
         }
     }
 
-    fn open(&self, n: &mut Name, now: u64, new_epoch: bool) {
+    fn open(&self, n: &mut Name, new_epoch: bool) {
+        // The clock is read only on an opening (the Clock contract allows it
+        // under a lock), so the common paths pay no clock read.
         n.state = Phase::Open;
-        n.since = now;
+        n.since = self.now();
         n.times_opened += 1;
         n.window.clear();
         if new_epoch {
@@ -157,9 +159,9 @@ impl<M: MutexKind> MutexBreaker<M> {
         }
     }
 
-    fn reopen(&self, n: &mut Name, now: u64) {
+    fn reopen(&self, n: &mut Name) {
         n.count = self.config.threshold;
-        self.open(n, now, true);
+        self.open(n, true);
     }
 
     fn close(n: &mut Name) {
@@ -174,7 +176,7 @@ impl<M: MutexKind> MutexBreaker<M> {
 
     /// A closed-phase outcome (the window in rate mode, the count in
     /// consecutive mode).
-    fn closed_outcome(&self, n: &mut Name, failed: bool, now: u64) {
+    fn closed_outcome(&self, n: &mut Name, failed: bool) {
         match self.config.rate {
             Some(rate) => {
                 n.window.push_back(failed);
@@ -183,13 +185,13 @@ impl<M: MutexKind> MutexBreaker<M> {
                 }
                 let failures = n.window.iter().filter(|f| **f).count() as u64;
                 if rate.trips(n.window.len() as u64, failures) {
-                    self.open(n, now, false);
+                    self.open(n, false);
                 }
             }
             None if failed => {
                 n.count = n.count.saturating_add(1).min(SATURATED);
                 if n.count >= self.config.threshold {
-                    self.open(n, now, false);
+                    self.open(n, false);
                 }
             }
             None => n.count = 0,
@@ -214,24 +216,22 @@ impl<M: MutexKind> MutexBreaker<M> {
 
 impl<M: MutexKind> Breaker for MutexBreaker<M> {
     fn record_failure(&self, name: &str) {
-        let now = self.now();
         self.state.with(|s| {
             let n = self.name(s, name);
             match (n.state, self.config.rate) {
-                (Phase::HalfOpen, _) => self.reopen(n, now),
+                (Phase::HalfOpen, _) => self.reopen(n),
                 (Phase::Open, Some(_)) => {}
                 (Phase::Open, None) => n.count = n.count.saturating_add(1).min(SATURATED),
-                (Phase::Closed, _) => self.closed_outcome(n, true, now),
+                (Phase::Closed, _) => self.closed_outcome(n, true),
             }
         })
     }
 
     fn record_success(&self, name: &str) {
-        let now = self.now();
         self.state.with(|s| {
             let n = self.name(s, name);
             if self.config.rate.is_some() && n.state == Phase::Closed {
-                self.closed_outcome(n, false, now);
+                self.closed_outcome(n, false);
             } else {
                 Self::close(n);
             }
@@ -286,7 +286,6 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
     }
 
     fn admit_call(&self, name: &str) -> Result<CallTicket, Rejected> {
-        let now = self.now();
         let cool_down = self.cool_down();
         let k = self.config.half_open_calls;
         self.state.with(|s| {
@@ -311,6 +310,7 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
                 n.admitted += 1;
                 return Ok(ticket(n, true));
             }
+            let now = self.now();
             let elapsed = now.saturating_sub(n.since);
             if elapsed >= cool_down {
                 // Open: the cool-down is over; half-open with every trial
@@ -331,7 +331,6 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
     }
 
     fn end_call(&self, name: &str, ticket: CallTicket, outcome: CallOutcome) {
-        let now = self.now();
         let k = self.config.half_open_calls;
         self.state.with(|s| {
             let generation = s.generation;
@@ -348,7 +347,7 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
                     n.admitted = n.admitted.saturating_sub(1)
                 }
                 (true, Phase::HalfOpen, CallOutcome::Failure) if self.config.rate.is_none() => {
-                    self.reopen(n, now)
+                    self.reopen(n)
                 }
                 (true, Phase::HalfOpen, outcome) => {
                     if outcome == CallOutcome::Failure {
@@ -361,13 +360,13 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
                     }
                     match self.config.rate {
                         Some(rate) if rate.trial_trips(u64::from(k), u64::from(n.failed)) => {
-                            self.reopen(n, now)
+                            self.reopen(n)
                         }
                         _ => Self::close(n),
                     }
                 }
                 (false, Phase::Closed, outcome) => {
-                    self.closed_outcome(n, outcome == CallOutcome::Failure, now)
+                    self.closed_outcome(n, outcome == CallOutcome::Failure)
                 }
                 _ => {} // not in the phase it was admitted in
             }

@@ -8,13 +8,23 @@
 //! re-enter the bus. The log holds the event behind an `Arc` (the handlers
 //! share it), the same "no deep copy" the lock-free bus has, so the
 //! comparison measures the synchronization and nothing else.
+//!
+//! It has the lock-free bus's 0.2 semantics where [`OwnedBus`] covers them:
+//! owned guards and channel receivers hold a weak handle to the shared
+//! state, a kind's entry is removed with its last subscriber, and dropping
+//! the bus closes its receivers. Channels are the same drop-oldest queues
+//! as the lock-free bus's, filled after unlocking.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
 use super::{Lock, MutexKind, StdMutex};
-use crate::bus::{deliver, Bus, EmitReport, Event, HandlerError, Subscriber, SubscriptionId};
+use crate::bus::channel::Channel;
+use crate::bus::{
+    deliver, Bus, BusError, Detach, EmitReport, Event, HandlerError, OwnedBus, OwnedSubscription,
+    Receiver, Sink, Subscriber, SubscriptionId,
+};
 use crate::sync::MapHasher;
 
 struct State<E: Event> {
@@ -43,8 +53,61 @@ struct State<E: Event> {
 /// assert!(!bus.unsubscribe(id));
 /// ```
 pub struct MutexBus<E: Event, M: MutexKind = StdMutex> {
+    shared: Arc<Shared<E, M>>,
+}
+
+/// What the bus, its owned guards and its receivers share.
+struct Shared<E: Event, M: MutexKind> {
     state: M::Mutex<State<E>>,
     capacity: usize,
+}
+
+impl<E: Event, M: MutexKind> Shared<E, M> {
+    fn subscribe(&self, kind: E::Kind, sink: Sink<E>) -> SubscriptionId {
+        self.state.with(|s| {
+            let id = SubscriptionId::from_raw(s.next_id);
+            s.next_id += 1;
+            s.index.insert(id, kind.clone());
+            s.kinds
+                .entry(kind)
+                .or_default()
+                .push(Subscriber::new(id, sink));
+            id
+        })
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let removed = self.state.with(|s| {
+            let kind = s.index.remove(&id)?;
+            let list = s.kinds.get_mut(&kind)?;
+            let pos = list.iter().position(|sub| sub.id == id)?;
+            let removed = list.remove(pos);
+            if list.is_empty() {
+                s.kinds.remove(&kind); // reclaimed with its last subscriber
+            }
+            Some(removed)
+        });
+        // Closed (and dropped) after unlocking.
+        removed.map(|sub| sub.close()).is_some()
+    }
+}
+
+impl<E: Event, M: MutexKind> Detach for Shared<E, M> {
+    fn detach(&self, id: SubscriptionId) -> bool {
+        self.unsubscribe(id)
+    }
+}
+
+impl<E: Event, M: MutexKind> Drop for Shared<E, M> {
+    /// The bus is gone: its receivers drain, then see `Closed`.
+    fn drop(&mut self) {
+        let subscribers: Vec<Subscriber<E>> = self
+            .state
+            .with(|s| s.kinds.values().flatten().cloned().collect());
+        for sub in &subscribers {
+            sub.close();
+        }
+    }
 }
 
 impl<E: Event, M: MutexKind> MutexBus<E, M> {
@@ -62,13 +125,15 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// ```
     pub fn new(audit_capacity: usize) -> Self {
         Self {
-            state: M::Mutex::new(State {
-                kinds: HashMap::with_hasher(MapHasher::default()),
-                index: HashMap::with_hasher(MapHasher::default()),
-                audit: VecDeque::with_capacity(audit_capacity.min(4096)),
-                next_id: 0,
+            shared: Arc::new(Shared {
+                state: M::Mutex::new(State {
+                    kinds: HashMap::with_hasher(MapHasher::default()),
+                    index: HashMap::with_hasher(MapHasher::default()),
+                    audit: VecDeque::with_capacity(audit_capacity.min(4096)),
+                    next_id: 0,
+                }),
+                capacity: audit_capacity,
             }),
-            capacity: audit_capacity,
         }
     }
 
@@ -88,17 +153,8 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
         kind: E::Kind,
         handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> SubscriptionId {
-        let handler = std::sync::Arc::new(handler);
-        self.state.with(|s| {
-            let id = SubscriptionId::from_raw(s.next_id);
-            s.next_id += 1;
-            s.index.insert(id, kind.clone());
-            s.kinds
-                .entry(kind)
-                .or_default()
-                .push(Subscriber { id, handler });
-            id
-        })
+        self.shared
+            .subscribe(kind, Sink::Handler(Arc::new(handler)))
     }
 
     /// Removes a subscription; `false` if unknown or already removed.
@@ -113,15 +169,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(7)));
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        self.state.with(|s| {
-            let Some(kind) = s.index.remove(&id) else {
-                return false;
-            };
-            if let Some(list) = s.kinds.get_mut(&kind) {
-                list.retain(|sub| sub.id != id);
-            }
-            true
-        })
+        self.shared.unsubscribe(id)
     }
 
     /// Logs `event` and calls the kind's handlers after unlocking.
@@ -138,8 +186,8 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     pub fn emit(&self, event: E) -> EmitReport {
         let kind = event.kind();
         let event = Arc::new(event);
-        let capacity = self.capacity;
-        let handlers = self.state.with(|s| {
+        let capacity = self.shared.capacity;
+        let handlers = self.shared.state.with(|s| {
             if capacity > 0 {
                 if s.audit.len() >= capacity {
                     s.audit.pop_front();
@@ -166,7 +214,10 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// assert_eq!(bus.audit_log(), vec![N(1)]);
     /// ```
     pub fn audit_log(&self) -> Vec<E> {
-        let events: Vec<Arc<E>> = self.state.with(|s| s.audit.iter().cloned().collect());
+        let events: Vec<Arc<E>> = self
+            .shared
+            .state
+            .with(|s| s.audit.iter().cloned().collect());
         events.iter().map(|e| E::clone(e)).collect()
     }
 
@@ -180,7 +231,77 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     /// assert_eq!(MutexBus::<Ping>::new(0).subscriber_count(&()), 0);
     /// ```
     pub fn subscriber_count(&self, kind: &E::Kind) -> usize {
-        self.state.with(|s| s.kinds.get(kind).map_or(0, Vec::len))
+        self.shared
+            .state
+            .with(|s| s.kinds.get(kind).map_or(0, Vec::len))
+    }
+
+    /// Like [`subscribe`](Self::subscribe); the guard unsubscribes when
+    /// dropped (see [`OwnedSubscription`] for the drop rule).
+    ///
+    /// ```
+    /// use raceless::baseline::MutexBus;
+    /// # use raceless::bus::Event;
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = MutexBus::<Ping>::new(0);
+    /// let sub = bus.subscribe_owned((), |_| Ok(()));
+    /// assert_eq!(bus.emit(Ping).delivered, 1);
+    /// drop(sub);
+    /// assert_eq!(bus.emit(Ping).delivered, 0);
+    /// ```
+    pub fn subscribe_owned(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> OwnedSubscription {
+        let id = self.subscribe(kind, handler);
+        OwnedSubscription::new(id, self.detacher())
+    }
+
+    /// A channel receiver of `kind` with a queue of `capacity` (see
+    /// [`Receiver`]); pushed after unlocking, never waiting.
+    ///
+    /// ```
+    /// use raceless::baseline::MutexBus;
+    /// # use raceless::bus::Event;
+    /// # #[derive(Clone, Debug, PartialEq)] struct N(u8);
+    /// # impl Event for N { type Kind = (); fn kind(&self) {} }
+    /// let bus = MutexBus::<N>::new(0);
+    /// let mut rx = bus.subscribe_channel((), 2)?;
+    /// bus.emit(N(1));
+    /// assert_eq!(rx.try_recv(), Ok(N(1)));
+    /// # Ok::<(), raceless::bus::BusError>(())
+    /// ```
+    pub fn subscribe_channel(
+        &self,
+        kind: E::Kind,
+        capacity: usize,
+    ) -> Result<Receiver<E>, BusError> {
+        Channel::<E>::check_capacity(capacity)?;
+        let channel = crate::sync::Arc::new(Channel::new(capacity));
+        let id = self.shared.subscribe(kind, Sink::Channel(channel.clone()));
+        Ok(Receiver::new(channel, id, self.detacher()))
+    }
+
+    /// The number of kinds with at least one subscriber.
+    ///
+    /// ```
+    /// use raceless::baseline::MutexBus;
+    /// # use raceless::bus::Event;
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = MutexBus::<Ping>::new(0);
+    /// assert!(bus.subscribe_owned((), |_| Ok(())).unsubscribe());
+    /// assert_eq!(bus.kind_count(), 0);
+    /// ```
+    pub fn kind_count(&self) -> usize {
+        self.shared.state.with(|s| s.kinds.len())
+    }
+
+    fn detacher(&self) -> std::sync::Weak<dyn Detach> {
+        let weak: std::sync::Weak<Shared<E, M>> = Arc::downgrade(&self.shared);
+        weak
     }
 }
 
@@ -195,7 +316,7 @@ impl<E: Event, M: MutexKind> fmt::Debug for MutexBus<E, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MutexBus")
             .field("mutex", &M::NAME)
-            .field("audit_capacity", &self.capacity)
+            .field("audit_capacity", &self.shared.capacity)
             .finish()
     }
 }
@@ -219,5 +340,21 @@ impl<E: Event, M: MutexKind> Bus<E> for MutexBus<E, M> {
     }
     fn subscriber_count(&self, kind: &E::Kind) -> usize {
         MutexBus::subscriber_count(self, kind)
+    }
+}
+
+impl<E: Event, M: MutexKind> OwnedBus<E> for MutexBus<E, M> {
+    fn subscribe_owned(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> OwnedSubscription {
+        MutexBus::subscribe_owned(self, kind, handler)
+    }
+    fn subscribe_channel(&self, kind: E::Kind, capacity: usize) -> Result<Receiver<E>, BusError> {
+        MutexBus::subscribe_channel(self, kind, capacity)
+    }
+    fn kind_count(&self) -> usize {
+        MutexBus::kind_count(self)
     }
 }

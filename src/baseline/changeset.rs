@@ -2,6 +2,10 @@
 //! around the open-changeset list), extended to the whole store so that it
 //! is correct — the seed read the latest id under the lock and recorded
 //! outside it, which still lets an entry land in a sealed changeset.
+//! A [`Recorder`](crate::changeset::Recorder) on it records through
+//! `record_change` (the trait's default `record_leased`): the lock's order
+//! is the commit order, so a recorder's entries keep its order; `take` and
+//! `len` free and count whole changesets under the lock.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -128,6 +132,10 @@ impl<C: Clone + Send + Sync + 'static, M: MutexKind> ChangesetStore<C> for Mutex
 
     fn active(&self) -> Vec<ChangesetId> {
         self.state.with(|s| s.open.iter().rev().copied().collect())
+    }
+
+    fn len(&self) -> usize {
+        self.state.with(|s| s.sets.len())
     }
 
     fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {

@@ -21,11 +21,29 @@
 //! - [`is_open`](CircuitBreaker::is_open) on a resolved [`BreakerHandle`] is
 //!   a single `Acquire` load on a healthy name and never writes.
 //!
-//! Beyond the seed, opt-in through the [builder](CircuitBreaker::builder): a
-//! cool-down after which exactly one caller wins a half-open trial permit
-//! ([`try_acquire`](CircuitBreaker::try_acquire)), per-name state-change
-//! events ([`on_event`](CircuitBreaker::on_event)), and success/failure
-//! totals in the [`metrics`](CircuitBreaker::metrics) snapshot.
+//! Beyond the seed, for services that wrap calls (0.2):
+//!
+//! - [`call`](CircuitBreaker::call), [`call_async`](CircuitBreaker::call_async)
+//!   and their `_with` forms (an error classifier) admit a call or reject it
+//!   with [`Rejected::retry_after`], run it, and record its outcome;
+//!   [`acquire`](CircuitBreaker::acquire) hands out an explicit [`Permit`].
+//! - **Outcome epochs**: an outcome counts only in the state its call was
+//!   admitted in, so a late success cannot close a name that opened after
+//!   the call started (see [`Permit`]).
+//! - **Cancellation**: a dropped `call_async` future or permit records
+//!   nothing and frees a half-open trial place at once.
+//! - A cool-down (default 60 s, on the clock's monotonic time) after which
+//!   [`half_open_calls`](BreakerBuilder::half_open_calls) trial calls
+//!   decide; [`without_cool_down`](BreakerBuilder::without_cool_down) keeps
+//!   the seed's "open until a success or reset".
+//! - **Rate mode**: [`sliding_window`](BreakerBuilder::sliding_window),
+//!   [`failure_rate_threshold`](BreakerBuilder::failure_rate_threshold),
+//!   [`minimum_calls`](BreakerBuilder::minimum_calls), with resilience4j's
+//!   meanings; recording an outcome stays lock-free.
+//! - [`remove`](CircuitBreaker::remove) for names built from request data,
+//!   per-name events ([`on_event`](CircuitBreaker::on_event)) and a
+//!   [`metrics`](CircuitBreaker::metrics) snapshot with rejected calls.
+//!
 //! [`ParallelStrategyExecutor`] is the seed's executor: strategies on up to
 //! `max_workers` threads, open names skipped, outcomes recorded.
 //!
@@ -54,9 +72,9 @@
 //! [`record_success`](CircuitBreaker::record_success),
 //! [`try_acquire`](CircuitBreaker::try_acquire),
 //! [`handle`](CircuitBreaker::handle)); reads of an unknown name answer
-//! "closed, zero failures" without remembering it. Names are never
-//! forgotten (`reset` zeroes a name, it does not remove it), so handles stay
-//! valid for the breaker's lifetime.
+//! "closed, zero failures" without remembering it. `reset` zeroes a name;
+//! [`remove`](CircuitBreaker::remove) forgets it (its handles and permits
+//! are detached: they keep working on the removed state).
 //!
 //! # Name lookup
 //!
@@ -82,11 +100,10 @@
 //! names are never counted, so reads of names that do not exist cannot
 //! cause rebuilds.
 //!
-//! Correct because names are never removed and a name's slot is never
-//! replaced: the slot found in any snapshot or cache is *the* slot of that
-//! name, so
-//! every operation still linearizes at its atomic operation on the slot's
-//! word. A snapshot is published by arc-swap's store and read through its
+//! Correct because a name's slot is never replaced while the name exists:
+//! the slot found in any snapshot or cache is *the* slot of that name unless
+//! it is marked removed (then the lookup counts as a miss), so every
+//! operation still linearizes at its atomic operation on the slot's word. A snapshot is published by arc-swap's store and read through its
 //! load (release/acquire), and it was built from slots read under the shard
 //! locks, so a reader sees each slot fully constructed.
 

@@ -6,8 +6,9 @@
 //! comparison: no atomic read-modify-write, no shared line written, which is
 //! what makes a lookup by name cheaper than even an uncontended mutex. It is
 //! correct for the same reason as the snapshot: a name's slot is never
-//! removed or replaced, so a cached slot is *the* slot and every operation
-//! still linearizes on its word.
+//! replaced while the name exists, so a cached slot is *the* slot (callers
+//! treat one marked removed as a miss) and every operation still
+//! linearizes on its word.
 //!
 //! Breaker ids come from a global counter and are never reused, so an entry
 //! of a dropped breaker can never be hit; it only keeps its slot's memory

@@ -6,13 +6,23 @@
 //! registered just before an emit were skipped, removed ones still called,
 //! and the log corrupted. Its fix put one lock around everything. Here:
 //!
-//! - **Subscriber lists are one RCU snapshot.** An immutable map holds
-//!   every kind's subscriber list (and a handle to its counters) behind one
-//!   `ArcSwap`. `subscribe` and `unsubscribe` build a new map and install
-//!   it with a compare-and-swap loop; `emit` loads the current map and calls
-//!   each handler of its kind holding only that snapshot (an arc-swap read
-//!   guard, which no writer ever waits for), so the emit path takes no lock
-//!   at all.
+//! - **Subscriber lists are RCU snapshots.** Immutable maps hold the
+//!   kinds' subscriber lists (and handles to their counters), sharded by
+//!   kind over 64 `ArcSwap` cells. `subscribe` and `unsubscribe` build a
+//!   new map of the kind's shard and install it with a compare-and-swap
+//!   loop; `emit` loads its kind's map once and calls each handler of its
+//!   kind holding only that snapshot (an arc-swap read guard, which no
+//!   writer ever waits for), so the emit path takes no lock at all.
+//! - **Kinds are reclaimed**: the unsubscribe that removes a kind's last
+//!   subscriber removes its entry in the same compare-and-swap
+//!   ([`EventBus::kind_count`] counts the live ones).
+//! - **Owned consumers (0.2).** [`OwnedSubscription`] and [`Receiver`]
+//!   are `Send + 'static` handles that hold the bus weakly and unsubscribe
+//!   when dropped. A receiver ([`EventBus::subscribe_channel`]) is a
+//!   bounded drop-oldest queue that `emit` fills without waiting, with
+//!   exact [`RecvError::Lagged`] counts and a cancel-safe async
+//!   [`Receiver::recv`] on any executor (protocol in `channel.rs` and
+//!   `docs/bus.md`).
 //! - **The audit log is a lock-free bounded log** (see `audit.rs` and
 //!   `docs/bus.md`): one `fetch_add` numbers the event, which moves into its
 //!   write-once slot in a page of `capacity` slots; the handlers run on the
@@ -38,6 +48,10 @@
 //! - Handlers may call `subscribe`, `unsubscribe`, `emit` and `audit_log`
 //!   on the same bus: nothing a handler could wait for is held while it
 //!   runs.
+//! - Progress: `emit`, `subscribe*`, `unsubscribe`, guard and receiver
+//!   drops, `try_recv` and `recv` are lock-free (the id index is a sharded
+//!   map: short shard locks, no user code); only
+//!   [`Receiver::blocking_recv`] blocks, and says so.
 //!
 //! # Orderings
 //!
@@ -83,6 +97,7 @@
 //! ```
 
 mod audit;
+pub(crate) mod channel;
 mod counters;
 
 use std::collections::HashMap;
@@ -93,6 +108,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::{Arc, ArcSwap, AtomicU64, MapHasher, Ordering, ShardedMap};
 
+pub use channel::{BusError, Receiver, RecvError, TryRecvError, MAX_CHANNEL_CAPACITY};
 pub use counters::KindStats;
 
 /// An event that can travel on a bus: its [`kind`](Event::kind) selects the
@@ -323,14 +339,174 @@ impl<E: Event, B: Bus<E>> fmt::Debug for Subscription<'_, E, B> {
     }
 }
 
+/// A subscription guard that owns its handle to the bus: `Send + Sync +
+/// 'static`, so it can be moved into a task (`tokio::spawn`) or stored in a
+/// struct beside an `Arc<EventBus>`. From
+/// [`EventBus::subscribe_owned`] (or [`OwnedBus::subscribe_owned`]).
+///
+/// It holds a weak reference: it never keeps the bus alive.
+///
+/// **Drop rule:** dropping the guard (anywhere, including in a task
+/// cancelled at an `.await`, or during a panic's unwinding) unsubscribes
+/// its handler, exactly like [`EventBus::unsubscribe`] of its id: a
+/// lock-free compare-and-swap loop that never waits for an emit, after
+/// which no emit that starts later calls the handler (one already running
+/// may finish its call). If the bus is already gone, dropping does
+/// nothing. [`detach`](Self::detach) keeps the subscription instead.
+///
+/// ```
+/// use raceless::bus::{Event, EventBus};
+/// use std::sync::Arc;
+/// #[derive(Clone)]
+/// struct Ping;
+/// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+///
+/// let bus = Arc::new(EventBus::new(0));
+/// let sub = bus.subscribe_owned((), |_| Ok(()));
+/// let id = sub.id();
+/// std::thread::spawn(move || drop(sub)).join().unwrap();
+/// assert!(!bus.unsubscribe(id), "the guard already unsubscribed");
+///
+/// let kept = bus.subscribe_owned((), |_| Ok(())).detach();
+/// assert_eq!(bus.emit(Ping).delivered, 1);
+/// assert!(bus.unsubscribe(kept));
+/// ```
+#[must_use = "dropping an OwnedSubscription unsubscribes its handler at once"]
+pub struct OwnedSubscription {
+    id: SubscriptionId,
+    /// `None` once detached or unsubscribed.
+    bus: Option<std::sync::Weak<dyn Detach>>,
+}
+
+impl OwnedSubscription {
+    pub(crate) fn new(id: SubscriptionId, bus: std::sync::Weak<dyn Detach>) -> Self {
+        Self { id, bus: Some(bus) }
+    }
+
+    /// The id of this subscription.
+    ///
+    /// ```
+    /// # use raceless::bus::{Event, EventBus};
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// let sub = bus.subscribe_owned((), |_| Ok(()));
+    /// assert_eq!(sub.id(), sub.id());
+    /// ```
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    /// Unsubscribes now; returns what [`EventBus::unsubscribe`] returned
+    /// (`false` if the bus is gone or the id was already removed).
+    ///
+    /// ```
+    /// # use raceless::bus::{Event, EventBus};
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// assert!(bus.subscribe_owned((), |_| Ok(())).unsubscribe());
+    /// ```
+    pub fn unsubscribe(mut self) -> bool {
+        self.bus
+            .take()
+            .and_then(|bus| bus.upgrade())
+            .is_some_and(|bus| bus.detach(self.id))
+    }
+
+    /// Keeps the subscription beyond the guard and returns its id (for
+    /// [`EventBus::unsubscribe`]).
+    ///
+    /// ```
+    /// # use raceless::bus::{Event, EventBus};
+    /// # #[derive(Clone)] struct Ping;
+    /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// let id = bus.subscribe_owned((), |_| Ok(())).detach();
+    /// assert_eq!(bus.subscriber_count(&()), 1);
+    /// assert!(bus.unsubscribe(id));
+    /// ```
+    pub fn detach(mut self) -> SubscriptionId {
+        self.bus = None;
+        self.id
+    }
+}
+
+impl Drop for OwnedSubscription {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.take().and_then(|bus| bus.upgrade()) {
+            bus.detach(self.id);
+        }
+    }
+}
+
+impl fmt::Debug for OwnedSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedSubscription")
+            .field("id", &self.id)
+            .field("attached", &self.bus.is_some())
+            .finish()
+    }
+}
+
+/// The owned consumers of a bus — guards and receivers that hold their own
+/// (weak) handle to it — implemented by [`EventBus`] and
+/// [`baseline::MutexBus`](crate::baseline::MutexBus), so tests are written
+/// once.
+///
+/// ```
+/// use raceless::bus::{Event, EventBus, OwnedBus};
+/// use raceless::baseline::MutexBus;
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct N(u8);
+/// impl Event for N { type Kind = (); fn kind(&self) {} }
+///
+/// fn roundtrip<B: OwnedBus<N>>(bus: &B) -> N {
+///     let mut rx = bus.subscribe_channel((), 4).unwrap();
+///     bus.emit(N(9));
+///     rx.try_recv().unwrap()
+/// }
+/// assert_eq!(roundtrip(&EventBus::new(0)), N(9));
+/// assert_eq!(roundtrip(&MutexBus::<N>::new(0)), N(9));
+/// ```
+pub trait OwnedBus<E: Event>: Bus<E> {
+    /// Subscribes `handler` to `kind`; the returned guard unsubscribes it
+    /// when dropped and does not borrow (or keep alive) the bus.
+    fn subscribe_owned(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> OwnedSubscription;
+
+    /// Subscribes an async consumer with a queue of `capacity` events
+    /// (drop-oldest; see [`Receiver`]).
+    fn subscribe_channel(&self, kind: E::Kind, capacity: usize) -> Result<Receiver<E>, BusError>;
+
+    /// The number of kinds with at least one subscriber (the entries the
+    /// bus keeps).
+    fn kind_count(&self) -> usize;
+}
+
 /// A boxed handler. A `std` `Arc` even under loom: loom's `Arc` cannot hold
 /// a `dyn`, and the handlers are not part of the protocol loom checks.
 pub(crate) type Handler<E> = std::sync::Arc<dyn Fn(&E) -> Result<(), HandlerError> + Send + Sync>;
 
-/// One entry of a subscriber list.
+/// Where a new subscription's events go.
+pub(crate) enum Sink<E> {
+    /// Called on the emitting thread.
+    Handler(Handler<E>),
+    /// Queued for a [`Receiver`].
+    Channel(Arc<channel::Channel<E>>),
+}
+
+/// One entry of a subscriber list. A channel is a handler too (one that
+/// pushes a clone of the event into its queue), so `emit` calls every
+/// subscriber the same way; `channel` is kept beside it to close it.
 pub(crate) struct Subscriber<E> {
     pub(crate) id: SubscriptionId,
     pub(crate) handler: Handler<E>,
+    channel: Option<Arc<channel::Channel<E>>>,
 }
 
 impl<E> Clone for Subscriber<E> {
@@ -338,8 +514,49 @@ impl<E> Clone for Subscriber<E> {
         Self {
             id: self.id,
             handler: self.handler.clone(),
+            channel: self.channel.clone(),
         }
     }
+}
+
+impl<E: Event> Subscriber<E> {
+    pub(crate) fn new(id: SubscriptionId, sink: Sink<E>) -> Self {
+        match sink {
+            Sink::Handler(handler) => Self {
+                id,
+                handler,
+                channel: None,
+            },
+            Sink::Channel(channel) => {
+                let queue = channel.clone();
+                Self {
+                    id,
+                    handler: std::sync::Arc::new(move |event: &E| {
+                        queue.push(event.clone());
+                        Ok(())
+                    }),
+                    channel: Some(channel),
+                }
+            }
+        }
+    }
+}
+
+impl<E> Subscriber<E> {
+    /// Closes the subscriber's channel, if it is one (its subscription
+    /// ended or its bus is gone).
+    pub(crate) fn close(&self) {
+        if let Some(channel) = &self.channel {
+            channel.close();
+        }
+    }
+}
+
+/// How a guard or a receiver reaches its bus without keeping it alive: a
+/// `std::sync::Weak<dyn Detach>` to the bus's shared state.
+pub(crate) trait Detach: Send + Sync {
+    /// [`Bus::unsubscribe`] of `id`.
+    fn detach(&self, id: SubscriptionId) -> bool;
 }
 
 /// Calls each subscriber with `event`, isolating failures: an `Err` or a
@@ -378,8 +595,9 @@ pub(crate) fn deliver<E: Event>(event: &E, subscribers: &[Subscriber<E>]) -> Emi
 }
 
 /// One event kind in the snapshot: its subscribers, in subscription order,
-/// and its counters. A kind is never removed once subscribed to, so its
-/// counters survive every snapshot that copies the entry.
+/// and its counters. The entry exists while the kind has a subscriber:
+/// the unsubscribe that removes its last one removes the entry in the same
+/// compare-and-swap (the kind is reclaimed, counters included).
 struct KindEntry<E> {
     /// Immutable once published. A `std` `Arc` even under loom, like
     /// [`Handler`]: loom's `Arc` cannot hold a slice, and the lists are
@@ -397,13 +615,14 @@ impl<E> Clone for KindEntry<E> {
     }
 }
 
-/// The RCU snapshot: every kind's entry. Copied (one `Arc` clone per kind
-/// and two per changed entry) by each `subscribe` and `unsubscribe`, read
-/// by every emit with one arc-swap load.
+/// The RCU snapshot: every live kind's entry. Copied (one `Arc` clone per
+/// live kind and two per changed entry) by each `subscribe` and
+/// `unsubscribe`, read by every emit with one arc-swap load.
 type KindMap<E> = HashMap<<E as Event>::Kind, KindEntry<E>, MapHasher>;
 
 /// A copy of `map` in which `kind` lists `subscribers` and keeps
-/// `counters`: the next snapshot of a `subscribe` or `unsubscribe`.
+/// `counters` — or, for an empty list, has no entry (reclaimed): the next
+/// snapshot of a `subscribe` or `unsubscribe`.
 fn with_entry<E: Event>(
     map: &KindMap<E>,
     kind: &E::Kind,
@@ -411,14 +630,144 @@ fn with_entry<E: Event>(
     counters: Arc<counters::DeliveryCounters>,
 ) -> Arc<KindMap<E>> {
     let mut map = map.clone();
-    map.insert(
-        kind.clone(),
-        KindEntry {
-            subscribers,
-            counters,
-        },
-    );
+    if subscribers.is_empty() {
+        map.remove(kind);
+    } else {
+        map.insert(
+            kind.clone(),
+            KindEntry {
+                subscribers,
+                counters,
+            },
+        );
+    }
     Arc::new(map)
+}
+
+/// The state every handle of a bus shares: the bus itself, and (weakly)
+/// its owned guards and receivers.
+struct Inner<E: Event> {
+    /// Kind → subscribers and counters, sharded by kind: each shard is an
+    /// RCU snapshot of its kinds, which an emit loads once and a subscribe
+    /// or unsubscribe of one of its kinds copies and replaces.
+    /// Inline (no pointer to chase between the bus and a shard's cell).
+    shards: [ArcSwap<KindMap<E>>; KIND_SHARDS],
+    /// Picks a kind's shard (seeded apart from the maps' own hasher).
+    shard_hasher: ShardHasher,
+    /// Subscription id → its kind (to find its list).
+    index: ShardedMap<SubscriptionId, E::Kind>,
+    /// `Relaxed`: ids only need to be unique.
+    next_id: AtomicU64,
+    audit: audit::AuditRing<E>,
+    stripes: usize,
+}
+
+/// The number of kind shards: a subscribe or unsubscribe copies one
+/// shard's map, about `live kinds / KIND_SHARDS` entries. One under loom:
+/// the models then make kinds share a snapshot (the harder case: writers of
+/// different kinds race on it), and picking a shard is a pure function.
+const KIND_SHARDS: usize = if cfg!(raceless_loom) { 1 } else { 64 };
+
+/// Seeded per bus; fixed under loom, whose executions must replay alike.
+#[cfg(not(raceless_loom))]
+type ShardHasher = foldhash::fast::RandomState;
+#[cfg(raceless_loom)]
+type ShardHasher = foldhash::fast::FixedState;
+
+impl<E: Event> Inner<E> {
+    /// The snapshot cell of `kind`'s shard.
+    #[inline]
+    fn shard(&self, kind: &E::Kind) -> &ArcSwap<KindMap<E>> {
+        use std::hash::BuildHasher;
+        // Bits 32.. of foldhash's folded multiply (well mixed); the
+        // shard count is a power of two.
+        let h = self.shard_hasher.hash_one(kind);
+        &self.shards[(h >> 32) as usize & (KIND_SHARDS - 1)]
+    }
+
+    fn subscribe(&self, kind: E::Kind, sink: Sink<E>) -> SubscriptionId {
+        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let subscriber = Subscriber::new(id, sink);
+        // Linearization point: the rcu's successful compare-and-swap. A
+        // kind's first subscribe creates its entry and counters; a retry
+        // after a lost compare-and-swap starts from the winner's map, so a
+        // kind never has two sets of counters, and a subscribe racing the
+        // reclamation of its kind either extends the entry (its
+        // compare-and-swap came first: the reclaiming unsubscribe then
+        // finds two subscribers and keeps the entry) or creates a new one
+        // (it came second).
+        self.shard(&kind).rcu(|current| {
+            let (old, counters): (&[Subscriber<E>], _) = match current.get(&kind) {
+                Some(entry) => (&entry.subscribers, entry.counters.clone()),
+                None => (&[], Arc::new(counters::DeliveryCounters::new(self.stripes))),
+            };
+            let subscribers = old.iter().cloned().chain([subscriber.clone()]).collect();
+            with_entry(current, &kind, subscribers, counters)
+        });
+        // Indexed after it is in the list: an unsubscribe can only find an
+        // id whose handler is already there.
+        self.index.insert(id, kind);
+        id
+    }
+
+    fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let Some(kind) = self.index.get(&id) else {
+            return false;
+        };
+        // The snapshot, not the index, decides: of concurrent unsubscribes
+        // of one id exactly one compare-and-swap removes it. Holding
+        // `current` keeps its allocation alive, so the pointer comparison
+        // has no ABA.
+        let cell = self.shard(&kind);
+        let mut current = cell.load_full();
+        let removed = loop {
+            let Some(entry) = current.get(&kind) else {
+                return false; // the kind was reclaimed: the id is gone
+            };
+            let Some(pos) = entry.subscribers.iter().position(|s| s.id == id) else {
+                return false;
+            };
+            let subscribers: std::sync::Arc<[Subscriber<E>]> = entry.subscribers[..pos]
+                .iter()
+                .chain(&entry.subscribers[pos + 1..])
+                .cloned()
+                .collect();
+            // The last subscriber leaves: the next snapshot has no entry
+            // for the kind (reclaimed in this same compare-and-swap).
+            let next = with_entry(&current, &kind, subscribers, entry.counters.clone());
+            let previous = cell.compare_and_swap(&current, next);
+            if Arc::ptr_eq(&previous, &current) {
+                break entry.subscribers[pos].clone(); // linearization point
+            }
+            current = previous;
+        };
+        // A channel learns its subscription ended (its receiver drains,
+        // then sees `Closed`).
+        removed.close();
+        self.index.remove(&id);
+        true
+    }
+}
+
+impl<E: Event> Detach for Inner<E> {
+    fn detach(&self, id: SubscriptionId) -> bool {
+        self.unsubscribe(id)
+    }
+}
+
+impl<E: Event> Drop for Inner<E> {
+    /// The bus is gone: every receiver still subscribed is closed (it
+    /// drains its queue, then sees `Closed`). No emit can run any more: an
+    /// emit borrows the bus, so it returned before the bus was dropped.
+    fn drop(&mut self) {
+        for shard in self.shards.iter() {
+            for entry in shard.load().values() {
+                for subscriber in entry.subscribers.iter() {
+                    subscriber.close();
+                }
+            }
+        }
+    }
 }
 
 /// The lock-free event bus: RCU subscriber lists per kind and a lock-free
@@ -443,15 +792,10 @@ fn with_entry<E: Event>(
 /// assert_eq!(bus.audit_log(), vec![Msg("b"), Msg("c")]);
 /// ```
 pub struct EventBus<E: Event> {
-    /// Kind → subscribers and counters: the one RCU snapshot every emit
-    /// loads and every subscribe and unsubscribe replaces.
-    kinds: ArcSwap<KindMap<E>>,
-    /// Subscription id → its kind (to find its list).
-    index: ShardedMap<SubscriptionId, E::Kind>,
-    /// `Relaxed`: ids only need to be unique.
-    next_id: AtomicU64,
-    audit: audit::AuditRing<E>,
-    stripes: usize,
+    /// A `std` `Arc` even under loom: guards and receivers hold it as a
+    /// `Weak<dyn Detach>`, which loom's `Arc` cannot express; the protocol
+    /// loom checks is inside (the snapshot, the channels).
+    inner: std::sync::Arc<Inner<E>>,
 }
 
 impl<E: Event> EventBus<E> {
@@ -469,11 +813,16 @@ impl<E: Event> EventBus<E> {
     /// ```
     pub fn new(audit_capacity: usize) -> Self {
         Self {
-            kinds: ArcSwap::from_value(HashMap::with_hasher(MapHasher::default())),
-            index: ShardedMap::new(),
-            next_id: AtomicU64::new(0),
-            audit: audit::AuditRing::new(audit_capacity),
-            stripes: counters::stripe_count(),
+            inner: std::sync::Arc::new(Inner {
+                shards: std::array::from_fn(|_| {
+                    ArcSwap::from_value(HashMap::with_hasher(MapHasher::default()))
+                }),
+                shard_hasher: ShardHasher::default(),
+                index: ShardedMap::new(),
+                next_id: AtomicU64::new(0),
+                audit: audit::AuditRing::new(audit_capacity),
+                stripes: counters::stripe_count(),
+            }),
         }
     }
 
@@ -486,12 +835,15 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(EventBus::<Ping>::new(16).audit_capacity(), 16);
     /// ```
     pub fn audit_capacity(&self) -> usize {
-        self.audit.capacity()
+        self.inner.audit.capacity()
     }
 
     /// Subscribes `handler` to events of `kind` and returns its id. Every
     /// emit that starts after this returns delivers to it, until it is
-    /// unsubscribed.
+    /// unsubscribed. The handler runs on the emitting thread.
+    ///
+    /// Lock-free: a compare-and-swap loop that copies the snapshot (one
+    /// `Arc` clone per live kind), then one sharded-map insert.
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus};
@@ -509,27 +861,8 @@ impl<E: Event> EventBus<E> {
         kind: E::Kind,
         handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
     ) -> SubscriptionId {
-        let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let subscriber = Subscriber {
-            id,
-            handler: std::sync::Arc::new(handler),
-        };
-        // Linearization point: the rcu's successful compare-and-swap. A
-        // kind's first subscribe creates its counters; a retry after a lost
-        // compare-and-swap copies the winner's entry, counters included, so
-        // a kind never has two sets of counters.
-        self.kinds.rcu(|current| {
-            let (old, counters): (&[Subscriber<E>], _) = match current.get(&kind) {
-                Some(entry) => (&entry.subscribers, entry.counters.clone()),
-                None => (&[], Arc::new(counters::DeliveryCounters::new(self.stripes))),
-            };
-            let subscribers = old.iter().cloned().chain([subscriber.clone()]).collect();
-            with_entry(current, &kind, subscribers, counters)
-        });
-        // Indexed after it is in the list: an unsubscribe can only find an
-        // id whose handler is already there.
-        self.index.insert(id, kind);
-        id
+        self.inner
+            .subscribe(kind, Sink::Handler(std::sync::Arc::new(handler)))
     }
 
     /// Like [`subscribe`](Self::subscribe), but the subscription ends when
@@ -554,9 +887,84 @@ impl<E: Event> EventBus<E> {
         Bus::subscribe_scoped(self, kind, handler)
     }
 
-    /// Removes a subscription. `true` if this call removed it; `false` for
-    /// an unknown id or one already removed. After `true`, no emit that
-    /// starts later calls the handler (one already running may).
+    /// Like [`subscribe`](Self::subscribe), but returns an
+    /// [`OwnedSubscription`]: a `Send + 'static` guard that does not borrow
+    /// the bus (it can move into a task or sit in a struct next to an
+    /// `Arc<EventBus>`) and unsubscribes when dropped.
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus, OwnedSubscription};
+    /// use std::sync::Arc;
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = (); fn kind(&self) {} }
+    ///
+    /// struct Service { bus: Arc<EventBus<Ping>>, _sub: OwnedSubscription }
+    ///
+    /// let bus = Arc::new(EventBus::new(0));
+    /// let service = Service { _sub: bus.subscribe_owned((), |_| Ok(())), bus: bus.clone() };
+    /// assert_eq!(service.bus.emit(Ping).delivered, 1);
+    /// drop(service);
+    /// assert_eq!(bus.emit(Ping).delivered, 0);
+    /// ```
+    pub fn subscribe_owned(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> OwnedSubscription {
+        let id = self.subscribe(kind, handler);
+        OwnedSubscription::new(id, self.detacher())
+    }
+
+    /// Subscribes an async consumer to events of `kind`: a [`Receiver`]
+    /// with a queue of `capacity` events. Every emit that starts after
+    /// this returns queues a clone of the event for it (counted in
+    /// [`EmitReport::delivered`]); a full queue drops the receiver's
+    /// oldest event and reports it as [`RecvError::Lagged`]. `emit` never
+    /// waits for a receiver.
+    ///
+    /// `capacity` 0 is [`BusError::ZeroCapacity`]; above
+    /// [`MAX_CHANNEL_CAPACITY`] it is [`BusError::CapacityTooLarge`] (the
+    /// queue is allocated up front). Lock-free, as
+    /// [`subscribe`](Self::subscribe).
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus, BusError};
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// struct N(u8);
+    /// impl Event for N { type Kind = (); fn kind(&self) {} }
+    /// let bus = EventBus::new(0);
+    /// let mut rx = bus.subscribe_channel((), 8)?;
+    /// assert_eq!(bus.emit(N(1)).delivered, 1);
+    /// assert_eq!(rx.try_recv(), Ok(N(1)));
+    /// assert_eq!(bus.subscribe_channel((), 0).unwrap_err(), BusError::ZeroCapacity);
+    /// # Ok::<(), BusError>(())
+    /// ```
+    pub fn subscribe_channel(
+        &self,
+        kind: E::Kind,
+        capacity: usize,
+    ) -> Result<Receiver<E>, BusError> {
+        channel::Channel::<E>::check_capacity(capacity)?;
+        let channel = Arc::new(channel::Channel::new(capacity));
+        let id = self.inner.subscribe(kind, Sink::Channel(channel.clone()));
+        Ok(Receiver::new(channel, id, self.detacher()))
+    }
+
+    fn detacher(&self) -> std::sync::Weak<dyn Detach> {
+        let weak: std::sync::Weak<Inner<E>> = std::sync::Arc::downgrade(&self.inner);
+        weak
+    }
+
+    /// Removes a subscription (a handler's, or a receiver's: the receiver
+    /// then drains its queue and sees [`RecvError::Closed`]). `true` if
+    /// this call removed it; `false` for an unknown id or one already
+    /// removed. After `true`, no emit that starts later calls the handler
+    /// (one already running may). If it was the kind's last subscriber,
+    /// the kind's entry is reclaimed in the same step.
+    ///
+    /// Lock-free: a sharded-map read, a compare-and-swap loop that copies
+    /// the snapshot, a sharded-map remove.
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus, SubscriptionId};
@@ -570,42 +978,19 @@ impl<E: Event> EventBus<E> {
     /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(999)));
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let Some(kind) = self.index.get(&id) else {
-            return false;
-        };
-        // The snapshot, not the index, decides: of concurrent unsubscribes
-        // of one id exactly one compare-and-swap removes it. Holding
-        // `current` keeps its allocation alive, so the pointer comparison
-        // has no ABA.
-        let mut current = self.kinds.load_full();
-        loop {
-            let Some(entry) = current.get(&kind) else {
-                return false; // unreachable: indexed ids have a kind entry
-            };
-            let Some(pos) = entry.subscribers.iter().position(|s| s.id == id) else {
-                return false;
-            };
-            let subscribers = entry.subscribers[..pos]
-                .iter()
-                .chain(&entry.subscribers[pos + 1..])
-                .cloned()
-                .collect();
-            let next = with_entry(&current, &kind, subscribers, entry.counters.clone());
-            let previous = self.kinds.compare_and_swap(&current, next);
-            if Arc::ptr_eq(&previous, &current) {
-                break; // linearization point
-            }
-            current = previous;
-        }
-        self.index.remove(&id);
-        true
+        self.inner.unsubscribe(id)
     }
 
     /// Logs `event` (no copy: the log and the handlers share it) and calls
     /// every handler subscribed to its kind, in subscription order, on the
-    /// snapshot of the list current when the emit starts. Failures are
-    /// isolated and counted; nothing is held that `subscribe` or
-    /// `unsubscribe` would wait for.
+    /// snapshot of the list current when the emit starts; each channel
+    /// subscribed to the kind gets a clone queued (never waiting: a full
+    /// queue drops that receiver's oldest event). Failures are isolated
+    /// and counted; nothing is held that `subscribe` or `unsubscribe`
+    /// would wait for.
+    ///
+    /// Lock-free, and wait-free apart from the handlers it calls and the
+    /// audit log's page installs (see `docs/bus.md`).
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus, EmitReport};
@@ -617,11 +1002,12 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.audit_log().len(), 1);
     /// ```
     pub fn emit(&self, event: E) -> EmitReport {
+        let inner = &*self.inner;
         let kind = event.kind();
         // The handlers get the event where the log keeps it (no copy).
-        self.audit.record(event, |event| {
+        inner.audit.record(event, |event| {
             // One arc-swap read guard: no lock, nothing a writer waits for.
-            let kinds = self.kinds.load(); // linearization point
+            let kinds = inner.shard(&kind).load(); // linearization point
             let Some(entry) = kinds.get(&kind) else {
                 return EmitReport::default();
             };
@@ -645,10 +1031,10 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.audit_log(), vec![N(3), N(4)]);
     /// ```
     pub fn audit_log(&self) -> Vec<E> {
-        self.audit.snapshot()
+        self.inner.audit.snapshot()
     }
 
-    /// The number of handlers subscribed to `kind`.
+    /// The number of subscribers (handlers and receivers) of `kind`.
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus};
@@ -661,15 +1047,40 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.subscriber_count(&2), 0);
     /// ```
     pub fn subscriber_count(&self, kind: &E::Kind) -> usize {
-        self.kinds
+        self.inner
+            .shard(kind)
             .load()
             .get(kind)
             .map_or(0, |entry| entry.subscribers.len())
     }
 
-    /// Delivered and failed handler calls so far for `kind` (zero for a
-    /// kind never subscribed to). Exact once the emits counted have
-    /// returned.
+    /// The number of kinds the bus keeps an entry for: those with at least
+    /// one subscriber (a kind is reclaimed when its last subscriber
+    /// leaves).
+    ///
+    /// ```
+    /// use raceless::bus::{Event, EventBus};
+    /// #[derive(Clone)]
+    /// struct Ping;
+    /// impl Event for Ping { type Kind = u32; fn kind(&self) -> u32 { 0 } }
+    /// let bus = EventBus::<Ping>::new(0);
+    /// let id = bus.subscribe(7, |_| Ok(()));
+    /// assert_eq!(bus.kind_count(), 1);
+    /// bus.unsubscribe(id);
+    /// assert_eq!(bus.kind_count(), 0);
+    /// ```
+    pub fn kind_count(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.load().len())
+            .sum()
+    }
+
+    /// Delivered and failed handler calls for `kind` since it was last
+    /// created (zero for a kind without subscribers: its entry and
+    /// counters are reclaimed with its last subscriber). Exact once the
+    /// emits counted have returned.
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus};
@@ -682,7 +1093,8 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.delivery_stats(&()).delivered, 1);
     /// ```
     pub fn delivery_stats(&self, kind: &E::Kind) -> KindStats {
-        self.kinds
+        self.inner
+            .shard(kind)
             .load()
             .get(kind)
             .map_or_else(KindStats::default, |slot| slot.counters.totals())
@@ -699,9 +1111,9 @@ impl<E: Event> Default for EventBus<E> {
 impl<E: Event> fmt::Debug for EventBus<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventBus")
-            .field("kinds", &self.kinds.load().len())
-            .field("subscriptions", &self.index.len())
-            .field("audit_capacity", &self.audit.capacity())
+            .field("kinds", &self.kind_count())
+            .field("subscriptions", &self.inner.index.len())
+            .field("audit_capacity", &self.inner.audit.capacity())
             .finish()
     }
 }
@@ -725,5 +1137,21 @@ impl<E: Event> Bus<E> for EventBus<E> {
     }
     fn subscriber_count(&self, kind: &E::Kind) -> usize {
         EventBus::subscriber_count(self, kind)
+    }
+}
+
+impl<E: Event> OwnedBus<E> for EventBus<E> {
+    fn subscribe_owned(
+        &self,
+        kind: E::Kind,
+        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> OwnedSubscription {
+        EventBus::subscribe_owned(self, kind, handler)
+    }
+    fn subscribe_channel(&self, kind: E::Kind, capacity: usize) -> Result<Receiver<E>, BusError> {
+        EventBus::subscribe_channel(self, kind, capacity)
+    }
+    fn kind_count(&self) -> usize {
+        EventBus::kind_count(self)
     }
 }

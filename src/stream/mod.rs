@@ -62,7 +62,19 @@
 //! snapshot of every change a registry makes, outside every guard. Hooks of
 //! concurrent changes may run in any order: [`SessionStore`] keeps the
 //! highest version per session, so a late save never overwrites a newer
-//! state.
+//! state. Its `save` is blocking file I/O; async code saves through a
+//! [`StoreWriter`], whose `save` only enqueues for a background thread that
+//! keeps the newest version per session.
+//!
+//! Async handlers hold their stream through a [`StreamGuard`]
+//! ([`StreamRegistry::start_guard`]): dropping it — a cancelled SSE handler,
+//! at any `.await` — finishes the stream and frees the session.
+//!
+//! Memory: the registry keeps one entry per live stream (removed by
+//! `finish` or a guard's drop), no session; the store keeps a session's
+//! version only while a save of it is in progress, the writer at most one
+//! queued snapshot per session. `docs/stream.md` lists each operation's
+//! progress guarantee.
 //!
 //! ```
 //! use raceless::stream::{Pending, Session, StreamRegistry};
@@ -77,9 +89,11 @@
 //! assert!(session.active().is_none());
 //! ```
 
+mod guard;
 pub(crate) mod registry;
 mod session;
 mod store;
+mod writer;
 
 use std::time::SystemTime;
 
@@ -88,9 +102,11 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SharedClock};
 use crate::listener::Listeners;
 
+pub use guard::StreamGuard;
 pub use registry::StreamRegistry;
 pub use session::{Session, SessionSnapshot};
 pub use store::{Saved, SessionStore, StoreError};
+pub use writer::{Flushed, StoreWriter};
 
 /// The id of a stream: unique across registries and processes (a random
 /// per-registry epoch plus a counter), so a session restored from an older

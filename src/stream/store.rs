@@ -29,6 +29,9 @@ pub enum StoreError {
     /// A stored file is not a valid snapshot, or a snapshot failed to encode.
     #[error("session store JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The [`super::StoreWriter`] was shut down: it accepts no more saves.
+    #[error("session store writer is shut down")]
+    Closed,
 }
 
 /// What [`SessionStore::save`] did.
@@ -50,6 +53,10 @@ pub enum Saved {
     },
 }
 
+/// Temporary files are `.<id>.<version>.tmp`.
+const TMP_PREFIX: &str = ".";
+const TMP_SUFFIX: &str = ".tmp";
+
 /// The highest version stored per session, `None` until read from disk.
 type VersionCell = Arc<Mutex<Option<u64>>>;
 
@@ -59,14 +66,18 @@ type VersionCell = Arc<Mutex<Option<u64>>>;
 ///
 /// Ordering of concurrent saves: each session has a lock in the store;
 /// under it a save compares its version with the highest one stored
-/// (read from the file the first time) and, only if it is newer, writes a
-/// temporary file, syncs it and renames it over `<id>.json` (atomic on
-/// POSIX: a reader sees the old or the new file, never a torn one). The
+/// (read from the file) and, only if it is newer, writes a temporary file,
+/// syncs it, renames it over `<id>.json` (atomic on POSIX: a reader sees
+/// the old or the new file, never a torn one) and syncs the directory so
+/// the rename is durable. The per-session lock lives only while a save of
+/// the session is in progress (memory does not grow with the number of
+/// sessions ever saved); `open` prunes temporary files a crashed process
+/// left behind. The
 /// lock orders compare-and-rename steps of one process; it is not a lock
 /// between processes (one server process owns its sessions directory).
 /// File I/O is blocking work, so a mutex is the right tool here: it is not
-/// on the registry's lock-free path, and it is only taken by save hooks,
-/// which run outside every guard of the registry.
+/// on the registry's lock-free path. Every method is **blocking**; from
+/// async code, save through a [`super::StoreWriter`] instead.
 ///
 /// ```
 /// use raceless::stream::{Pending, Saved, Session, SessionStore, StreamOptions, StreamRegistry};
@@ -106,6 +117,16 @@ impl SessionStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
+        // Temporary files of a process that died between writing and
+        // renaming hold versions older than (or equal to) nothing we keep:
+        // prune them.
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX) {
+                let _ = fs::remove_file(dir.join(name.as_ref()));
+            }
+        }
         Ok(Self {
             dir,
             versions: Mutex::new(HashMap::new()),
@@ -166,6 +187,12 @@ impl SessionStore {
     /// Saves `snapshot` unless the same or a newer version of its session
     /// is stored already (then [`Saved::Superseded`], nothing written).
     ///
+    /// **Blocking**: the file I/O and two `fsync`s (the file, then the
+    /// directory after the rename) run on the caller's thread, and a save
+    /// waits for a concurrent save of the same session. Do not call it on an
+    /// async executor's thread: use a [`super::StoreWriter`], whose `save`
+    /// only enqueues the snapshot for a background thread.
+    ///
     /// ```
     /// use raceless::stream::{Saved, Session, SessionStore};
     /// let dir = tempfile::tempdir().unwrap();
@@ -175,6 +202,54 @@ impl SessionStore {
     /// assert_eq!(store.save(&snap).unwrap(), Saved::Superseded { stored: 0 });
     /// ```
     pub fn save(&self, snapshot: &SessionSnapshot) -> Result<Saved, StoreError> {
+        let saved = self.write(snapshot)?;
+        if saved == Saved::Written {
+            self.sync_dir()?;
+        }
+        Ok(saved)
+    }
+
+    /// The number of sessions whose highest stored version the store keeps
+    /// in memory right now: only those with a save in progress (the entry
+    /// is dropped when the last concurrent save of its session returns; the
+    /// next save reads the version back from the file).
+    ///
+    /// ```
+    /// use raceless::stream::{Session, SessionStore};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = SessionStore::open(dir.path()).unwrap();
+    /// store.save(&Session::new("s").snapshot()).unwrap();
+    /// assert_eq!(store.cached_versions(), 0);
+    /// ```
+    pub fn cached_versions(&self) -> usize {
+        self.versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The store's directory.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = raceless::stream::SessionStore::open(dir.path()).unwrap();
+    /// assert_eq!(store.dir(), dir.path());
+    /// ```
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `fsync`s the directory, so renames made before are durable.
+    pub(crate) fn sync_dir(&self) -> Result<(), StoreError> {
+        fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// The versioned write without the directory sync: compare with the
+    /// highest stored version under the session's lock, write a temporary
+    /// file, `fsync` it, rename it over `<id>.json`. The caller syncs the
+    /// directory after (once per batch in the background writer).
+    pub(crate) fn write(&self, snapshot: &SessionSnapshot) -> Result<Saved, StoreError> {
         let path = self.path(&snapshot.session_id)?;
         let cell = self
             .versions
@@ -183,6 +258,17 @@ impl SessionStore {
             .entry(snapshot.session_id.clone())
             .or_default()
             .clone();
+        let result = self.write_locked(&cell, snapshot, &path);
+        self.release(&snapshot.session_id, cell);
+        result
+    }
+
+    fn write_locked(
+        &self,
+        cell: &VersionCell,
+        snapshot: &SessionSnapshot,
+        path: &Path,
+    ) -> Result<Saved, StoreError> {
         // The per-session lock: compare, write, rename as one step.
         let mut stored = cell.lock().unwrap_or_else(PoisonError::into_inner);
         if stored.is_none() {
@@ -200,14 +286,15 @@ impl SessionStore {
             }
         }
         let json = serde_json::to_vec_pretty(snapshot)?;
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", snapshot.session_id, snapshot.version));
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{}.{}{TMP_SUFFIX}",
+            snapshot.session_id, snapshot.version
+        ));
         let written = (|| {
             let mut file = fs::File::create(&tmp)?;
             file.write_all(&json)?;
             file.sync_all()?;
-            fs::rename(&tmp, &path)
+            fs::rename(&tmp, path)
         })();
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
@@ -215,5 +302,17 @@ impl SessionStore {
         }
         *stored = Some(snapshot.version);
         Ok(Saved::Written)
+    }
+
+    /// Drops the session's version cell if no other save holds it (the map
+    /// and `cell` are its only owners; a new owner can only clone it under
+    /// the map's lock, which we hold). The file holds that version, so the
+    /// next save reads it back: memory stays bounded by the saves in
+    /// flight.
+    fn release(&self, id: &str, cell: VersionCell) {
+        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::strong_count(&cell) == 2 {
+            versions.remove(id);
+        }
     }
 }

@@ -69,6 +69,14 @@ struct Cli {
     /// and copy the chart beside it.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     update_docs: Option<Option<PathBuf>>,
+
+    /// Also measure the redis feature's types against the Redis server at
+    /// URL (e.g. redis://127.0.0.1:6379/): a `redis` row in
+    /// arcs/cycle-1000-pairs, breaker/mixed-16-names and
+    /// stream/cycles-1000-sessions (tasks sharing one connection). Needs
+    /// `--features raceless-harness/redis`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 /// The resolved options of a run.
@@ -93,6 +101,8 @@ pub struct Options {
     pub format: Format,
     /// `--update-docs`: the Markdown file to refresh.
     pub update_docs: Option<PathBuf>,
+    /// `--redis`: the server the `redis` rows are measured against.
+    pub redis: Option<String>,
 }
 
 impl Options {
@@ -109,6 +119,7 @@ impl Options {
             baseline: None,
             format: Format::Table,
             update_docs: None,
+            redis: None,
         }
     }
 
@@ -159,6 +170,7 @@ impl Options {
         options.update_docs = cli.update_docs.map(|file| {
             file.unwrap_or_else(|| workspace_root().join("docs").join("benchmarks.md"))
         });
+        options.redis = cli.redis;
         Ok(options)
     }
 

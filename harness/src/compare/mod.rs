@@ -22,6 +22,7 @@
 
 pub mod chart;
 pub mod cli;
+pub mod redis;
 pub mod report;
 pub mod results;
 pub mod runner;
@@ -100,6 +101,9 @@ pub enum CompareError {
     Chart(String),
     /// Serializing the results failed.
     Json(serde_json::Error),
+    /// `--redis`: the server could not be used (or the harness was built
+    /// without its `redis` feature).
+    Redis(String),
 }
 
 impl fmt::Display for CompareError {
@@ -111,6 +115,7 @@ impl fmt::Display for CompareError {
             }
             CompareError::Chart(e) => write!(f, "drawing the chart: {e}"),
             CompareError::Json(e) => write!(f, "writing JSON: {e}"),
+            CompareError::Redis(e) => write!(f, "redis rows: {e}"),
         }
     }
 }
@@ -220,6 +225,9 @@ pub fn run(components: &[Component], options: &Options) -> Result<Outcome, Compa
         .collect();
 
     let mut results = runner::run(&selected, options);
+    if let Some(url) = &options.redis {
+        redis::add_rows(&mut results, url, options).map_err(CompareError::Redis)?;
+    }
     if let Some(baseline) = &baseline {
         results.baseline = Some(results::compare(baseline, &results));
     }
