@@ -1,15 +1,19 @@
 //! # raceless
 //!
-//! Lock-free building blocks for the shared state of high-throughput
-//! servers.
+//! Race-free building blocks for the shared state of high-throughput
+//! servers: compare-and-swap, RCU snapshots and sharded maps instead of one
+//! big lock, and never a lock around user code.
 //!
 //! Each component here is a real server component whose mutex-era design
 //! shipped a check-then-act race, rebuilt on compare-and-swap, sharded maps
 //! ([`dashmap`](https://docs.rs/dashmap)'s entry API) and RCU snapshots
-//! ([`arc-swap`](https://docs.rs/arc-swap)) so that the race cannot happen,
-//! hot paths take no lock, and no user code ever runs under an internal
-//! lock (what each operation may wait for is in [the progress
-//! table](#progress-guarantees) below):
+//! ([`arc-swap`](https://docs.rs/arc-swap)) so that the race cannot happen.
+//! The breaker's, bus's, changeset's and stream's main paths are wait-free
+//! or lock-free; the rest (every `arcs` operation, a breaker name's first
+//! write, subscription bookkeeping, changeset and stream id maps) hold one
+//! shard lock of a sharded map for a short critical section; no user code
+//! ever runs under an internal lock. What each operation may wait for is in
+//! [the progress table](#progress-guarantees) below.
 //!
 //! | module | component | the race it removes | seed |
 //! |---|---|---|---|
@@ -43,7 +47,8 @@
 //!
 //! | component | operation | progress |
 //! |---|---|---|
-//! | `breaker` | `is_open`, `failures`, `state`, `retry_after` of a name in the thread's cache; `reset_all` | wait-free |
+//! | `breaker` | `is_open`, `failures`, `state`, `retry_after` of a name in the thread's cache; `BreakerHandle` reads | wait-free |
+//! | | `reset_all` | wait-free (one `fetch_add`; every 2¹⁵-th call also sweeps the names, shard by shard) |
 //! | | `record_failure` by name (consecutive mode, closed name) | wait-free (one `fetch_add`) |
 //! | | `call`, `call_async`, `acquire`, permits' outcomes, `record_success`, rate-mode outcomes | lock-free |
 //! | | first write of a new name, `remove`, lookups the caches miss; `metrics`, `len` | sharded lock |
