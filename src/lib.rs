@@ -71,9 +71,12 @@
 //! | | `StoreWriter::flush`, `shutdown`; `SessionStore` | blocking (file I/O, `fsync`) |
 //! | `redis` | every operation | async network I/O, bounded by a timeout |
 //!
-//! Each module's documentation (and `docs/<component>.md` in the
-//! repository) gives every operation's linearization point and why each
-//! memory ordering suffices.
+//! Callbacks (listeners, bus handlers, hooks) run on the thread of the
+//! operation that triggers them, after its linearization point and with no
+//! internal lock held, so that operation takes as long as they do. Each
+//! module's documentation (and `docs/<component>.md` in the repository)
+//! gives every operation's linearization point and why each memory ordering
+//! suffices.
 //!
 //! ## Quick example
 //!
