@@ -292,11 +292,7 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
             let generation = s.generation;
             let n = self.name(s, name);
             let ticket = |n: &Name, trial| CallTicket {
-                ticket: Ticket {
-                    generation,
-                    epoch: n.epoch,
-                    trial,
-                },
+                ticket: Ticket::new(generation, n.epoch, trial),
                 slot: n.id,
             };
             if n.state == Phase::Closed {
@@ -338,11 +334,11 @@ impl<M: MutexKind> Breaker for MutexBreaker<M> {
                 return;
             };
             let t = ticket.ticket;
-            if n.id != ticket.slot || generation != t.generation || n.epoch != t.epoch {
+            if n.id != ticket.slot || !t.admitted_in(generation, n.epoch) {
                 return; // admitted in a state that is gone
             }
-            match (t.trial, n.state, outcome) {
-                (_, _, CallOutcome::Released) if !t.trial => {}
+            match (t.trial(), n.state, outcome) {
+                (_, _, CallOutcome::Released) if !t.trial() => {}
                 (true, Phase::HalfOpen, CallOutcome::Released) => {
                     n.admitted = n.admitted.saturating_sub(1)
                 }

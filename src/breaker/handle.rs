@@ -235,8 +235,7 @@ impl BreakerHandle {
         is_failure: impl FnOnce(&E) -> bool,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, super::CallError<E>> {
-        let permit = self.acquire().map_err(super::CallError::Rejected)?;
-        permit.run(is_failure, f)
+        call_on(&self.slot, &self.shared, is_failure, f)
     }
 
     /// [`CircuitBreaker::call_async`](super::CircuitBreaker::call_async) for this name.
@@ -278,6 +277,72 @@ impl BreakerHandle {
         // dropped with it: released, nothing recorded.
         let result = f.await;
         permit.finish(is_failure, result)
+    }
+}
+
+/// One synchronous call on `slot`: admitted (or rejected), run, recorded.
+/// It borrows the slot for the call instead of owning a permit, so a call
+/// on a healthy name touches no reference count and writes no shared line:
+/// the word and generation loads that admit it, the user's `f`, and the one
+/// load that shows its success changes nothing. A panic in `f` releases the
+/// call (a trial's place is freed).
+#[inline]
+pub(super) fn call_on<T, E>(
+    slot: &Slot,
+    shared: &Shared,
+    is_failure: impl FnOnce(&E) -> bool,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, super::CallError<E>> {
+    let ticket = match slot.admit_closed(shared) {
+        Some(ticket) => ticket,
+        None => {
+            let (admitted, t) = slot.acquire(shared);
+            report(shared, slot, t);
+            admitted.map_err(|r| {
+                super::CallError::Rejected(Rejected {
+                    retry_after: r.retry_after,
+                })
+            })?
+        }
+    };
+    let mut guard = SlotCall {
+        slot,
+        shared,
+        ticket,
+        armed: true,
+    };
+    let result = f();
+    let end = match &result {
+        Ok(_) => End::Success,
+        Err(e) if is_failure(e) => End::Failure,
+        Err(_) => End::Success,
+    };
+    guard.end(end);
+    result.map_err(super::CallError::Failed)
+}
+
+/// Ends a borrowed call; released if dropped before `end` (a panic).
+struct SlotCall<'a> {
+    slot: &'a Slot,
+    shared: &'a Shared,
+    ticket: Ticket,
+    armed: bool,
+}
+
+impl SlotCall<'_> {
+    #[inline]
+    fn end(&mut self, end: End) {
+        self.armed = false;
+        let t = self.slot.end(self.shared, self.ticket, end, false);
+        report(self.shared, self.slot, t);
+    }
+}
+
+impl Drop for SlotCall<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.end(End::Released);
+        }
     }
 }
 
@@ -403,7 +468,7 @@ impl Permit {
     /// # Ok::<(), raceless::breaker::BreakerError>(())
     /// ```
     pub fn is_trial(&self) -> bool {
-        self.ticket.trial
+        self.ticket.trial()
     }
 
     /// The call succeeded. On a closed name it zeroes the consecutive
@@ -459,17 +524,6 @@ impl Permit {
         report(&self.shared, &self.slot, t);
     }
 
-    /// Runs `f` under this permit and records its outcome.
-    pub(super) fn run<T, E>(
-        self,
-        is_failure: impl FnOnce(&E) -> bool,
-        f: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, super::CallError<E>> {
-        // A panic in `f` drops the permit: released.
-        let result = f();
-        self.finish(is_failure, result)
-    }
-
     /// Records `result` (an error that `is_failure` rejects counts as a
     /// success: the upstream answered) and hands it back.
     pub(super) fn finish<T, E>(
@@ -497,7 +551,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.resolved {
-            tracing::trace!(name = %self.slot.name, trial = self.ticket.trial, "permit released unresolved");
+            tracing::trace!(name = %self.slot.name, trial = self.ticket.trial(), "permit released unresolved");
             let t = self
                 .slot
                 .end(&self.shared, self.ticket, End::Released, false);

@@ -1175,11 +1175,28 @@ impl CircuitBreaker {
         is_failure: impl FnOnce(&E) -> bool,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, CallError<E>> {
-        // Two lookups (admit, then record) instead of one owned permit: a
-        // lookup that hits the thread cache writes no shared line, while an
-        // owned permit's `Arc` clone would bounce a hot name's reference
-        // count between cores. The slot id in the ticket keeps a removed
-        // and re-created name from taking the outcome.
+        // A name in this thread's cache: the whole call runs on the cached
+        // slot (borrowed, no reference count touched), user code included —
+        // no internal lock is held there, only the cache's thread-local
+        // borrow, which a nested call on this thread only reads.
+        let set = name_cache::set_of(name);
+        let mut job = Some((is_failure, f));
+        let hit = name_cache::with(self.id, set, name, |slot| {
+            if slot.is_removed() {
+                return None;
+            }
+            let (is_failure, f) = job.take()?;
+            Some(handle::call_on(slot, &self.shared, is_failure, f))
+        });
+        if let Some(Some(result)) = hit {
+            return result;
+        }
+        let Some((is_failure, f)) = job else {
+            unreachable!("the job runs only on a hit, and a hit returns above")
+        };
+        // Otherwise two lookups (admit, then record) instead of one owned
+        // permit; the slot id in the ticket keeps a removed and re-created
+        // name from taking the outcome.
         let (admitted, t) = self.on_slot(name, |slot| {
             let (admitted, t) = slot.acquire(&self.shared);
             (admitted.map(|ticket| (ticket, slot.id())), t)

@@ -409,12 +409,33 @@ pub(crate) struct Transition {
     pub(crate) to: State,
 }
 
-/// The state a call was admitted in, carried by its permit.
+/// The state a call was admitted in, carried by its permit: the global
+/// generation (low 48 bits), the epoch and whether it is a trial, packed in
+/// one word (a by-name call passes it through nested closures; one `u64`
+/// moves as one register, where a struct with a `bool` was copied in pieces
+/// that stalled store forwarding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Ticket {
-    pub(crate) generation: u64,
-    pub(crate) epoch: u64,
-    pub(crate) trial: bool,
+pub(crate) struct Ticket(u64);
+
+const TICKET_GEN_MASK: u64 = (1 << 48) - 1;
+
+impl Ticket {
+    #[inline]
+    pub(crate) fn new(generation: u64, epoch: u64, trial: bool) -> Self {
+        Ticket(
+            ((generation & TICKET_GEN_MASK) << 16) | ((epoch & EPOCH_MASK) << 1) | u64::from(trial),
+        )
+    }
+    #[inline]
+    pub(crate) fn trial(self) -> bool {
+        self.0 & 1 != 0
+    }
+    /// Whether it was admitted under global generation `g` and epoch
+    /// `epoch` (compared on the bits it keeps).
+    #[inline]
+    pub(crate) fn admitted_in(self, g: u64, epoch: u64) -> bool {
+        self.0 >> 1 == Ticket::new(g, epoch, false).0 >> 1
+    }
 }
 
 /// What a call's end reports.
@@ -476,7 +497,7 @@ fn stamp_tag(w: Word) -> u64 {
 /// A ring cell: `generation · epoch · present · failed`.
 #[inline]
 fn cell(t: Ticket, failed: bool) -> u64 {
-    ((t.generation & GEN_MASK) << 20) | ((t.epoch & EPOCH_MASK) << 2) | 2 | u64::from(failed)
+    (t.0 & !1) << 1 | 2 | u64::from(failed)
 }
 
 impl Slot {
@@ -629,11 +650,7 @@ impl Slot {
         });
         if shared.rate.is_some() && before.phase() == COUNTING {
             let g = shared.generation.load(Ordering::Acquire);
-            let ticket = Ticket {
-                generation: g,
-                epoch: before.epoch(),
-                trial: false,
-            };
+            let ticket = Ticket::new(g, before.epoch(), false);
             return self.end(shared, ticket, End::Failure, true);
         }
         self.transition(shared, before, after)
@@ -668,11 +685,7 @@ impl Slot {
             let w = self.load(shared);
             if w.phase() == COUNTING {
                 let g = shared.generation.load(Ordering::Acquire);
-                let ticket = Ticket {
-                    generation: g,
-                    epoch: w.epoch(),
-                    trial: false,
-                };
+                let ticket = Ticket::new(g, w.epoch(), false);
                 // A closed window took it (or the name just opened: then
                 // the success closes it, below, as the seed's success does).
                 if let Some(t) = self.window_outcome(shared, ticket, false) {
@@ -698,23 +711,23 @@ impl Slot {
         self.transition(shared, before, after)
     }
 
+    /// The closed-name path of [`acquire`](Self::acquire): a ticket if the
+    /// name is closed (two loads, no write, no clock), else `None` and
+    /// nothing was done. Linearizes at the word load.
+    #[inline]
+    pub(crate) fn admit_closed(&self, shared: &Shared) -> Option<Ticket> {
+        let raw = Word(self.word.load(Ordering::Acquire));
+        let g = shared.generation.load(Ordering::Acquire);
+        let w = raw.under(g);
+        (shared.state_of(w) == State::Closed).then(|| Ticket::new(g, w.epoch(), false))
+    }
+
     /// Asks to run a call: a closed ticket on a closed name; on an open one
     /// whose cool-down has elapsed, or a half-open one with room, a trial
     /// ticket; otherwise a refusal.
     pub(crate) fn acquire(&self, shared: &Shared) -> (Result<Ticket, Refusal>, Option<Transition>) {
-        // A closed name: one load, no write, no clock.
-        let raw = Word(self.word.load(Ordering::Acquire));
-        let g = shared.generation.load(Ordering::Acquire);
-        let w = raw.under(g);
-        if shared.state_of(w) == State::Closed {
-            return (
-                Ok(Ticket {
-                    generation: g,
-                    epoch: w.epoch(),
-                    trial: false,
-                }),
-                None,
-            );
+        if let Some(ticket) = self.admit_closed(shared) {
+            return (Ok(ticket), None);
         }
         let Some(cool_down) = shared.cool_down else {
             self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -725,21 +738,13 @@ impl Slot {
         let (before, after) = self.update(shared, |w, g| {
             match shared.state_of(w) {
                 State::Closed => {
-                    outcome = Ok(Ticket {
-                        generation: g,
-                        epoch: w.epoch(),
-                        trial: false,
-                    });
+                    outcome = Ok(Ticket::new(g, w.epoch(), false));
                     None
                 }
                 State::Open => match self.since(w, now) {
                     Some(elapsed) if elapsed >= cool_down => {
                         let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
-                        outcome = Ok(Ticket {
-                            generation: g,
-                            epoch: next.epoch(),
-                            trial: true,
-                        });
+                        outcome = Ok(Ticket::new(g, next.epoch(), true));
                         Some(next)
                     }
                     elapsed => {
@@ -750,22 +755,14 @@ impl Slot {
                 State::HalfOpen => {
                     let (admitted, succeeded, failed) = trials(w.data());
                     if admitted < u64::from(shared.half_open_calls) {
-                        outcome = Ok(Ticket {
-                            generation: g,
-                            epoch: w.epoch(),
-                            trial: true,
-                        });
+                        outcome = Ok(Ticket::new(g, w.epoch(), true));
                         return Some(w.with_data(trials_data(admitted + 1, succeeded, failed)));
                     }
                     match self.since(w, now) {
                         // The round is presumed lost: start a new one.
                         Some(elapsed) if elapsed >= cool_down => {
                             let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
-                            outcome = Ok(Ticket {
-                                generation: g,
-                                epoch: next.epoch(),
-                                trial: true,
-                            });
+                            outcome = Ok(Ticket::new(g, next.epoch(), true));
                             Some(next)
                         }
                         elapsed => {
@@ -830,7 +827,31 @@ impl Slot {
     /// Reports the end of a call admitted with `ticket`: applied only if the
     /// name is still in the phase and epoch the call was admitted in.
     /// `counted`: whether the totals were already counted (by-name calls).
+    #[inline]
     pub(crate) fn end(
+        &self,
+        shared: &Shared,
+        ticket: Ticket,
+        end: End,
+        counted: bool,
+    ) -> Option<Transition> {
+        // The common end of a call on a healthy name: a success of a closed
+        // call where nothing is counted changes nothing, whatever the
+        // epoch. One load; linearizes at it.
+        if end == End::Success && !ticket.trial() && shared.rate.is_none() && !shared.track_totals {
+            let raw = Word(self.word.load(Ordering::Acquire));
+            if raw.phase() == COUNTING && raw.data() == 0 {
+                return None;
+            }
+        }
+        if !ticket.trial() && end == End::Released {
+            return None;
+        }
+        self.end_slow(shared, ticket, end, counted)
+    }
+
+    #[inline(never)]
+    fn end_slow(
         &self,
         shared: &Shared,
         ticket: Ticket,
@@ -844,7 +865,7 @@ impl Slot {
                 End::Released => 0,
             };
         }
-        if ticket.trial {
+        if ticket.trial() {
             return self.end_trial(shared, ticket, end);
         }
         match (end, shared.rate) {
@@ -872,7 +893,7 @@ impl Slot {
     fn end_trial(&self, shared: &Shared, ticket: Ticket, end: End) -> Option<Transition> {
         let k = u64::from(shared.half_open_calls);
         let (before, after) = self.update(shared, |w, g| {
-            if g != ticket.generation || w.phase() != HALF_OPEN || w.epoch() != ticket.epoch {
+            if !ticket.admitted_in(g, w.epoch()) || w.phase() != HALF_OPEN {
                 return None; // a stale trial: its round is over
             }
             let (admitted, succeeded, failed) = trials(w.data());
@@ -991,7 +1012,7 @@ impl Slot {
 /// Whether a closed-phase ticket still applies to the live word `w`.
 #[inline]
 fn admitted_closed(shared: &Shared, w: Word, g: u64, ticket: Ticket) -> bool {
-    g == ticket.generation && w.epoch() == ticket.epoch && shared.state_of(w) == State::Closed
+    ticket.admitted_in(g, w.epoch()) && shared.state_of(w) == State::Closed
 }
 
 /// The word of a name re-opened from half-open: consecutive mode counts
