@@ -312,12 +312,7 @@ pub(super) fn call_on<T, E>(
         armed: true,
     };
     let result = f();
-    let end = match &result {
-        Ok(_) => End::Success,
-        Err(e) if is_failure(e) => End::Failure,
-        Err(_) => End::Success,
-    };
-    guard.end(end);
+    guard.end(super::CallOutcome::of(&result, is_failure).into());
     result.map_err(super::CallError::Failed)
 }
 
@@ -531,20 +526,8 @@ impl Permit {
         is_failure: impl FnOnce(&E) -> bool,
         result: Result<T, E>,
     ) -> Result<T, super::CallError<E>> {
-        match result {
-            Ok(v) => {
-                self.success();
-                Ok(v)
-            }
-            Err(e) => {
-                if is_failure(&e) {
-                    self.failure();
-                } else {
-                    self.success();
-                }
-                Err(super::CallError::Failed(e))
-            }
-        }
+        self.end(super::CallOutcome::of(&result, is_failure).into());
+        result.map_err(super::CallError::Failed)
     }
 }
 

@@ -240,12 +240,7 @@ pub trait Breaker: Send + Sync {
             ticket: Some(ticket),
         };
         let result = f();
-        let outcome = match &result {
-            Ok(_) => CallOutcome::Success,
-            Err(e) if is_failure(e) => CallOutcome::Failure,
-            Err(_) => CallOutcome::Success,
-        };
-        guard.end(outcome);
+        guard.end(CallOutcome::of(&result, is_failure));
         result.map_err(CallError::Failed)
     }
 
@@ -268,12 +263,7 @@ pub trait Breaker: Send + Sync {
                 ticket: Some(ticket),
             };
             let result = f.await;
-            let outcome = match &result {
-                Ok(_) => CallOutcome::Success,
-                Err(e) if is_failure(e) => CallOutcome::Failure,
-                Err(_) => CallOutcome::Success,
-            };
-            guard.end(outcome);
+            guard.end(CallOutcome::of(&result, is_failure));
             result.map_err(CallError::Failed)
         }
     }
@@ -312,6 +302,30 @@ pub enum CallOutcome {
     Failure,
     /// The call was cancelled or panicked: nothing is recorded.
     Released,
+}
+
+impl CallOutcome {
+    /// The outcome of a call that returned `result`: `Ok` is a success, an
+    /// error a failure if `is_failure` says so and a success otherwise (the
+    /// upstream answered).
+    #[inline]
+    pub(crate) fn of<T, E>(result: &Result<T, E>, is_failure: impl FnOnce(&E) -> bool) -> Self {
+        match result {
+            Err(e) if is_failure(e) => CallOutcome::Failure,
+            _ => CallOutcome::Success,
+        }
+    }
+}
+
+impl From<CallOutcome> for End {
+    #[inline]
+    fn from(outcome: CallOutcome) -> Self {
+        match outcome {
+            CallOutcome::Success => End::Success,
+            CallOutcome::Failure => End::Failure,
+            CallOutcome::Released => End::Released,
+        }
+    }
 }
 
 /// Ends a trait-level call as released unless it was ended explicitly.
@@ -1215,19 +1229,8 @@ impl CircuitBreaker {
             armed: true,
         };
         let result = f();
-        let (end, result) = match result {
-            Ok(v) => (End::Success, Ok(v)),
-            Err(e) => (
-                if is_failure(&e) {
-                    End::Failure
-                } else {
-                    End::Success
-                },
-                Err(CallError::Failed(e)),
-            ),
-        };
-        guard.finish(end);
-        result
+        guard.finish(CallOutcome::of(&result, is_failure).into());
+        result.map_err(CallError::Failed)
     }
 
     /// Awaits `f` if `name` admits a call, and records its outcome like
@@ -1501,11 +1504,7 @@ impl Breaker for CircuitBreaker {
         })
     }
     fn end_call(&self, name: &str, ticket: CallTicket, outcome: CallOutcome) {
-        let end = match outcome {
-            CallOutcome::Success => End::Success,
-            CallOutcome::Failure => End::Failure,
-            CallOutcome::Released => End::Released,
-        };
+        let end = End::from(outcome);
         let t = self
             .lookup(name, |slot| {
                 (slot.id() == ticket.slot)

@@ -736,12 +736,20 @@ impl Slot {
         let now = shared.now_micros();
         let mut outcome = Err(Refusal { retry_after: None });
         let (before, after) = self.update(shared, |w, g| {
+            let (admitted, succeeded, failed) = trials(w.data());
             match shared.state_of(w) {
                 State::Closed => {
                     outcome = Ok(Ticket::new(g, w.epoch(), false));
                     None
                 }
-                State::Open => match self.since(w, now) {
+                State::HalfOpen if admitted < u64::from(shared.half_open_calls) => {
+                    outcome = Ok(Ticket::new(g, w.epoch(), true));
+                    Some(w.with_data(trials_data(admitted + 1, succeeded, failed)))
+                }
+                // Open, or half-open with every trial out: once a cool-down
+                // has passed since the phase began, a new trial round starts
+                // (after an opening; or the round out is presumed lost).
+                _ => match self.since(w, now) {
                     Some(elapsed) if elapsed >= cool_down => {
                         let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
                         outcome = Ok(Ticket::new(g, next.epoch(), true));
@@ -752,25 +760,6 @@ impl Slot {
                         None
                     }
                 },
-                State::HalfOpen => {
-                    let (admitted, succeeded, failed) = trials(w.data());
-                    if admitted < u64::from(shared.half_open_calls) {
-                        outcome = Ok(Ticket::new(g, w.epoch(), true));
-                        return Some(w.with_data(trials_data(admitted + 1, succeeded, failed)));
-                    }
-                    match self.since(w, now) {
-                        // The round is presumed lost: start a new one.
-                        Some(elapsed) if elapsed >= cool_down => {
-                            let next = w.next(HALF_OPEN, trials_data(1, 0, 0));
-                            outcome = Ok(Ticket::new(g, next.epoch(), true));
-                            Some(next)
-                        }
-                        elapsed => {
-                            outcome = Err(remaining(cool_down, elapsed));
-                            None
-                        }
-                    }
-                }
             }
         });
         if before != after && after.phase() == HALF_OPEN && before.epoch() != after.epoch() {
