@@ -22,7 +22,7 @@
 //! last-progress time is kept to the millisecond, up to about 397 days
 //! after the start. (An `arc-swap` cell holding a `State` struct has no such
 //! limits, but every arc-swap compare-and-swap walks all threads' debt
-//! slots; it measured 2–4× slower than the mutex baseline.)
+//! slots, which costs more than the mutex it would replace.)
 //!
 //! # Protocols and linearization points
 //!

@@ -11,8 +11,10 @@
 //! change could land in a changeset that was no longer the latest (or no
 //! longer open), and an empty list could raise `IndexError` between the
 //! check and the read. Here every operation is a single linearizable step:
-//! no thread ever waits for another, no entry is lost, duplicated, or
-//! recorded into a changeset after its `seal` returned.
+//! no entry is lost, duplicated, or recorded into a changeset after its
+//! `seal` returned. Recording is lock-free; `start_changeset`, `seal`,
+//! `changes` and `take` also take a shard lock of the id map (a short
+//! critical section with no user code).
 //!
 //! ```
 //! use raceless::changeset::{ChangesetError, ChangesetLog};

@@ -70,8 +70,9 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// The registry and the session are taken as `&Arc` so the guard can
     /// own clones of them and be `'static` (move it into a task or a
     /// response body). Same protocol, linearization points and progress as
-    /// [`StreamRegistry::start`]: lock-free on the slot, one sharded-map
-    /// insert; it never waits on another thread.
+    /// [`StreamRegistry::start`]: lock-free on the slot, plus one insert
+    /// into the sharded registry map (a shard write lock held for the
+    /// insert only, with no user code).
     ///
     /// ```
     /// use raceless::stream::{Pending, Session, StreamRegistry};
