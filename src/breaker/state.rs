@@ -154,8 +154,10 @@
 //!   their interval): their effect is wiped by the reset, as readers see.
 //! - A write whose function decides "no change" writes nothing and
 //!   linearizes at its load, like a read.
-//! - An outcome in rate mode linearizes at step 1; its eviction of an older
-//!   outcome is a separate step (3) of the same operation.
+//! - An outcome in rate mode is added at step 1; its eviction of an older
+//!   outcome is a separate step (3) of the same operation. The counts are
+//!   exact, but the window as a whole is not linearizable while records are
+//!   in flight (it can hold more than `n` outcomes; docs/breaker.md).
 //! - `reset_all` linearizes at its `fetch_add` on the global generation.
 //!
 //! # Orderings
@@ -637,23 +639,46 @@ impl Slot {
                 return t;
             }
         }
-        let (before, after) = self.update(shared, |w, _| match (w.phase(), shared.rate) {
-            (HALF_OPEN, _) => Some(reopen(w, shared)),
-            (OPEN, _) => None,
-            (_, Some(_)) => None, // rate mode: recorded below as an outcome
-            (_, None) => {
-                if w.data() >= u64::from(SATURATED) {
-                    return None; // saturated (and open): nothing changes
-                }
-                Some(w.with_data(w.data() + 1))
-            }
-        });
-        if shared.rate.is_some() && before.phase() == COUNTING {
-            let g = shared.generation.load(Ordering::Acquire);
-            let ticket = Ticket::new(g, before.epoch(), false);
-            return self.end(shared, ticket, End::Failure, true);
+        if shared.rate.is_some() {
+            return self.record_by_name(shared, true);
         }
+        let (before, after) = self.update(shared, |w, _| match w.phase() {
+            HALF_OPEN => Some(reopen(w, shared)),
+            OPEN => None,
+            _ if w.data() >= u64::from(SATURATED) => None, // saturated (and open)
+            _ => Some(w.with_data(w.data() + 1)),
+        });
         self.transition(shared, before, after)
+    }
+
+    /// An outcome recorded by name in rate mode. It applies to the name as
+    /// it is *now*: on a closed name it enters the current window, and if
+    /// that window is gone before step 1 (a reset, an opening, a
+    /// `reset_all`) it is tried again on the new state instead of being
+    /// dropped (a by-name outcome has no admission to be stale against).
+    /// On an open name a failure does nothing and a success closes it; on a
+    /// half-open one a failure re-opens it and a success closes it. Each
+    /// retry follows another thread's change of the word: lock-free.
+    fn record_by_name(&self, shared: &Shared, failed: bool) -> Option<Transition> {
+        loop {
+            let g = shared.generation.load(Ordering::Acquire);
+            let w = self.load(shared);
+            if w.phase() == COUNTING {
+                match self.window_outcome(shared, Ticket::new(g, w.epoch(), false), failed) {
+                    Some(t) => return t,
+                    None => continue, // the window changed under us: again
+                }
+            }
+            let (before, after) = self.update(shared, |w, _| match w.phase() {
+                COUNTING => None, // closed again meanwhile: retried above
+                HALF_OPEN if failed => Some(reopen(w, shared)),
+                _ if failed => None, // open: a failure changes nothing
+                _ => Some(w.next(COUNTING, 0)),
+            });
+            if before.phase() != COUNTING {
+                return self.transition(shared, before, after);
+            }
+        }
     }
 
     /// The `fetch_add` fast path (see the module docs): `None` when it does
@@ -682,16 +707,7 @@ impl Slot {
             self.successes.fetch_add(1, Ordering::Relaxed);
         }
         if shared.rate.is_some() {
-            let w = self.load(shared);
-            if w.phase() == COUNTING {
-                let g = shared.generation.load(Ordering::Acquire);
-                let ticket = Ticket::new(g, w.epoch(), false);
-                // A closed window took it (or the name just opened: then
-                // the success closes it, below, as the seed's success does).
-                if let Some(t) = self.window_outcome(shared, ticket, false) {
-                    return t;
-                }
-            }
+            return self.record_by_name(shared, false);
         }
         self.close(shared)
     }
