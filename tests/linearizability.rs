@@ -134,6 +134,11 @@ linearizability_tests! {
         op: breaker_glue::op,
         apply: raceless_harness::breaker::apply,
         linearizable: {
+            lock_free => || {
+                raceless_harness::breaker::RateModel::builder()
+                    .build()
+                    .unwrap()
+            };
             std_mutex => || {
                 raceless::baseline::MutexBreaker::<raceless::baseline::StdMutex>::from_builder(
                     raceless_harness::breaker::RateModel::builder(),
@@ -143,29 +148,6 @@ linearizability_tests! {
         },
         racy: raceless_harness::breaker::RacyRateBreaker::new,
     }
-}
-
-/// The lock-free breaker's rate mode against the same model. Known to fail
-/// now and then: while records are between their add and their eviction
-/// the window holds more than `n` outcomes, and a concurrent `failures` or
-/// opening decision can see a window no sequential order produces (found
-/// by this check; docs/breaker.md, "Rate mode"). Kept, ignored, until the
-/// window is made linearizable: `cargo test --test linearizability -- --ignored`.
-#[test]
-#[ignore = "known: the rate-mode window is not linearizable under concurrent by-name records"]
-fn breaker_rate_lock_free() {
-    assert_linearizable(
-        "breaker_rate::lock_free",
-        || {
-            raceless_harness::breaker::RateModel::builder()
-                .build()
-                .unwrap()
-        },
-        raceless_harness::breaker::RateModel::new(),
-        raceless_harness::breaker::apply,
-        breaker_glue::op,
-        &Config::default(),
-    );
 }
 
 // ---------------------------------------------------------------------------

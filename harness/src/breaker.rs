@@ -792,6 +792,24 @@ fn failsafe() -> impl failsafe::CircuitBreaker + Send + Sync {
         .build()
 }
 
+/// The rate-mode breaker of the `rate-window` workload, configured like
+/// [`recloser()`]: the last 100 calls, open at a 50% failure rate, 60 s.
+fn rate_builder() -> raceless::breaker::BreakerBuilder {
+    CircuitBreaker::builder()
+        .sliding_window(100)
+        .failure_rate_threshold(50.0)
+        .cool_down(std::time::Duration::from_secs(60))
+}
+fn rate_lock_free() -> CircuitBreaker {
+    rate_builder().build().expect("a valid rate configuration")
+}
+fn rate_std_mutex() -> MutexBreaker<StdMutex> {
+    MutexBreaker::from_builder(rate_builder()).expect("a valid rate configuration")
+}
+fn rate_parking_lot() -> MutexBreaker<ParkingLotMutex> {
+    MutexBreaker::from_builder(rate_builder()).expect("a valid rate configuration")
+}
+
 /// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
     vec![
@@ -848,6 +866,28 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::FAILSAFE, || Box::new(FailsafeCall(failsafe()))),
                 ("lock-free-handle", || {
                     Box::new(HandleCall(lock_free().handle(CALL_PATH_NAME)))
+                }),
+            ],
+        },
+        WorkloadDef {
+            component: "breaker",
+            name: "rate-window",
+            description: "the call path in rate mode (the last 100 calls, 50%): every call \
+                          records its outcome in the window (1 in 64 fails); recloser is \
+                          the same window on a spin-locked ring",
+            impls: vec![
+                (impl_name::LOCK_FREE, || {
+                    Box::new(LockFreeCall(rate_lock_free()))
+                }),
+                (impl_name::STD_MUTEX, || {
+                    Box::new(TraitCall(rate_std_mutex()))
+                }),
+                (impl_name::PARKING_LOT, || {
+                    Box::new(TraitCall(rate_parking_lot()))
+                }),
+                (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
+                ("lock-free-handle", || {
+                    Box::new(HandleCall(rate_lock_free().handle(CALL_PATH_NAME)))
                 }),
             ],
         },

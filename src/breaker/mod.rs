@@ -698,11 +698,11 @@ impl BreakerBuilder {
                 if !(self.rate > 0.0 && self.rate <= 100.0) {
                     return Err(BreakerError::InvalidRate);
                 }
-                Some(RateConfig {
-                    window: n,
-                    minimum_calls: self.minimum_calls.unwrap_or(n).clamp(1, n),
-                    rate_bp: (f64::from(self.rate) * 100.0).round() as u64,
-                })
+                Some(RateConfig::new(
+                    n,
+                    self.minimum_calls.unwrap_or(n).clamp(1, n),
+                    (f64::from(self.rate) * 100.0).round() as u64,
+                ))
             }
         };
         Ok(Config {
@@ -1072,7 +1072,7 @@ impl CircuitBreaker {
     }
 
     /// Rebases every stale word to the current generation, so that no word
-    /// lags 2³⁰ generations behind and wraps back to life. Touches atomics
+    /// lags 2⁸ generations behind and wraps back to life. Touches atomics
     /// only while a shard is read-locked.
     fn sweep(&self) {
         self.names.for_each(|_, slot| slot.rebase(&self.shared));

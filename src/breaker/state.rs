@@ -6,10 +6,10 @@
 //! hot names never share a cache line):
 //!
 //! ```text
-//!  63            48 47   46 45          32 31                               0
-//! +----------------+-------+-------------+----------------------------------+
-//! | generation (16)| phase |  epoch (14) |              data (32)           |
-//! +----------------+-------+-------------+----------------------------------+
+//!  63      56 55   54 53          40 39                                      0
+//! +----------+-------+-------------+-----------------------------------------+
+//! | gen (8)  | phase |  epoch (14) |                 data (40)               |
+//! +----------+-------+-------------+-----------------------------------------+
 //! ```
 //!
 //! - **phase**: `COUNTING` (0), `OPEN` (1, rate mode only) or `HALF_OPEN` (2).
@@ -17,7 +17,7 @@
 //!
 //! | phase       | consecutive mode (default)               | rate mode (`sliding_window(n)`)        |
 //! |-------------|------------------------------------------|----------------------------------------|
-//! | `COUNTING`  | consecutive failures; **open** once ≥ threshold | window: calls (16) · failures (16) |
+//! | `COUNTING`  | consecutive failures; **open** once ≥ threshold | window: seq (24) · full · last · failures (14) |
 //! | `OPEN`      | —                                        | 0 (the window is discarded)            |
 //! | `HALF_OPEN` | trials: admitted (10) · succeeded (10) · failed (10) | same                       |
 //!
@@ -51,7 +51,7 @@
 //!
 //! The breaker holds one global generation counter (a `u64`). `reset_all` is
 //! a single `fetch_add` on it. A word whose generation bits differ from the
-//! low 16 bits of the current global generation is **stale**: it was written
+//! low 8 bits of the current global generation is **stale**: it was written
 //! before the latest `reset_all` and reads as the fresh state (closed, zero
 //! failures). Writers rebase lazily: a CAS loop loads the word, then the
 //! global generation `g`; it interprets the word as live if its generation
@@ -66,10 +66,11 @@
 //! read that generation or a later one. Hence a word's generation is never
 //! ahead of the `g` we load, and a simple inequality means "stale".
 //!
-//! Generation bits wrap after 2¹⁶ `reset_all` calls. So that a word
-//! untouched for that long cannot come back to life, every 2¹⁵-th
+//! Generation bits wrap after 2⁸ `reset_all` calls. So that a word
+//! untouched for that long cannot come back to life, every 2⁷-th
 //! `reset_all` sweeps the names and rebases stale words to the current
-//! generation (a CAS per word that does not change the abstract state).
+//! generation (a CAS per word that does not change the abstract state): an
+//! amortized cost of one word per 128 names and `reset_all`.
 //!
 //! # The `fetch_add` fast path
 //!
@@ -79,39 +80,53 @@
 //! name, and then stamps the opening (below). It is taken when the word,
 //! loaded first, is live, counting and below [`SATURATED`]; each thread has
 //! at most one `fetch_add` in flight admitted below it, so the field stays
-//! below `SATURATED + threads < 2³²` and never carries into the epoch. The
+//! below `SATURATED + threads < 2⁴⁰` and never carries into the epoch. The
 //! value `fetch_add` returns is interpreted at its own generation, like a
 //! late CAS (below).
 //!
 //! # Rate mode: the sliding window
 //!
-//! With `sliding_window(n)` a closed name keeps the number of calls and of
-//! failures among its last `n` outcomes *in the word*, so the outcome that
-//! brings the failure rate to the threshold and the opening are one CAS.
-//! Which outcome leaves the window is decided by a ring of `n` cells beside
-//! the word. Recording an outcome of a call admitted in epoch `e`:
+//! With `sliding_window(n)` a closed name keeps its window *in the word*:
+//! `seq`, the number of outcomes recorded in this window (modulo `M`, the
+//! largest multiple of `n` below 2²⁴); `full`, whether `n` were ever
+//! recorded (then the window holds `n`, else `seq`); the number of
+//! `failures` among them; and `last`, whether the latest outcome (number
+//! `seq - 1`) failed. Outcome `k` lives in cell `k % n` of a ring of `n`
+//! cells beside the word, tagged `(generation, epoch, k)` — except the
+//! latest, which may still be on its way there. Invariant: while the word
+//! reads `seq`, every earlier outcome still in the window is in its cell.
 //!
-//! 1. CAS the word (still counting in epoch `e`, else the outcome is
-//!    ignored): calls + 1, failures + (1 if failed); if the window is not
-//!    over-full (calls ≤ n), `calls ≥ minimum_calls` and
-//!    `failures / calls ≥ rate`, the same CAS opens the name (and discards
-//!    the window). An over-full window is judged at step 3, after the
-//!    eviction, so that one thread alone sees exactly the sequential
-//!    window: append, drop the oldest beyond `n`, judge.
-//! 2. Take a ticket (`fetch_add` on the ring cursor) and `swap` the outcome,
-//!    tagged with `(generation, e)`, into cell `ticket % n`.
-//! 3. If the swapped-out cell holds an outcome of the same `(generation, e)`,
-//!    CAS the word (still counting in `e`): calls − 1, failures − (its
-//!    failure), and check the threshold again.
+//! Recording an outcome of a call admitted in epoch `e` is one CAS loop:
 //!
-//! Every outcome is added once (step 1) and removed at most once (by the one
-//! `swap` that takes it out of its cell), so the window never loses or
-//! double counts an outcome. An outcome is added before it is put in its
-//! cell, and removed only after it was taken out of the cell, so the counts
-//! never go below zero; while `k` records are between steps 1 and 3 the
-//! window momentarily holds up to `n + k` outcomes (16 bits each leave
-//! room). When no record is in flight it holds exactly the outcomes in the
-//! ring: the last `n` tickets.
+//! 1. Load the word; if it is no longer counting in epoch `e`, the outcome
+//!    is ignored.
+//! 2. **Help**: make sure the latest outcome (`seq - 1`, its result from
+//!    `last`) is in its cell (a CAS that replaces only outcome `seq - 1 - n`
+//!    or a cell of another window).
+//! 3. **Evict**: if the window is full, the outcome leaving it is number
+//!    `seq - n`, read from cell `seq % n` (for `n = 1` it is `last`). A cell
+//!    with another tag means the word has moved on: start again.
+//! 4. **Add, evict and judge in one CAS**: `seq + 1`, `last` = this
+//!    outcome, `failures` + this − the evicted one; if the new window
+//!    trips the threshold (at least `minimum_calls` outcomes and the failure
+//!    rate reached) the same CAS opens the name instead (the window is
+//!    discarded). Then put this outcome in its cell, so that the next
+//!    recorder usually finds it there (step 2 is then one load).
+//!
+//! Step 2 keeps the invariant: the word moves from `seq` to `seq + 1` only
+//! after outcome `seq - 1` is in its cell, and that cell is overwritten only
+//! by outcome `seq - 1 + n`, which is put there only once the word reads
+//! `seq + n`. So the CAS of step 4 is the whole operation: the window it
+//! installs is exactly the sequential window (append, drop the oldest
+//! beyond `n`, judge), and a stale load fails the CAS. The loop is
+//! lock-free: a retry follows another thread's successful CAS on the word.
+//!
+//! **Limit (bounded tags).** A helper that sleeps between its load of a
+//! cell and its CAS on it while the same window records `M` (at least 2²³)
+//! outcomes could put an outcome a whole wrap too early. Step 3 detects
+//! the wrong tag on an unchanged word and counts the lost outcome as a
+//! success: the failure count of that window may be one too low. Like the
+//! epoch's wrap, this needs one thread stalled for millions of operations.
 //!
 //! # Half-open
 //!
@@ -154,10 +169,8 @@
 //!   their interval): their effect is wiped by the reset, as readers see.
 //! - A write whose function decides "no change" writes nothing and
 //!   linearizes at its load, like a read.
-//! - An outcome in rate mode is added at step 1; its eviction of an older
-//!   outcome is a separate step (3) of the same operation. The counts are
-//!   exact, but the window as a whole is not linearizable while records are
-//!   in flight (it can hold more than `n` outcomes; docs/breaker.md).
+//! - An outcome in rate mode linearizes at its CAS of step 4 (add, evict,
+//!   judge); helping (step 2) changes no abstract state.
 //! - `reset_all` linearizes at its `fetch_add` on the global generation.
 //!
 //! # Orderings
@@ -166,10 +179,11 @@
 //!   Release/Acquire carries the generation the writer read, which the
 //!   coherence argument above needs.
 //! - Global generation: `fetch_add` `AcqRel`, loads `Acquire`.
-//! - Ring cells: `swap` `AcqRel`, so that the remover of an outcome
-//!   (step 3) happens after its adder's step 1, which precedes the adder's
-//!   own swap; the cursor `fetch_add` is `Relaxed` (it only spreads
-//!   outcomes over cells; the swap decides who removes what).
+//! - Ring cells: loads `Acquire`, CAS `AcqRel`. A cell is put (step 2)
+//!   before the word CAS that moves `seq` past it (`AcqRel`, so the put
+//!   happens-before every later load of that word, through the word's chain
+//!   of read-modify-writes); an evictor that loads the word `Acquire` and
+//!   then the cell therefore reads the put outcome or a later one.
 //! - Stamps: `Relaxed` loads and CAS. A stamp is one word that names its
 //!   own epoch, so a reader needs no ordering with the word to tell whether
 //!   it belongs to the phase it saw; a stale stamp is never used.
@@ -208,22 +222,23 @@ pub enum State {
     HalfOpen,
 }
 
-const DATA_MASK: u64 = u32::MAX as u64;
-const EPOCH_SHIFT: u32 = 32;
+const DATA_BITS: u32 = 40;
+const DATA_MASK: u64 = (1 << DATA_BITS) - 1;
+const EPOCH_SHIFT: u32 = DATA_BITS;
 const EPOCH_BITS: u32 = 14;
 const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
-const PHASE_SHIFT: u32 = 46;
+const PHASE_SHIFT: u32 = EPOCH_SHIFT + EPOCH_BITS;
 const PHASE_MASK: u64 = 3;
-const GEN_SHIFT: u32 = 48;
-/// The generation bits a word keeps (16).
+const GEN_SHIFT: u32 = PHASE_SHIFT + 2;
+/// The generation bits a word keeps (8).
 pub(crate) const GEN_MASK: u64 = (1 << (64 - GEN_SHIFT)) - 1;
 /// Every `SWEEP_EVERY`-th `reset_all` rebases stale words (half the wrap).
-pub(crate) const SWEEP_EVERY: u64 = 1 << 15;
-/// The consecutive-failure count saturates here (2³¹ − 1); the 32-bit field
+pub(crate) const SWEEP_EVERY: u64 = 1 << (64 - GEN_SHIFT - 1);
+/// The consecutive-failure count saturates here (2³¹ − 1); the field
 /// above it is headroom for `fetch_add`s in flight.
 pub(crate) const SATURATED: u32 = (1 << 31) - 1;
-/// The largest `sliding_window` (the window's counts are 16-bit fields
-/// with room for records in flight).
+/// The largest `sliding_window` (the window's failure count is a 14-bit
+/// field).
 pub(crate) const MAX_WINDOW: u32 = 10_000;
 /// The largest `half_open_calls` (10-bit trial counters).
 pub(crate) const MAX_HALF_OPEN_CALLS: u32 = 1_000;
@@ -308,15 +323,52 @@ impl Word {
     }
 }
 
-/// A rate-mode window's two counts.
-#[inline]
-fn window(data: u64) -> (u64, u64) {
-    (data >> 16, data & 0xffff)
+/// A rate-mode window (see "Rate mode"): `seq (24) · full · last · failures (14)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Window {
+    /// Outcomes recorded in this window, modulo [`RateConfig::seq_modulus`].
+    seq: u64,
+    /// Whether `n` outcomes were ever recorded (the window holds `n`).
+    full: bool,
+    /// Whether the latest outcome (number `seq - 1`) failed: it may not be
+    /// in the ring yet.
+    last_failed: bool,
+    /// Failures among the outcomes in the window.
+    failures: u64,
 }
-#[inline]
-fn window_data(calls: u64, failures: u64) -> u64 {
-    (calls << 16) | failures
+
+const WINDOW_FAILURE_BITS: u32 = 14;
+const WINDOW_SEQ_SHIFT: u32 = WINDOW_FAILURE_BITS + 2;
+const WINDOW_SEQ_BITS: u32 = DATA_BITS - WINDOW_SEQ_SHIFT;
+
+impl Window {
+    #[inline]
+    fn of(data: u64) -> Self {
+        Window {
+            seq: data >> WINDOW_SEQ_SHIFT,
+            full: data >> (WINDOW_FAILURE_BITS + 1) & 1 != 0,
+            last_failed: data >> WINDOW_FAILURE_BITS & 1 != 0,
+            failures: data & ((1 << WINDOW_FAILURE_BITS) - 1),
+        }
+    }
+    #[inline]
+    fn data(self) -> u64 {
+        self.seq << WINDOW_SEQ_SHIFT
+            | u64::from(self.full) << (WINDOW_FAILURE_BITS + 1)
+            | u64::from(self.last_failed) << WINDOW_FAILURE_BITS
+            | self.failures
+    }
+    /// The number of outcomes in the window.
+    #[inline]
+    fn calls(self, n: u64) -> u64 {
+        if self.full {
+            n
+        } else {
+            self.seq
+        }
+    }
 }
+
 /// A half-open round's three counters.
 #[inline]
 fn trials(data: u64) -> (u64, u64, u64) {
@@ -335,12 +387,57 @@ fn trials_data(admitted: u64, succeeded: u64, failed: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateConfig {
     pub(crate) window: u32,
+    /// Outcome numbers wrap here: the largest multiple of `window` that
+    /// fits the word's 24-bit sequence field.
+    pub(crate) seq_modulus: u64,
+    /// `⌈2⁴⁰ / window⌉`: `k % window` without a division (see `cell_of`).
+    reciprocal: u64,
     pub(crate) minimum_calls: u32,
     /// The failure-rate threshold in basis points (1/100 of a percent).
     pub(crate) rate_bp: u64,
 }
 
 impl RateConfig {
+    pub(crate) fn new(window: u32, minimum_calls: u32, rate_bp: u64) -> Self {
+        let n = u64::from(window);
+        RateConfig {
+            window,
+            seq_modulus: (1 << WINDOW_SEQ_BITS) / n * n,
+            reciprocal: (1u64 << 40).div_ceil(n),
+            minimum_calls,
+            rate_bp,
+        }
+    }
+
+    /// The ring cell of outcome number `k` (`k % window`). A multiply and
+    /// a shift: with `k < 2²⁴` and `window < 2¹⁴`, `⌈2⁴⁰ / window⌉` is
+    /// exact (its error times `k` stays below 2⁴⁰).
+    #[inline]
+    fn cell_of(&self, k: u64) -> usize {
+        let n = u64::from(self.window);
+        (k - ((k * self.reciprocal) >> 40) * n) as usize
+    }
+
+    /// Outcome number `k + 1`, wrapped.
+    #[inline]
+    fn after(&self, k: u64) -> u64 {
+        if k + 1 == self.seq_modulus {
+            0
+        } else {
+            k + 1
+        }
+    }
+
+    /// Outcome number `k - d` (`d <= window`), wrapped.
+    #[inline]
+    fn before(&self, k: u64, d: u64) -> u64 {
+        if k >= d {
+            k - d
+        } else {
+            k + self.seq_modulus - d
+        }
+    }
+
     /// Whether `failed` of a round's `trials` trip the threshold (a trial
     /// round is judged whole, whatever `minimum_calls`).
     #[inline]
@@ -432,6 +529,10 @@ impl Ticket {
     pub(crate) fn trial(self) -> bool {
         self.0 & 1 != 0
     }
+    #[inline]
+    fn epoch(self) -> u64 {
+        (self.0 >> 1) & EPOCH_MASK
+    }
     /// Whether it was admitted under global generation `g` and epoch
     /// `epoch` (compared on the bits it keeps).
     #[inline]
@@ -466,9 +567,8 @@ pub(crate) struct Slot {
     rejected: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
-    /// Rate mode: the ring of the window's outcomes and its cursor.
+    /// Rate mode: the ring of the window's outcomes (see "Rate mode").
     ring: Box<[AtomicU64]>,
-    cursor: AtomicU64,
     /// Set once the name was removed from its breaker: lookups that still
     /// find this slot in a cache treat it as absent.
     removed: AtomicBool,
@@ -496,10 +596,12 @@ fn stamp_tag(w: Word) -> u64 {
     ((w.generation() & 0xff) << EPOCH_BITS) | w.epoch()
 }
 
-/// A ring cell: `generation · epoch · present · failed`.
+/// A ring cell: `generation (8) · epoch (14) · outcome number (24) ·
+/// present · failed`, the outcome number `seq` of the window of `ticket`.
 #[inline]
-fn cell(t: Ticket, failed: bool) -> u64 {
-    (t.0 & !1) << 1 | 2 | u64::from(failed)
+fn cell(ticket: Ticket, seq: u64, failed: bool) -> u64 {
+    let window = ((ticket.0 >> 16) & 0xff) << EPOCH_BITS | ticket.epoch();
+    window << (WINDOW_SEQ_BITS + 2) | seq << 2 | 2 | u64::from(failed)
 }
 
 impl Slot {
@@ -520,7 +622,6 @@ impl Slot {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ring,
-            cursor: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             id: next_slot_id(),
             name,
@@ -576,7 +677,7 @@ impl Slot {
             (HALF_OPEN, Some(_)) => trials(w.data()).2 as u32,
             (OPEN, _) => 0,
             (_, None) => w.count(),
-            (_, Some(_)) => window(w.data()).1 as u32,
+            (_, Some(_)) => Window::of(w.data()).failures as u32,
         }
     }
 
@@ -935,49 +1036,97 @@ impl Slot {
         failed: bool,
     ) -> Option<Option<Transition>> {
         let rate = shared.rate?;
-        let mut ignored = false;
-        // Step 1: add (and maybe open).
-        let (before, after) = self.update(shared, |w, g| {
-            ignored = !admitted_closed(shared, w, g, ticket);
-            if ignored {
-                return None;
-            }
-            let (calls, failures) = window(w.data());
-            let (calls, failures) = (calls + 1, failures + u64::from(failed));
-            // Over-full (its eviction is still to come): judged at step 3.
-            let judged = calls <= u64::from(rate.window);
-            Some(if judged && rate.trips(calls, failures) {
-                w.with(OPEN, w.epoch(), 0)
-            } else {
-                w.with_data(window_data(calls, failures))
-            })
-        });
-        if ignored {
-            return None;
-        }
-        if after.phase() == OPEN {
-            return Some(self.transition(shared, before, after));
-        }
-        // Step 2: into the ring.
-        let at = self.cursor.fetch_add(1, Ordering::Relaxed) % u64::from(rate.window);
-        let old = self.ring[at as usize].swap(cell(ticket, failed), Ordering::AcqRel);
-        if old & !1 != cell(ticket, false) & !1 {
-            return Some(None); // an empty cell, or an outcome of another epoch
-        }
-        // Step 3: remove the outcome it replaced.
-        let (before, after) = self.update(shared, |w, g| {
+        let n = u64::from(rate.window);
+        let mut raw = self.word.load(Ordering::Acquire);
+        loop {
+            let g = shared.generation.load(Ordering::Acquire);
+            let w = Word(raw).under(g);
             if !admitted_closed(shared, w, g, ticket) {
-                return None;
+                return None; // the window the call was admitted in is gone
             }
-            let (calls, failures) = window(w.data());
-            let (calls, failures) = (calls - 1, failures - (old & 1));
-            Some(if rate.trips(calls, failures) {
+            let before = Window::of(w.data());
+            // 1. The latest outcome into its cell (helping its recorder).
+            if before.seq > 0 || before.full {
+                self.put(
+                    &rate,
+                    ticket,
+                    rate.before(before.seq, 1),
+                    before.last_failed,
+                );
+            }
+            // 2. The outcome that leaves the window, if it is full.
+            let evicted = if !before.full {
+                0
+            } else if n == 1 {
+                u64::from(before.last_failed)
+            } else {
+                let expected = cell(ticket, rate.before(before.seq, n), false);
+                let found = self.ring[rate.cell_of(before.seq)].load(Ordering::Acquire);
+                if found & !1 == expected {
+                    found & 1
+                } else {
+                    let now = self.word.load(Ordering::Acquire);
+                    if now != raw {
+                        raw = now; // the word moved on since we loaded it
+                        continue;
+                    }
+                    // The cell was clobbered by a helper that slept through
+                    // a wrap of the outcome numbers (see "Rate mode"): the
+                    // outcome's result is lost; it leaves as a success.
+                    0
+                }
+            };
+            let seq = rate.after(before.seq);
+            let after = Window {
+                seq,
+                full: before.full || before.seq + 1 == n,
+                last_failed: failed,
+                failures: (before.failures + u64::from(failed)).saturating_sub(evicted),
+            };
+            // 3. Add, evict and judge in one CAS.
+            let new = if rate.trips(after.calls(n), after.failures) {
                 w.with(OPEN, w.epoch(), 0)
             } else {
-                w.with_data(window_data(calls, failures))
-            })
-        });
-        Some(self.transition(shared, before, after))
+                w.with_data(after.data())
+            };
+            match self
+                .word
+                .compare_exchange_weak(raw, new.0, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if new.phase() == COUNTING {
+                        // Our own outcome into its cell, so that the next
+                        // recorder finds it there.
+                        self.put(&rate, ticket, before.seq, failed);
+                    }
+                    return Some(self.transition(shared, w, new));
+                }
+                Err(actual) => raw = actual,
+            }
+        }
+    }
+
+    /// Makes cell `seq % n` hold outcome `seq` of the ticket's window,
+    /// unless it already does or has moved past it (then the word has moved
+    /// on too, and the caller's CAS fails). Only the outcome `n` numbers
+    /// earlier, or a cell of another window, is replaced.
+    #[inline]
+    fn put(&self, rate: &RateConfig, ticket: Ticket, seq: u64, failed: bool) {
+        let target = cell(ticket, seq, failed);
+        let previous = cell(ticket, rate.before(seq, u64::from(rate.window)), false);
+        let same_window = !((1 << (WINDOW_SEQ_BITS + 2)) - 1);
+        let at = &self.ring[rate.cell_of(seq)];
+        let mut found = at.load(Ordering::Acquire);
+        loop {
+            let live = found & 2 != 0 && found & same_window == target & same_window;
+            if found == target || (live && found & !1 != previous) {
+                return;
+            }
+            match at.compare_exchange(found, target, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => found = actual,
+            }
+        }
     }
 
     /// Resolves a state change into a report, counts and stamps openings.
@@ -1048,10 +1197,16 @@ mod tests {
         let w = Word::fresh(5).with(HALF_OPEN, 9, trials_data(3, 2, 1));
         assert_eq!((w.phase(), w.epoch(), w.generation()), (HALF_OPEN, 9, 5));
         assert_eq!(trials(w.data()), (3, 2, 1));
-        let w = w.next(COUNTING, window_data(7, 4));
+        let window = Window {
+            seq: (1 << WINDOW_SEQ_BITS) - 1,
+            full: true,
+            last_failed: true,
+            failures: MAX_WINDOW.into(),
+        };
+        let w = w.next(COUNTING, window.data());
         assert_eq!(
-            (w.phase(), w.epoch(), window(w.data())),
-            (COUNTING, 10, (7, 4))
+            (w.phase(), w.epoch(), Window::of(w.data())),
+            (COUNTING, 10, window)
         );
         // The epoch wraps inside its field.
         assert_eq!(Word::fresh(1).with(COUNTING, EPOCH_MASK + 3, 0).epoch(), 2);
@@ -1074,6 +1229,20 @@ mod tests {
             track_totals: false,
             generation: CachePadded::new(AtomicU64::new(0)),
             listeners: Listeners::new(),
+        }
+    }
+
+    #[test]
+    fn cell_of_is_the_remainder() {
+        for n in [1, 2, 3, 7, 100, 127, 1000, 4097, 9999, MAX_WINDOW] {
+            let rate = RateConfig::new(n, n, 5000);
+            let m = rate.seq_modulus;
+            let step = if cfg!(miri) { 9_973 } else { 97 };
+            for k in (0..m).step_by(step).chain([m - 1, m - 2, u64::from(n) - 1]) {
+                assert_eq!(rate.cell_of(k) as u64, k % u64::from(n), "{k} % {n}");
+            }
+            assert_eq!(rate.after(m - 1), 0);
+            assert_eq!(rate.before(0, u64::from(n)), m - u64::from(n));
         }
     }
 
