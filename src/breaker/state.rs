@@ -1055,6 +1055,8 @@ impl Slot {
                 );
             }
             // 2. The outcome that leaves the window, if it is full.
+            // `Some(cell)`: what our own outcome's cell holds (the evicted).
+            let mut ours = None;
             let evicted = if !before.full {
                 0
             } else if n == 1 {
@@ -1063,6 +1065,7 @@ impl Slot {
                 let expected = cell(ticket, rate.before(before.seq, n), false);
                 let found = self.ring[rate.cell_of(before.seq)].load(Ordering::Acquire);
                 if found & !1 == expected {
+                    ours = Some(found);
                     found & 1
                 } else {
                     let now = self.word.load(Ordering::Acquire);
@@ -1094,10 +1097,22 @@ impl Slot {
                 .compare_exchange_weak(raw, new.0, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    if new.phase() == COUNTING {
-                        // Our own outcome into its cell, so that the next
-                        // recorder finds it there.
-                        self.put(&rate, ticket, before.seq, failed);
+                    // Our own outcome into its cell, so that the next
+                    // recorder finds it there. The cell held the evicted
+                    // outcome (if we read it): replace exactly that; a
+                    // failed CAS means a helper was first.
+                    match ours {
+                        _ if new.phase() != COUNTING => {}
+                        Some(found) => {
+                            let target = cell(ticket, before.seq, failed);
+                            let _ = self.ring[rate.cell_of(before.seq)].compare_exchange(
+                                found,
+                                target,
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            );
+                        }
+                        None => self.put(&rate, ticket, before.seq, failed),
                     }
                     return Some(self.transition(shared, w, new));
                 }
