@@ -326,3 +326,39 @@ fn two_recorders_at_the_windows_edge() {
         assert_eq!(h.times_opened(), 1);
     });
 }
+
+/// Rate mode, window of 2 holding two successes, 100 %: a failure ends on
+/// the main thread while another thread reads the failure count and then
+/// ends two successes. If the read saw the failure, it was recorded first, so
+/// the second success evicts it — an outcome another thread recorded and
+/// may not have put in its ring cell yet (the evictor helps it there
+/// first): the window ends empty of failures. Fails (reads 1) when the
+/// help step is left out.
+#[test]
+fn evicting_an_outcome_still_on_its_way_to_the_ring() {
+    loom::model(|| {
+        let b = CircuitBreaker::builder()
+            .sliding_window(2)
+            .failure_rate_threshold(100.0)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        let h = b.handle("x");
+        h.record_success();
+        h.record_success();
+        let [a, s1, s2] = [(); 3].map(|()| h.try_acquire().unwrap());
+        let h2 = h.clone();
+        let reader = thread::spawn(move || {
+            let seen_first = h2.failures();
+            s1.success();
+            s2.success();
+            seen_first
+        });
+        a.failure();
+        let seen_first = reader.join().unwrap();
+        assert_eq!(h.state(), State::Closed, "never two failures in a row");
+        if seen_first == 1 {
+            assert_eq!(h.failures(), 0, "the failure left the window");
+        }
+    });
+}
