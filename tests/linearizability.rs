@@ -120,6 +120,9 @@ linearizability_tests! {
                 )
                 .unwrap()
             };
+            sharded_mutex => || {
+                raceless::baseline::ShardedBreaker::new(breaker_glue::THRESHOLD).unwrap()
+            };
         },
         racy: || raceless_harness::breaker::RacyBreaker::new(breaker_glue::THRESHOLD),
     }
@@ -136,6 +139,12 @@ linearizability_tests! {
         linearizable: {
             std_mutex => || {
                 raceless::baseline::MutexBreaker::<raceless::baseline::StdMutex>::from_builder(
+                    raceless_harness::breaker::RateModel::builder(),
+                )
+                .unwrap()
+            };
+            sharded_mutex => || {
+                raceless::baseline::ShardedBreaker::from_builder(
                     raceless_harness::breaker::RateModel::builder(),
                 )
                 .unwrap()
@@ -249,6 +258,7 @@ linearizability_tests! {
             parking_lot => arcs_glue::make::<
                 raceless::baseline::MutexArcEngine<_, _, raceless::baseline::ParkingLotMutex>,
             >;
+            sharded_mutex => arcs_glue::make::<raceless::baseline::ShardedArcEngine<_, _>>;
         },
         racy: arcs_glue::make::<raceless_harness::arcs::RacyArcEngine<_, _>>,
     }
@@ -786,6 +796,7 @@ linearizability_tests! {
             parking_lot => {
                 stream_glue::make::<raceless::baseline::MutexStreams<u64, raceless::baseline::ParkingLotMutex>>
             };
+            sharded_mutex => stream_glue::make::<raceless::baseline::ShardedStreams<u64>>;
         },
         racy: stream_glue::make::<raceless_harness::stream::RacyStreams<u64>>,
     }
