@@ -827,6 +827,7 @@ suite! {
     lock_free => ArcEngine<Agent, TestKind>;
     std_mutex => raceless::baseline::MutexArcEngine<Agent, TestKind>;
     parking_lot => raceless::baseline::MutexArcEngine<Agent, TestKind, raceless::baseline::ParkingLotMutex>;
+    sharded_mutex => raceless::baseline::ShardedArcEngine<Agent, TestKind>;
 }
 
 fn agent() -> impl Strategy<Value = Agent> {
@@ -930,7 +931,8 @@ fn workloads_run() {
         .into_iter()
         .chain(raceless_harness::arcs::async_workloads());
     for def in defs {
-        assert_eq!(def.impls.len(), 3);
+        // lock-free, std-mutex, parking-lot, sharded-mutex
+        assert_eq!(def.impls.len(), 4);
         for (_, make) in &def.impls {
             let w = make();
             run_concurrently(2, |t| w.run(t, 2, 400));

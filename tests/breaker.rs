@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use raceless::baseline::{MutexBreaker, ParkingLotMutex, StdMutex};
+use raceless::baseline::{MutexBreaker, ParkingLotMutex, ShardedBreaker, StdMutex};
 use raceless::breaker::{
     Breaker, BreakerError, BreakerEvent, CallOutcome, CircuitBreaker, Outcome,
     ParallelStrategyExecutor, State,
@@ -100,6 +100,7 @@ trait_tests! {
     lock_free => CircuitBreaker::new;
     std_mutex => MutexBreaker::<StdMutex>::new;
     parking_lot => MutexBreaker::<ParkingLotMutex>::new;
+    sharded_mutex => ShardedBreaker::new;
 }
 
 fn seed_semantics_on(b: &dyn Breaker) {
@@ -736,6 +737,7 @@ fn executor_counts_exactly_on_every_implementation() {
     executor_counts_exactly(CircuitBreaker::new(u32::MAX).unwrap());
     executor_counts_exactly(MutexBreaker::<StdMutex>::new(u32::MAX).unwrap());
     executor_counts_exactly(MutexBreaker::<ParkingLotMutex>::new(u32::MAX).unwrap());
+    executor_counts_exactly(ShardedBreaker::new(u32::MAX).unwrap());
 }
 
 #[test]
@@ -746,6 +748,7 @@ fn all_types_are_send_and_sync() {
     send_sync::<raceless::breaker::Permit>();
     send_sync::<MutexBreaker<StdMutex>>();
     send_sync::<MutexBreaker<ParkingLotMutex>>();
+    send_sync::<ShardedBreaker>();
     send_sync::<ParallelStrategyExecutor>();
     send_sync::<BreakerEvent>();
 }

@@ -37,6 +37,18 @@ impl<M: MutexKind> Workload for MutexCounter<M> {
     }
 }
 
+/// The floor of the demo: each thread counts on its own (nothing shared).
+struct Unshared;
+
+impl Workload for Unshared {
+    fn run(&self, _thread: usize, _threads: usize, ops: u64) {
+        let mut n = 0u64;
+        for _ in 0..ops {
+            n = std::hint::black_box(n + 1);
+        }
+    }
+}
+
 fn demo_workloads() -> Vec<WorkloadDef> {
     vec![WorkloadDef {
         component: "demo",
@@ -52,6 +64,7 @@ fn demo_workloads() -> Vec<WorkloadDef> {
             (impl_name::PARKING_LOT, || {
                 Box::new(MutexCounter::<ParkingLotMutex>(Lock::new(0)))
             }),
+            ("unshared-floor", || Box::new(Unshared)),
         ],
     }]
 }
@@ -160,16 +173,48 @@ fn demo_quick_run_writes_reports_and_shows_the_race() {
     let results = check_files(dir.path(), "demo");
     assert_eq!(outcome.results.components[0].workloads.len(), 1);
 
+    assert_eq!(results.format, compare::results::FORMAT);
+    assert_eq!(results.format, "raceless-compare/2");
     let wl = &results.components[0].workloads[0];
-    assert_eq!(wl.cells.len(), 3 * 2);
+    assert_eq!(wl.cells.len(), 4 * 2);
     for cell in &wl.cells {
         assert_eq!(cell.samples.len(), 2);
         assert!(cell.median > 0.0 && cell.min <= cell.median && cell.median <= cell.max);
+    }
+    // Paired ratios: the lock-free row against each other row, one per
+    // round, at every thread count, equal to the samples' quotients.
+    assert_eq!(wl.ratios.len(), 3 * 2);
+    for r in &wl.ratios {
+        assert_eq!(r.ratios.len(), 2, "{r:?}");
+        let lf = wl.cell("lock-free", r.threads).unwrap();
+        let other = wl.cell(&r.against, r.threads).unwrap();
+        for (k, ratio) in r.ratios.iter().enumerate() {
+            assert!((ratio - lf.samples[k] / other.samples[k]).abs() < 1e-9 * ratio);
+        }
+        assert!(r.min <= r.median && r.median <= r.max);
+    }
+    for t in [1, 2] {
+        let best = wl.vs_best_peer(t).expect("a best peer");
+        assert!(["std-mutex", "parking-lot"].contains(&best.against.as_str()));
+        assert_eq!(wl.vs_floor(t).expect("a floor").against, "unshared-floor");
     }
     assert_racy_loses_lock_free_does_not(&results);
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("lock-free / std-mutex"));
     assert!(report.contains("geometric mean"));
+    assert!(report.contains("paired ratios"));
+    assert!(
+        report.contains("vs best peer @1") && report.contains("vs floor @2"),
+        "{report}"
+    );
+    let header = report
+        .lines()
+        .find(|l| l.starts_with("| threads"))
+        .expect("a workload table");
+    assert!(
+        header.contains("vs best peer") && header.contains("vs floor"),
+        "{header}"
+    );
     assert!(report.contains("lost increments"));
 
     // A second run against the first: every cell compared.
@@ -180,7 +225,7 @@ fn demo_quick_run_writes_reports_and_shows_the_race() {
     let options = Options::parse_from(&components, args).unwrap();
     let outcome = compare::run(&components, &options).unwrap();
     let cmp = outcome.results.baseline.expect("baseline comparison");
-    assert_eq!(cmp.changes.len(), 6);
+    assert_eq!(cmp.changes.len(), 8);
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(report.contains("Change against the baseline"));
 }
@@ -243,6 +288,24 @@ fn bad_options_fail_with_a_message() {
     let options = Options::parse_from(&components, args).unwrap();
     let err = compare::run(&components, &options).err().expect("an error");
     assert!(err.to_string().contains("not a results.json"), "{err}");
+    assert!(!dir.path().join("results.json").exists());
+
+    // A results file of the format before interleaving: refused, saying so.
+    let old = dir.path().join("old.json");
+    std::fs::write(
+        &old,
+        "{\"format\": \"raceless-compare/1\", \"components\": []}",
+    )
+    .unwrap();
+    let mut args = quick_args("demo", dir.path());
+    args.extend(["--baseline".to_string(), old.display().to_string()]);
+    let options = Options::parse_from(&components, args).unwrap();
+    let err = compare::run(&components, &options).err().expect("an error");
+    let err = err.to_string();
+    assert!(
+        err.contains("raceless-compare/1") && err.contains("older version"),
+        "{err}"
+    );
     assert!(!dir.path().join("results.json").exists());
 }
 

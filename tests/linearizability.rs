@@ -120,6 +120,9 @@ linearizability_tests! {
                 )
                 .unwrap()
             };
+            sharded_mutex => || {
+                raceless::baseline::ShardedBreaker::new(breaker_glue::THRESHOLD).unwrap()
+            };
         },
         racy: || raceless_harness::breaker::RacyBreaker::new(breaker_glue::THRESHOLD),
     }
@@ -141,6 +144,12 @@ linearizability_tests! {
             };
             std_mutex => || {
                 raceless::baseline::MutexBreaker::<raceless::baseline::StdMutex>::from_builder(
+                    raceless_harness::breaker::RateModel::builder(),
+                )
+                .unwrap()
+            };
+            sharded_mutex => || {
+                raceless::baseline::ShardedBreaker::from_builder(
                     raceless_harness::breaker::RateModel::builder(),
                 )
                 .unwrap()
@@ -231,6 +240,7 @@ linearizability_tests! {
             parking_lot => arcs_glue::make::<
                 raceless::baseline::MutexArcEngine<_, _, raceless::baseline::ParkingLotMutex>,
             >;
+            sharded_mutex => arcs_glue::make::<raceless::baseline::ShardedArcEngine<_, _>>;
         },
         racy: arcs_glue::make::<raceless_harness::arcs::RacyArcEngine<_, _>>,
     }
@@ -768,6 +778,7 @@ linearizability_tests! {
             parking_lot => {
                 stream_glue::make::<raceless::baseline::MutexStreams<u64, raceless::baseline::ParkingLotMutex>>
             };
+            sharded_mutex => stream_glue::make::<raceless::baseline::ShardedStreams<u64>>;
         },
         racy: stream_glue::make::<raceless_harness::stream::RacyStreams<u64>>,
     }

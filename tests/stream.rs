@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier, Mutex};
 
 use proptest::prelude::*;
-use raceless::baseline::{MutexStreams, ParkingLotMutex};
+use raceless::baseline::{MutexStreams, ParkingLotMutex, ShardedStreams};
 use raceless::clock::{Clock, ManualClock};
 use raceless::stream::{
     Busy, Pending, Saved, Session, SessionSnapshot, SessionStore, StoreError, StreamOptions,
@@ -300,6 +300,7 @@ suite! {
     lock_free: StreamRegistry<u64>,
     std_mutex: MutexStreams<u64>,
     parking_lot: MutexStreams<u64, ParkingLotMutex>,
+    sharded_mutex: ShardedStreams<u64>,
 }
 
 /// The check can fail: the seed's cleanup (check, then write `None`)
@@ -651,6 +652,7 @@ mod guard {
         lock_free: StreamRegistry<u64>,
         std_mutex: MutexStreams<u64>,
         parking_lot: MutexStreams<u64, ParkingLotMutex>,
+        sharded_mutex: ShardedStreams<u64>,
     }
 
     #[test]

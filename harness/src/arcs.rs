@@ -13,7 +13,7 @@ use raceless::arcs::{
     ArcEngine, ArcEngineBuilder, ArcError, ArcEvent, ArcKind, ArcPhase, ArcRegistry, ArcSnapshot,
     Claim, ClaimTarget, Claimed, EndReason, ProcessReport, Start,
 };
-use raceless::baseline::{MutexArcEngine, ParkingLotMutex};
+use raceless::baseline::{MutexArcEngine, ParkingLotMutex, ShardedArcEngine};
 use raceless::clock::{Clock, ManualClock};
 use raceless::ListenerId;
 
@@ -696,6 +696,10 @@ pub fn async_workloads() -> Vec<WorkloadDef> {
                 impl_name::PARKING_LOT,
                 make_claim_cycle::<MutexArcEngine<Agent, TestKind, ParkingLotMutex>>,
             ),
+            (
+                impl_name::SHARDED_MUTEX,
+                make_claim_cycle::<ShardedArcEngine<Agent, TestKind>>,
+            ),
         ],
     }]
 }
@@ -736,6 +740,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::PARKING_LOT, || {
                     make(Cycle::<MutexArcEngine<Agent, TestKind, ParkingLotMutex>>)
                 }),
+                (impl_name::SHARDED_MUTEX, || {
+                    make(Cycle::<ShardedArcEngine<Agent, TestKind>>)
+                }),
             ],
         },
         WorkloadDef {
@@ -747,6 +754,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::STD_MUTEX, || make(HotPair::<MutexArcEngine<Agent, TestKind>>)),
                 (impl_name::PARKING_LOT, || {
                     make(HotPair::<MutexArcEngine<Agent, TestKind, ParkingLotMutex>>)
+                }),
+                (impl_name::SHARDED_MUTEX, || {
+                    make(HotPair::<ShardedArcEngine<Agent, TestKind>>)
                 }),
             ],
         },

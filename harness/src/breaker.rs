@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::yield_now;
 
-use raceless::baseline::{MutexBreaker, ParkingLotMutex, StdMutex};
+use raceless::baseline::{MutexBreaker, ParkingLotMutex, ShardedBreaker, StdMutex};
 use raceless::breaker::{Breaker, BreakerHandle, CircuitBreaker};
 
 use crate::model::SequentialSpec;
@@ -684,6 +684,9 @@ fn std_mutex() -> MutexBreaker<StdMutex> {
 fn parking_lot() -> MutexBreaker<ParkingLotMutex> {
     MutexBreaker::new(3).expect("3 is a valid threshold")
 }
+fn sharded_mutex() -> ShardedBreaker {
+    ShardedBreaker::new(3).expect("3 is a valid threshold")
+}
 
 // The call path: what every guarded call pays, against real peers.
 
@@ -823,6 +826,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::PARKING_LOT, || {
                     Box::new(Mixed::new(parking_lot()))
                 }),
+                (impl_name::SHARDED_MUTEX, || {
+                    Box::new(Mixed::new(sharded_mutex()))
+                }),
             ],
         },
         WorkloadDef {
@@ -833,6 +839,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::LOCK_FREE, || Box::new(HotName(lock_free()))),
                 (impl_name::STD_MUTEX, || Box::new(HotName(std_mutex()))),
                 (impl_name::PARKING_LOT, || Box::new(HotName(parking_lot()))),
+                (impl_name::SHARDED_MUTEX, || {
+                    Box::new(HotName(sharded_mutex()))
+                }),
             ],
         },
         WorkloadDef {
@@ -846,6 +855,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 }),
                 (impl_name::STD_MUTEX, || Box::new(HotName(std_mutex()))),
                 (impl_name::PARKING_LOT, || Box::new(HotName(parking_lot()))),
+                (impl_name::SHARDED_MUTEX, || {
+                    Box::new(HotName(sharded_mutex()))
+                }),
                 ("atomic-u64", || Box::new(BareFetchAdd(AtomicU64::new(0)))),
             ],
         },
@@ -861,6 +873,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::STD_MUTEX, || Box::new(TraitCall(std_mutex()))),
                 (impl_name::PARKING_LOT, || {
                     Box::new(TraitCall(parking_lot()))
+                }),
+                (impl_name::SHARDED_MUTEX, || {
+                    Box::new(TraitCall(sharded_mutex()))
                 }),
                 (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
                 (impl_name::FAILSAFE, || Box::new(FailsafeCall(failsafe()))),

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use raceless::baseline::{MutexStreams, ParkingLotMutex};
+use raceless::baseline::{MutexStreams, ParkingLotMutex, ShardedStreams};
 use raceless::stream::{
     Busy, Pending, Session, StreamId, StreamOptions, StreamRegistry, StreamSlots,
 };
@@ -450,6 +450,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
                     impl_name::PARKING_LOT,
                     make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS>,
                 ),
+                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, SESSIONS>),
                 ("slot-floor", || {
                     Box::new(SlotFloor {
                         slots: (0..SESSIONS)
@@ -470,6 +471,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
                     impl_name::PARKING_LOT,
                     make::<MutexStreams<u64, ParkingLotMutex>, 1>,
                 ),
+                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, 1>),
             ],
         },
     ]

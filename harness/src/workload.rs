@@ -20,6 +20,9 @@ pub mod impl_name {
     pub const RECLOSER: &str = "recloser";
     /// The `failsafe` crate (crates.io), a peer in the breaker's call path.
     pub const FAILSAFE: &str = "failsafe";
+    /// What a user writes by hand: a `parking_lot::Mutex` per key in a
+    /// `DashMap` (`raceless::baseline::Sharded*`).
+    pub const SHARDED_MUTEX: &str = "sharded-mutex";
 }
 
 /// One prepared instance of a workload against one implementation.

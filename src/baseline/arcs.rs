@@ -25,8 +25,8 @@ use crate::arcs::{
 use crate::clock::SharedClock;
 use crate::listener::ListenerId;
 
-/// One map entry.
-struct Slot<K> {
+/// One map entry (one pair's arc), shared by every mutex baseline.
+pub(super) struct Slot<K> {
     /// Identity of this arc (a later arc of the same pair has another).
     id: u64,
     /// Claimed by a start whose hook is still running.
@@ -41,7 +41,54 @@ struct Slot<K> {
 }
 
 impl<K: Clone> Slot<K> {
-    fn snapshot<A: Clone>(&self, key: &(A, A)) -> ArcSnapshot<A, K> {
+    /// A new arc `id`, pending (claimed, invisible) if `starting`.
+    pub(super) fn new(id: u64, starting: bool, kind: K, clock: &SharedClock) -> Self {
+        let now = clock.now();
+        Slot {
+            id,
+            starting,
+            kind,
+            started_at: now,
+            started_mono: clock.monotonic(),
+            phase: ArcPhase::Initiation,
+            events: 0,
+            last_progress: now,
+        }
+    }
+
+    /// Whether this is the published arc asked for (`None`: any).
+    pub(super) fn is_published(&self, wanted: Option<u64>) -> bool {
+        !self.starting && same_arc(wanted, self.id)
+    }
+
+    /// Whether this is the pending arc `id` (claimed, not yet published).
+    pub(super) fn is_pending(&self, id: u64) -> bool {
+        self.starting && self.id == id
+    }
+
+    /// Publishes a pending arc.
+    pub(super) fn publish(&mut self) {
+        self.starting = false;
+    }
+
+    /// `progress`: one more event, the last progress now (`now`: the
+    /// clock's monotonic time), the new phase.
+    pub(super) fn progress(&mut self, now: Duration, phase: ArcPhase) {
+        self.events = (self.events + 1).min(MAX_EVENTS);
+        // Ages on monotonic time, as the lock-free engine (which keeps them
+        // to the millisecond).
+        let age = now.saturating_sub(self.started_mono);
+        self.last_progress = self.started_at + Duration::from_millis(age.as_millis() as u64);
+        self.phase = phase;
+    }
+
+    /// What `process_all` needs of a published arc: its id, its start on
+    /// monotonic time, its snapshot.
+    pub(super) fn sweep_entry<A: Clone>(&self, key: &(A, A)) -> SweepEntry<A, K> {
+        (self.id, self.started_mono, self.snapshot(key))
+    }
+
+    pub(super) fn snapshot<A: Clone>(&self, key: &(A, A)) -> ArcSnapshot<A, K> {
         ArcSnapshot {
             agents: key.clone(),
             kind: self.kind.clone(),
@@ -59,6 +106,62 @@ fn same_arc(wanted: Option<u64>, id: u64) -> bool {
         None => true,
         Some(w) => w == id,
     }
+}
+
+/// An arc as `process_all` walks it: id, monotonic start, snapshot.
+pub(super) type SweepEntry<A, K> = (u64, Duration, ArcSnapshot<A, K>);
+
+/// `process_all` over a snapshot of the published arcs, shared by every
+/// mutex baseline: expires the arcs past twice their duration (`end` of
+/// that very arc), runs the process hook on the others (`progress` of
+/// that very arc). No lock is held.
+pub(super) fn sweep<A: Clone, K: ArcKind>(
+    arcs: Vec<SweepEntry<A, K>>,
+    now: Duration,
+    process_hook: Option<&ProcessHook<A, K>>,
+    end: impl Fn(&(A, A), u64) -> bool,
+    progress: impl Fn(&(A, A), u64, ArcPhase) -> bool,
+) -> ProcessReport {
+    let mut report = ProcessReport::default();
+    for (id, started, arc) in arcs {
+        report.processed += 1;
+        if is_expired(&arc.kind, started, now) {
+            if end(&arc.agents, id) {
+                report.expired += 1;
+            }
+            continue;
+        }
+        if let Some(hook) = process_hook {
+            if let Some(phase) = run_process_hook(hook, &arc) {
+                if progress(&arc.agents, id, phase) {
+                    report.progressed += 1;
+                    if phase == ArcPhase::Completed {
+                        report.completed += 1;
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+/// The start hook of a claimed arc, shared by every mutex baseline: runs
+/// it (no lock held); on failure `rollback`s the claim and returns the
+/// hook's error.
+pub(super) fn run_claim_hook<A, K>(
+    hook: Option<&StartHook<A, K>>,
+    snapshot: &ArcSnapshot<A, K>,
+    rollback: impl FnOnce(),
+) -> Result<(), ArcError> {
+    if let Some(hook) = hook {
+        let key = &snapshot.agents;
+        if let Err(e) = run_start_hook(hook, &key.0, &key.1, &snapshot.kind) {
+            rollback();
+            tracing::warn!(error = %e, "arc start hook failed; start rolled back");
+            return Err(ArcError::Hook(e));
+        }
+    }
+    Ok(())
 }
 
 struct Inner<A, K> {
@@ -140,14 +243,9 @@ where
             let slot = inner
                 .arcs
                 .get_mut(key)
-                .filter(|s| !s.starting && same_arc(id, s.id))
+                .filter(|s| s.is_published(id))
                 .ok_or(ArcError::NotFound)?;
-            slot.events = (slot.events + 1).min(MAX_EVENTS);
-            // Ages on monotonic time, as the lock-free engine (which keeps
-            // them to the millisecond).
-            let age = now.saturating_sub(slot.started_mono);
-            slot.last_progress = slot.started_at + Duration::from_millis(age.as_millis() as u64);
-            slot.phase = phase;
+            slot.progress(now, phase);
             let snapshot = slot.snapshot(key);
             if phase == ArcPhase::Completed {
                 inner.arcs.remove(key);
@@ -176,24 +274,13 @@ where
         pending: bool,
     ) -> Result<Result<(ArcSnapshot<A, K>, u64), ArcSnapshot<A, K>>, ArcError> {
         let key = pair_key(a, b)?;
-        let now = self.clock.now();
-        let mono = self.clock.monotonic();
         Ok(self.inner.with(|inner| {
             if let Some(existing) = inner.arcs.get(&key) {
                 return Err(existing.snapshot(&key));
             }
             let id = inner.next_id;
             inner.next_id += 1;
-            let slot = Slot {
-                id,
-                starting: pending,
-                kind,
-                started_at: now,
-                started_mono: mono,
-                phase: ArcPhase::Initiation,
-                events: 0,
-                last_progress: now,
-            };
+            let slot = Slot::new(id, pending, kind, &self.clock);
             let snapshot = slot.snapshot(&key);
             inner.arcs.insert(key, slot);
             if !pending {
@@ -211,7 +298,7 @@ where
     ) -> Result<ArcSnapshot<A, K>, ArcError> {
         let snapshot = self.inner.with(|inner| {
             match inner.arcs.get(key) {
-                Some(s) if !s.starting && same_arc(id, s.id) => {}
+                Some(s) if s.is_published(id) => {}
                 _ => return Err(ArcError::NotFound),
             }
             inner.active -= 1;
@@ -243,17 +330,13 @@ where
 {
     fn publish_claimed(&self, snapshot: &ArcSnapshot<A, K>, id: u64) -> Result<(), ArcError> {
         let key = &snapshot.agents;
-        if let Some(hook) = &self.start_hook {
-            if let Err(e) = run_start_hook(hook, &key.0, &key.1, &snapshot.kind) {
-                self.rollback_claimed(key, id);
-                tracing::warn!(error = %e, "arc start hook failed; start rolled back");
-                return Err(ArcError::Hook(e));
-            }
-        }
+        run_claim_hook(self.start_hook.as_ref(), snapshot, || {
+            self.rollback_claimed(key, id)
+        })?;
         self.inner.with(|inner| {
             // Nothing else touches a pending entry, so it is still ours.
-            if let Some(slot) = inner.arcs.get_mut(key).filter(|s| s.id == id && s.starting) {
-                slot.starting = false;
+            if let Some(slot) = inner.arcs.get_mut(key).filter(|s| s.is_pending(id)) {
+                slot.publish();
                 inner.active += 1;
             }
         });
@@ -264,11 +347,7 @@ where
     fn rollback_claimed(&self, key: &(A, A), id: u64) {
         // The entry is dropped after the lock is released.
         let _removed = self.inner.with(|inner| {
-            if inner
-                .arcs
-                .get(key)
-                .is_some_and(|s| s.id == id && s.starting)
-            {
+            if inner.arcs.get(key).is_some_and(|s| s.is_pending(id)) {
                 inner.arcs.remove(key)
             } else {
                 None
@@ -377,37 +456,20 @@ where
 
     fn process_all(&self) -> ProcessReport {
         let now = self.clock.monotonic();
-        let arcs: Vec<(u64, Duration, ArcSnapshot<A, K>)> = self.inner.with(|inner| {
+        let arcs: Vec<SweepEntry<A, K>> = self.inner.with(|inner| {
             inner
                 .arcs
                 .iter()
                 .filter(|(_, s)| !s.starting)
-                .map(|(k, s)| (s.id, s.started_mono, s.snapshot(k)))
+                .map(|(k, s)| s.sweep_entry(k))
                 .collect()
         });
-        let mut report = ProcessReport::default();
-        for (id, started, arc) in arcs {
-            report.processed += 1;
-            if is_expired(&arc.kind, started, now) {
-                if self
-                    .end_id(&arc.agents, Some(id), EndReason::Expired)
-                    .is_ok()
-                {
-                    report.expired += 1;
-                }
-                continue;
-            }
-            if let Some(hook) = &self.process_hook {
-                if let Some(phase) = run_process_hook(hook, &arc) {
-                    if self.progress_id(&arc.agents, Some(id), phase).is_ok() {
-                        report.progressed += 1;
-                        if phase == ArcPhase::Completed {
-                            report.completed += 1;
-                        }
-                    }
-                }
-            }
-        }
-        report
+        sweep(
+            arcs,
+            now,
+            self.process_hook.as_ref(),
+            |key, id| self.end_id(key, Some(id), EndReason::Expired).is_ok(),
+            |key, id, phase| self.progress_id(key, Some(id), phase).is_ok(),
+        )
     }
 }

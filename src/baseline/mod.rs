@@ -107,3 +107,8 @@ pub use changeset::MutexChangesets;
 // stream
 mod stream;
 pub use stream::MutexStreams;
+// sharded-mutex baselines (a `parking_lot::Mutex` per key in a `DashMap`)
+#[cfg(feature = "parking_lot")]
+mod sharded;
+#[cfg(feature = "parking_lot")]
+pub use sharded::{ShardedArcEngine, ShardedBreaker, ShardedStreams};

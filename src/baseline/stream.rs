@@ -17,7 +17,8 @@ use super::{Lock, MutexKind, StdMutex};
 use crate::clock::SharedClock;
 use crate::stream::registry::IdSource;
 use crate::stream::{
-    ActiveStream, Busy, Pending, Saves, Session, StreamId, StreamOptions, StreamSlots,
+    ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId, StreamOptions,
+    StreamSlots,
 };
 use crate::sync::MapHasher;
 
@@ -61,6 +62,67 @@ impl<S: Send + Sync + 'static, M: MutexKind> MutexStreams<S, M> {
     }
 }
 
+/// `start`'s step under the session's lock, shared by every mutex
+/// baseline: if the slot's stream is live (`is_live`), `Busy` (the stream
+/// is handed back, to be dropped after unlocking: a destructor is user
+/// code); otherwise `register` the stream under a fresh id and install it.
+/// Like the other `*_locked` steps, it returns the new slot's snapshot,
+/// to be saved after unlocking.
+pub(super) fn start_locked<'a, S>(
+    session: &'a Session,
+    pending: Pending,
+    started_at: std::time::SystemTime,
+    stream: S,
+    is_live: impl Fn(StreamId) -> bool,
+    register: impl FnOnce(S) -> StreamId,
+) -> Result<(StreamId, impl FnOnce() -> SessionSnapshot + 'a), (Busy, S)> {
+    let current = session.slot.load_full();
+    if let Some(active) = current.active_id() {
+        if is_live(active) {
+            return Err((Busy { active }, stream));
+        }
+    }
+    let id = register(stream);
+    let next = current.next(Some(ActiveStream {
+        id,
+        pending_message: Some(pending.message),
+        attachments: pending.attachments,
+        started_at,
+    }));
+    session.slot.store(next.clone());
+    Ok((id, move || session.snapshot_of(&next)))
+}
+
+/// `clear_stale`'s step under the session's lock: empties the slot if it
+/// still holds `stream_id` (judged stale before locking).
+pub(super) fn clear_locked(
+    session: &Session,
+    stream_id: StreamId,
+) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
+    let current = session.slot.load_full();
+    if current.active_id() != Some(stream_id) {
+        return None;
+    }
+    let next = current.next(None);
+    session.slot.store(next.clone());
+    Some(move || session.snapshot_of(&next))
+}
+
+/// `finish`'s step under the session's lock: empties the slot if it holds
+/// `id`.
+pub(super) fn finish_locked(
+    session: &Session,
+    id: StreamId,
+) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
+    let current = session.slot.load_full();
+    if !current.holds(id) {
+        return None;
+    }
+    let next = current.next(None);
+    session.slot.store(next.clone());
+    Some(move || session.snapshot_of(&next))
+}
+
 impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, M> {
     fn with_options(options: StreamOptions) -> Self {
         let (clock, saves) = options.into_parts();
@@ -76,26 +138,21 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
     fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
         let started_at = self.clock.now();
         let installed = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
-            if let Some(active) = current.active_id() {
-                if self.is_live(active) {
-                    // Dropped after unlocking: a destructor is user code.
-                    return Err((Busy { active }, stream));
-                }
-            }
-            let id = self.ids.next();
-            self.streams.with(|streams| streams.insert(id, stream));
-            let next = current.next(Some(ActiveStream {
-                id,
-                pending_message: Some(pending.message),
-                attachments: pending.attachments,
+            start_locked(
+                session,
+                pending,
                 started_at,
-            }));
-            session.slot.store(next.clone());
-            Ok((id, next))
+                stream,
+                |id| self.is_live(id),
+                |stream| {
+                    let id = self.ids.next();
+                    self.streams.with(|streams| streams.insert(id, stream));
+                    id
+                },
+            )
         });
-        let (id, next) = installed.map_err(|(busy, _stream)| busy)?;
-        self.saves.save(|| session.snapshot_of(&next));
+        let (id, snapshot) = installed.map_err(|(busy, _stream)| busy)?;
+        self.saves.save(snapshot);
         Ok(id)
     }
 
@@ -107,18 +164,12 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
             return false;
         }
         // Re-read under the session's lock: a start may have replaced it.
-        let cleared = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
-            if current.active_id() != Some(stream_id) {
-                return None;
-            }
-            let next = current.next(None);
-            session.slot.store(next.clone());
-            Some(next)
-        });
+        let cleared = self
+            .session_lock(session)
+            .with(|()| clear_locked(session, stream_id));
         match cleared {
-            Some(next) => {
-                self.saves.save(|| session.snapshot_of(&next));
+            Some(snapshot) => {
+                self.saves.save(snapshot);
                 true
             }
             None => false,
@@ -126,21 +177,15 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
     }
 
     fn finish(&self, session: &Session, id: StreamId) -> bool {
-        let emptied = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
-            if !current.holds(id) {
-                return None;
-            }
-            let next = current.next(None);
-            session.slot.store(next.clone());
-            Some(next)
-        });
+        let emptied = self
+            .session_lock(session)
+            .with(|()| finish_locked(session, id));
         // Dropped after unlocking: a stream's destructor is user code.
         let stream = self.streams.with(|streams| streams.remove(&id));
         drop(stream);
         match emptied {
-            Some(next) => {
-                self.saves.save(|| session.snapshot_of(&next));
+            Some(snapshot) => {
+                self.saves.save(snapshot);
                 true
             }
             None => false,

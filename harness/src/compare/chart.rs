@@ -1,12 +1,16 @@
 //! `throughput.svg`: one row of panels per component (one panel per
-//! workload), ops/s against threads (log₂ axis), one line per
-//! implementation with the repetitions' range as error bars.
+//! workload), ops/s against threads (log₂ axis: 1, 2, 4, 8 evenly spaced,
+//! ticks at the measured thread counts; y axis from zero), one line per
+//! implementation with the repetitions' range as error bars. Each panel's
+//! ranges hold every point and error bar, so nothing is drawn outside its
+//! plot area.
 //!
 //! plotters' SVG backend only: the SVG names its fonts and the viewer
 //! renders them, so no font or graphics library is needed.
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 
 use super::report::ops;
@@ -78,6 +82,64 @@ pub fn write_svg(path: &Path, results: &Results) -> Result<(), CompareError> {
     Ok(())
 }
 
+/// The x axis: log₂ of the thread count, linear in that, with ticks at
+/// the measured thread counts only.
+struct ThreadAxis {
+    range: std::ops::Range<f64>,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for ThreadAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let span = self.range.end - self.range.start;
+        let frac = if span > 0.0 {
+            (value - self.range.start) / span
+        } else {
+            0.5
+        };
+        limit.0 + (frac * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, _hint: Hint) -> Vec<f64> {
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// The x position of `threads` on the log₂ axis: 1, 2, 4, 8 are evenly
+/// spaced.
+fn log2(threads: usize) -> f64 {
+    (threads.max(1) as f64).log2()
+}
+
+/// The panel's ranges: x over the thread counts' log₂ with a margin for
+/// the error bars' caps, y from zero to a little above the highest
+/// repetition, so every point, line and error bar is inside the plot area.
+fn ranges(wl: &WorkloadResult, threads: &[usize]) -> ((f64, f64), f64) {
+    let xs: Vec<f64> = threads.iter().map(|&t| log2(t)).collect();
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    let pad = ((hi - lo) * 0.08).max(0.25);
+    let top = wl
+        .cells
+        .iter()
+        .filter(|c| threads.contains(&c.threads) && c.error.is_none())
+        .flat_map(|c| c.samples.iter().copied().chain([c.max, c.median]))
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.1;
+    ((lo - pad, hi + pad), top)
+}
+
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     component: &str,
@@ -87,41 +149,36 @@ fn panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let log2 = |t: usize| (t as f64).log2();
-    let xs: Vec<f64> = threads.iter().map(|&t| log2(t)).collect();
-    let (lo, hi) = xs
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
-    let pad = ((hi - lo) * 0.08).max(0.25);
-    let top = wl.cells.iter().map(|c| c.max).fold(0.0, f64::max).max(1.0) * 1.1;
-
+    let ((x0, x1), top) = ranges(wl, threads);
+    // Ticks exactly at the measured thread counts.
+    let ticks: Vec<f64> = threads.iter().map(|&t| log2(t)).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(format!("{component} / {}", wl.name), ("sans-serif", 16))
         .margin(8)
         .x_label_area_size(32)
         .y_label_area_size(56)
-        .build_cartesian_2d(lo - pad..hi + pad, 0.0..top)
+        .build_cartesian_2d(
+            ThreadAxis {
+                range: x0..x1,
+                ticks,
+            },
+            0.0..top,
+        )
         .map_err(chart_err)?;
-    // Ticks at whole powers of two only (the thread counts, on a log axis).
-    let x_label = |x: &f64| {
-        if (x - x.round()).abs() < 1e-6 {
-            format!("{}", 2f64.powf(x.round()))
-        } else {
-            String::new()
-        }
-    };
+    let x_label = |x: &f64| format!("{}", 2f64.powf(*x).round());
     let y_label = |y: &f64| ops(*y);
     chart
         .configure_mesh()
         .x_desc("threads")
-        .x_labels(((hi - lo).round() as usize + 1).max(2))
         .x_label_formatter(&x_label)
         .y_label_formatter(&y_label)
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(chart_err)?;
 
+    // Inside the plot area whatever the data (a value is never above `top`
+    // by construction; the clamp keeps it so if that changes).
+    let y = |v: f64| v.clamp(0.0, top);
     for (index, imp) in wl.impls.iter().enumerate() {
         let colour = colour(imp, index);
         let cells: Vec<_> = threads
@@ -129,7 +186,7 @@ where
             .filter_map(|&t| wl.cell(imp, t))
             .filter(|c| c.error.is_none() && c.median > 0.0)
             .collect();
-        let line = cells.iter().map(|c| (log2(c.threads), c.median));
+        let line = cells.iter().map(|c| (log2(c.threads), y(c.median)));
         chart
             .draw_series(LineSeries::new(line, colour.stroke_width(2)))
             .map_err(chart_err)?
@@ -139,7 +196,14 @@ where
             });
         chart
             .draw_series(cells.iter().map(|c| {
-                ErrorBar::new_vertical(log2(c.threads), c.min, c.median, c.max, colour.filled(), 6)
+                ErrorBar::new_vertical(
+                    log2(c.threads),
+                    y(c.min),
+                    y(c.median),
+                    y(c.max),
+                    colour.filled(),
+                    6,
+                )
             }))
             .map_err(chart_err)?;
     }
@@ -152,4 +216,39 @@ where
         .draw()
         .map_err(chart_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::results::Cell;
+
+    #[test]
+    fn thread_counts_are_evenly_spaced_and_everything_fits() {
+        let axis = ThreadAxis {
+            range: -0.25..3.25,
+            ticks: vec![0.0, 1.0, 2.0, 3.0],
+        };
+        let px: Vec<i32> = [1, 2, 4, 8]
+            .iter()
+            .map(|&t| axis.map(&log2(t), (0, 350)))
+            .collect();
+        assert_eq!(px, vec![25, 125, 225, 325]);
+
+        let wl = WorkloadResult {
+            name: "w".into(),
+            description: String::new(),
+            impls: vec!["lock-free".into()],
+            cells: vec![
+                Cell::from_samples("lock-free", 1, vec![5.0, 9.0, 7.0]),
+                Cell::from_samples("lock-free", 8, vec![50.0, 90.0, 70.0]),
+                // Not drawn (not a measured thread count): not counted.
+                Cell::from_samples("lock-free", 64, vec![1e9]),
+            ],
+            ratios: Vec::new(),
+        };
+        let ((x0, x1), top) = ranges(&wl, &[1, 2, 4, 8]);
+        assert!(x0 < 0.0 && x1 > 3.0, "{x0}..{x1}");
+        assert!((90.0..1e9).contains(&top), "{top}");
+    }
 }

@@ -18,9 +18,10 @@ pub enum Format {
     Json,
 }
 
-/// Measures raceless's lock-free components against their std::sync::Mutex
-/// and parking_lot::Mutex baselines, and reproduces each seed bug on a racy
-/// check-then-act variant.
+/// Measures raceless's lock-free components against their std::sync::Mutex,
+/// parking_lot::Mutex and sharded-mutex baselines (and real peers), the
+/// implementations of each workload interleaved round by round, and
+/// reproduces each seed bug on a racy check-then-act variant.
 ///
 /// Writes report.md, throughput.svg and results.json into the output
 /// directory (default: target/raceless-report).
@@ -47,7 +48,9 @@ struct Cli {
     #[arg(long)]
     quick: bool,
 
-    /// Repetitions of each cell; the report gives their median and spread.
+    /// Rounds: each runs every implementation of a workload once, in
+    /// turn; the report gives each cell's median and spread and the
+    /// median of the per-round (paired) ratios.
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u16).range(1..=100))]
     repeats: u16,

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! - [`cli`]: the command line (`clap`) and the resolved [`Options`].
-//! - [`runner`]: the measurement (warm-up, fixed duration per cell behind a
-//!   barrier, repeats → median and spread) and the reproduction runs.
+//! - [`runner`]: the measurement (the implementations of a workload and
+//!   thread count interleaved: each warmed up, then rounds of every
+//!   implementation for a fixed duration behind a barrier → medians,
+//!   spreads and paired ratios) and the reproduction runs.
 //! - [`results`]: the serde model of `results.json`, the machine
 //!   description and the `--baseline` comparison.
 //! - [`report`]: the tables (terminal and `report.md`) and the

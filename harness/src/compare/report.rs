@@ -4,12 +4,31 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::results::{BaselineComparison, Cell, ComponentResult, Results, Verdict, WorkloadResult};
+use super::results::{
+    BaselineComparison, Cell, ComponentResult, PairedRatio, Results, RowKind, Verdict,
+    WorkloadResult,
+};
 use super::{io_err, CompareError, Component};
-use crate::workload::impl_name::{LOCK_FREE, PARKING_LOT, STD_MUTEX};
+use crate::workload::impl_name::{LOCK_FREE, PARKING_LOT, SHARDED_MUTEX, STD_MUTEX};
 
-/// The baselines the lock-free type's ratio is given against.
-const RATIO_AGAINST: [&str; 2] = [STD_MUTEX, PARKING_LOT];
+/// The baselines the lock-free type's ratio is always given against (when
+/// the workload has them), besides "vs best peer" and "vs floor".
+const RATIO_AGAINST: [&str; 3] = [STD_MUTEX, PARKING_LOT, SHARDED_MUTEX];
+
+/// The summary's ratio columns: a title and how to find the ratio of one
+/// workload at one thread count.
+type RatioColumn = (
+    &'static str,
+    fn(&WorkloadResult, usize) -> Option<&PairedRatio>,
+);
+
+const SUMMARY_COLUMNS: [RatioColumn; 5] = [
+    ("/ std-mutex", |wl, t| wl.ratio(STD_MUTEX, t)),
+    ("/ parking-lot", |wl, t| wl.ratio(PARKING_LOT, t)),
+    ("/ sharded-mutex", |wl, t| wl.ratio(SHARDED_MUTEX, t)),
+    ("vs best peer", |wl, t| wl.vs_best_peer(t)),
+    ("vs floor", |wl, t| wl.vs_floor(t)),
+];
 
 /// Formats operations per second with an SI prefix and three significant
 /// digits: `950`, `12.3 k`, `4.56 M`.
@@ -47,11 +66,10 @@ fn cell_text(cell: Option<&Cell>) -> String {
     }
 }
 
-fn ratio_text(lock_free: Option<&Cell>, other: Option<&Cell>) -> String {
-    match (lock_free, other) {
-        (Some(a), Some(b)) if a.median > 0.0 && b.median > 0.0 => {
-            format!("{:.2}×", a.median / b.median)
-        }
+/// A paired ratio's median, e.g. `1.23×`.
+fn ratio_text(ratio: Option<&PairedRatio>) -> String {
+    match ratio {
+        Some(r) if r.median > 0.0 => format!("{:.2}×", r.median),
         _ => "—".to_string(),
     }
 }
@@ -100,38 +118,43 @@ pub fn table(headers: &[String], right: &[bool], rows: &[Vec<String>]) -> String
     out
 }
 
-/// The lock-free implementation's name in a workload (by name, else the
-/// first, as [`crate::workload::WorkloadDef`] orders them).
-fn lock_free_name(wl: &WorkloadResult) -> &str {
-    wl.impls
-        .iter()
-        .find(|i| i.as_str() == LOCK_FREE)
-        .or(wl.impls.first())
-        .map_or(LOCK_FREE, String::as_str)
-}
-
 /// One workload's table: ops/s (median ± half-range) per implementation and
-/// thread count, then the lock-free / baseline ratios.
+/// thread count, then the lock-free row's paired ratios (median over the
+/// rounds of lock-free ÷ the other row in the same round) against the
+/// mutex baselines, against the fastest peer and against the floor.
 pub fn workload_table(wl: &WorkloadResult, threads: &[usize]) -> String {
-    let lf = lock_free_name(wl);
+    let lf = wl.lock_free_name();
     let against: Vec<&str> = RATIO_AGAINST
         .into_iter()
         .filter(|b| wl.impls.iter().any(|i| i == b))
         .collect();
+    let has = |kind| wl.impls.iter().any(|i| super::results::row_kind(i) == kind);
+    let (peers, floors) = (has(RowKind::Peer), has(RowKind::Floor));
     let mut headers = vec!["threads".to_string()];
     headers.extend(wl.impls.iter().map(|i| format!("{i} ops/s")));
     headers.extend(against.iter().map(|b| format!("{lf} / {b}")));
+    if peers {
+        headers.push("vs best peer".to_string());
+    }
+    if floors {
+        headers.push("vs floor".to_string());
+    }
     let right = vec![true; headers.len()];
     let rows: Vec<Vec<String>> = threads
         .iter()
         .map(|&t| {
             let mut row = vec![t.to_string()];
             row.extend(wl.impls.iter().map(|i| cell_text(wl.cell(i, t))));
-            row.extend(
-                against
-                    .iter()
-                    .map(|b| ratio_text(wl.cell(lf, t), wl.cell(b, t))),
-            );
+            row.extend(against.iter().map(|b| ratio_text(wl.ratio(b, t))));
+            if peers {
+                row.push(match wl.vs_best_peer(t) {
+                    Some(r) => format!("{} ({})", ratio_text(Some(r)), r.against),
+                    None => "—".to_string(),
+                });
+            }
+            if floors {
+                row.push(ratio_text(wl.vs_floor(t)));
+            }
             row
         })
         .collect();
@@ -166,7 +189,10 @@ pub fn component_section(comp: &ComponentResult, threads: &[usize], level: usize
 }
 
 /// The summary: per component, the geometric mean over its workloads of
-/// the lock-free / baseline ratio, at the fewest and the most threads.
+/// the lock-free row's paired ratios (each a median over the rounds)
+/// against the mutex baselines, the fastest peer and the floor, at the
+/// fewest and the most threads. A column averages the workloads that have
+/// its row; a component with none shows `—`.
 pub fn summary_table(results: &Results) -> String {
     let threads = &results.settings.threads;
     let (Some(&few), Some(&many)) = (threads.first(), threads.last()) else {
@@ -177,10 +203,24 @@ pub fn summary_table(results: &Results) -> String {
     } else {
         vec![few, many]
     };
+    let columns: Vec<&RatioColumn> = SUMMARY_COLUMNS
+        .iter()
+        .filter(|(_, find)| {
+            results
+                .components
+                .iter()
+                .flat_map(|c| &c.workloads)
+                .any(|wl| ends.iter().any(|&t| find(wl, t).is_some()))
+        })
+        .collect();
     let mut headers = vec!["component".to_string(), "workloads".to_string()];
-    for b in RATIO_AGAINST {
+    for (title, _) in &columns {
         for t in &ends {
-            headers.push(format!("{LOCK_FREE} / {b} @{t}"));
+            let title = match title.strip_prefix('/') {
+                Some(rest) => format!("{LOCK_FREE} /{rest}"),
+                None => title.to_string(),
+            };
+            headers.push(format!("{title} @{t}"));
         }
     }
     let rows: Vec<Vec<String>> = results
@@ -189,17 +229,14 @@ pub fn summary_table(results: &Results) -> String {
         .filter(|c| !c.workloads.is_empty())
         .map(|c| {
             let mut row = vec![c.name.clone(), c.workloads.len().to_string()];
-            for b in RATIO_AGAINST {
+            for (_, find) in &columns {
                 for &t in &ends {
                     let logs: Vec<f64> = c
                         .workloads
                         .iter()
-                        .filter_map(|wl| {
-                            let lf = wl.cell(lock_free_name(wl), t)?;
-                            let other = wl.cell(b, t)?;
-                            (lf.median > 0.0 && other.median > 0.0)
-                                .then(|| (lf.median / other.median).ln())
-                        })
+                        .filter_map(|wl| find(wl, t))
+                        .filter(|r| r.median > 0.0)
+                        .map(|r| r.median.ln())
                         .collect();
                     row.push(if logs.is_empty() {
                         "—".to_string()
@@ -228,8 +265,12 @@ fn summary_section(results: &Results) -> String {
         return table;
     }
     format!(
-        "Summary: lock-free throughput ÷ baseline throughput, geometric mean over each component's workloads, \
-         at the fewest and the most threads (> 1: lock-free is faster).\n\n{table}\n"
+        "Summary: the lock-free row's throughput ÷ another row's in the same round (paired ratios, \
+         median over the rounds), geometric mean over each component's workloads that have that row, \
+         at the fewest and the most threads (> 1: lock-free is faster). \
+         \"vs best peer\": against the fastest (by median) of the mutex baselines, `sharded-mutex` \
+         and the other real implementations; \"vs floor\": against the workload's floor row \
+         (the least the design costs), where it has one.\n\n{table}\n"
     )
 }
 
@@ -339,9 +380,11 @@ fn baseline_section(cmp: &BaselineComparison) -> String {
 fn settings_line(results: &Results) -> String {
     let s = &results.settings;
     format!(
-        "Each cell: a fresh instance, {:.0} ms warm-up, then {} × {:.0} ms with all threads released by a barrier; \
-         ops/s of all threads together, median ± half the range of the repetitions{}. \
-         Ratios > 1 mean the lock-free type is faster. Whole run: {:.0} s.\n",
+        "Each workload and thread count: a fresh instance per implementation, each warmed up for {:.0} ms, \
+         then {} rounds in which every implementation runs once for {:.0} ms (interleaved, the first one rotating), \
+         all threads released by a barrier; ops/s of all threads together, median ± half the range of the rounds{}. \
+         Ratios are paired: lock-free ÷ the other implementation in the same round, median over the rounds; \
+         > 1 means the lock-free type is faster. Whole run: {:.0} s.\n",
         s.warmup_ms,
         s.repeats,
         s.duration_ms,

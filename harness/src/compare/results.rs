@@ -8,8 +8,46 @@ use serde::{Deserialize, Serialize};
 
 use super::CompareError;
 
-/// The `format` field of every results file this tool writes.
-pub const FORMAT: &str = "raceless-compare/1";
+/// The `format` field of every results file this tool writes. Version 2:
+/// the rows of a workload and thread count are measured interleaved
+/// (sample `k` of every cell comes from round `k`), and each workload
+/// carries its paired ratios ([`WorkloadResult::ratios`]).
+pub const FORMAT: &str = "raceless-compare/2";
+
+/// What a row of a workload is, for the summary's "vs best peer" and
+/// "vs floor" columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKind {
+    /// One of raceless's own types (`lock-free`, `lock-free-handle`, …).
+    Raceless,
+    /// A real implementation a user could pick instead: the mutex
+    /// baselines, `sharded-mutex`, the crates.io peers, an `RwLock`.
+    Peer,
+    /// A reference row that is not a full implementation: the least the
+    /// design costs (`*-floor`) or a bare primitive (`atomic-u64`,
+    /// `bare-arcswap`).
+    Floor,
+    /// Not comparable in-process (the `redis` rows: a network round trip).
+    Remote,
+}
+
+/// The bare-primitive reference rows that are floors without the `-floor`
+/// suffix.
+const FLOOR_ROWS: [&str; 2] = ["atomic-u64", "bare-arcswap"];
+
+/// Classifies a row by its name: `lock-free*` is raceless's, `*-floor` and
+/// the bare primitives are floors, `redis` is remote, anything else a peer.
+pub fn row_kind(name: &str) -> RowKind {
+    if name.starts_with("lock-free") {
+        RowKind::Raceless
+    } else if name.ends_with("-floor") || FLOOR_ROWS.contains(&name) {
+        RowKind::Floor
+    } else if name == "redis" {
+        RowKind::Remote
+    } else {
+        RowKind::Peer
+    }
+}
 
 /// Everything a run measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -153,9 +191,126 @@ pub struct WorkloadResult {
     pub impls: Vec<String>,
     /// One cell per implementation and thread count.
     pub cells: Vec<Cell>,
+    /// The lock-free row ÷ every other row, per thread count, paired by
+    /// round.
+    #[serde(default)]
+    pub ratios: Vec<PairedRatio>,
+}
+
+/// The lock-free row's throughput ÷ another row's in the same round, for
+/// one thread count: one ratio per round both rows completed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairedRatio {
+    /// Threads.
+    pub threads: usize,
+    /// The other row (the denominator).
+    pub against: String,
+    /// One ratio per round, in round order.
+    pub ratios: Vec<f64>,
+    /// Their median (the number the tables give).
+    pub median: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
+}
+
+/// The median of `values` (0 when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 impl WorkloadResult {
+    /// The lock-free implementation's name (by name, else the first, as
+    /// [`crate::workload::WorkloadDef`] orders them).
+    pub fn lock_free_name(&self) -> &str {
+        use crate::workload::impl_name::LOCK_FREE;
+        self.impls
+            .iter()
+            .find(|i| i.as_str() == LOCK_FREE)
+            .or(self.impls.first())
+            .map_or(LOCK_FREE, String::as_str)
+    }
+
+    /// Fills [`WorkloadResult::ratios`] from the cells: for every thread
+    /// count and every other row, sample `k` of the lock-free row ÷ sample
+    /// `k` of the other (both from round `k`).
+    pub fn compute_ratios(&mut self) {
+        let lf = self.lock_free_name().to_string();
+        let mut ratios = Vec::new();
+        let threads: Vec<usize> = {
+            let mut t: Vec<usize> = self.cells.iter().map(|c| c.threads).collect();
+            t.dedup();
+            t
+        };
+        for t in threads {
+            let Some(a) = self.cell(&lf, t).filter(|c| c.error.is_none()) else {
+                continue;
+            };
+            for other in self.impls.iter().filter(|i| **i != lf) {
+                let Some(b) = self.cell(other, t).filter(|c| c.error.is_none()) else {
+                    continue;
+                };
+                let r: Vec<f64> = a
+                    .samples
+                    .iter()
+                    .zip(&b.samples)
+                    .filter(|(x, y)| **x > 0.0 && **y > 0.0)
+                    .map(|(x, y)| x / y)
+                    .collect();
+                if r.is_empty() {
+                    continue;
+                }
+                ratios.push(PairedRatio {
+                    threads: t,
+                    against: other.clone(),
+                    median: median(&r),
+                    min: r.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: r.iter().copied().fold(0.0, f64::max),
+                    ratios: r,
+                });
+            }
+        }
+        self.ratios = ratios;
+    }
+
+    /// The paired ratio of the lock-free row against `against` at
+    /// `threads`, if both were measured.
+    pub fn ratio(&self, against: &str, threads: usize) -> Option<&PairedRatio> {
+        self.ratios
+            .iter()
+            .find(|r| r.threads == threads && r.against == against)
+    }
+
+    /// The fastest row of `kind` at `threads` (highest median), if any.
+    pub fn fastest(&self, kind: RowKind, threads: usize) -> Option<&str> {
+        self.impls
+            .iter()
+            .filter(|i| row_kind(i) == kind)
+            .filter_map(|i| self.cell(i, threads).filter(|c| c.error.is_none()))
+            .filter(|c| c.median > 0.0)
+            .max_by(|a, b| a.median.total_cmp(&b.median))
+            .map(|c| c.implementation.as_str())
+    }
+
+    /// "vs best peer": the paired ratio against the fastest peer row
+    /// (by median) at `threads`.
+    pub fn vs_best_peer(&self, threads: usize) -> Option<&PairedRatio> {
+        self.ratio(self.fastest(RowKind::Peer, threads)?, threads)
+    }
+
+    /// "vs floor": the paired ratio against the floor row (the fastest, if
+    /// there are several) at `threads`.
+    pub fn vs_floor(&self, threads: usize) -> Option<&PairedRatio> {
+        self.ratio(self.fastest(RowKind::Floor, threads)?, threads)
+    }
+
     /// The cell of `imp` at `threads`, if it was measured.
     pub fn cell(&self, imp: &str, threads: usize) -> Option<&Cell> {
         self.cells
@@ -173,7 +328,9 @@ pub struct Cell {
     pub implementation: String,
     /// Threads.
     pub threads: usize,
-    /// Operations per second (all threads together) of each repetition.
+    /// Operations per second (all threads together) of each repetition;
+    /// sample `k` is from round `k`, like every other cell of its workload
+    /// and thread count.
     pub samples: Vec<f64>,
     /// Their median.
     pub median: f64,
@@ -195,11 +352,7 @@ impl Cell {
             s.sort_by(f64::total_cmp);
             s
         };
-        let median = match sorted.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => sorted[n / 2],
-            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-        };
+        let median = median(&sorted);
         Cell {
             implementation: implementation.to_string(),
             threads,
@@ -297,23 +450,33 @@ pub enum Verdict {
     Unchanged,
 }
 
-/// Reads a results file written by an earlier run.
+/// Reads a results file written by an earlier run. A file of another
+/// format version (e.g. `raceless-compare/1`, measured one row at a time)
+/// is refused with a message that says so.
 pub fn load_baseline(path: &Path) -> Result<Results, CompareError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CompareError::Baseline {
+    let bad = |reason: String| CompareError::Baseline {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let results: Results = serde_json::from_str(&text).map_err(|e| CompareError::Baseline {
-        path: path.to_path_buf(),
-        reason: format!("not a results.json of this tool ({e})"),
-    })?;
-    if results.format != FORMAT {
-        return Err(CompareError::Baseline {
-            path: path.to_path_buf(),
-            reason: format!("format '{}', expected '{FORMAT}'", results.format),
-        });
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("not a results.json of this tool ({e})")))?;
+    match value.get("format").and_then(serde_json::Value::as_str) {
+        Some(FORMAT) => {}
+        Some(other) if other.starts_with("raceless-compare/") => {
+            return Err(bad(format!(
+                "format '{other}' of an older version of this tool; this version reads \
+                 '{FORMAT}' (rows measured interleaved): measure the baseline again"
+            )))
+        }
+        _ => {
+            return Err(bad(
+                "not a results.json of this tool (no 'format' field of raceless-compare)"
+                    .to_string(),
+            ))
+        }
     }
-    Ok(results)
+    serde_json::from_value(value).map_err(|e| bad(format!("not a results.json of this tool ({e})")))
 }
 
 /// Compares every cell of `new` with the same cell (component, workload,
@@ -393,6 +556,7 @@ mod tests {
                     description: String::new(),
                     impls: vec!["lock-free".into()],
                     cells: vec![Cell::from_samples("lock-free", 1, samples)],
+                    ratios: Vec::new(),
                 }],
                 reproduction: None,
             }],
@@ -416,6 +580,85 @@ mod tests {
         assert_eq!(verdict(vec![80.0, 85.0, 90.0]), Verdict::Regression);
         assert_eq!(verdict(vec![88.0, 92.0, 100.0]), Verdict::Unchanged);
         assert_eq!(verdict(vec![120.0, 121.0, 122.0]), Verdict::Improvement);
+    }
+
+    #[test]
+    fn rows_are_classified_by_name() {
+        assert_eq!(row_kind("lock-free"), RowKind::Raceless);
+        assert_eq!(row_kind("lock-free-handle"), RowKind::Raceless);
+        for peer in [
+            "std-mutex",
+            "parking-lot",
+            "sharded-mutex",
+            "recloser",
+            "rwlock",
+        ] {
+            assert_eq!(row_kind(peer), RowKind::Peer, "{peer}");
+        }
+        for floor in [
+            "slot-floor",
+            "sequenced-floor",
+            "atomic-u64",
+            "bare-arcswap",
+        ] {
+            assert_eq!(row_kind(floor), RowKind::Floor, "{floor}");
+        }
+        assert_eq!(row_kind("redis"), RowKind::Remote);
+    }
+
+    #[test]
+    fn ratios_are_paired_by_round() {
+        let mut wl = WorkloadResult {
+            name: "w".into(),
+            description: String::new(),
+            impls: ["lock-free", "std-mutex", "sharded-mutex", "x-floor"]
+                .map(String::from)
+                .to_vec(),
+            cells: vec![
+                // A slow second round hits every row.
+                Cell::from_samples("lock-free", 4, vec![200.0, 100.0, 220.0]),
+                Cell::from_samples("std-mutex", 4, vec![100.0, 50.0, 100.0]),
+                Cell::from_samples("sharded-mutex", 4, vec![160.0, 80.0, 200.0]),
+                Cell::from_samples("x-floor", 4, vec![400.0, 200.0, 440.0]),
+            ],
+            ratios: Vec::new(),
+        };
+        wl.compute_ratios();
+        let std = wl.ratio("std-mutex", 4).unwrap();
+        assert_eq!(std.ratios, vec![2.0, 2.0, 2.2]);
+        assert_eq!(std.median, 2.0);
+        // Against the medians (200 / 100) it would be the same; against
+        // sharded-mutex the paired ratios (1.25, 1.25, 1.1) differ from
+        // the ratio of medians (200 / 160).
+        let best = wl.vs_best_peer(4).unwrap();
+        assert_eq!(best.against, "sharded-mutex");
+        assert_eq!(best.median, 1.25);
+        let floor = wl.vs_floor(4).unwrap();
+        assert_eq!((floor.against.as_str(), floor.median), ("x-floor", 0.5));
+        assert!(wl.ratio("lock-free", 4).is_none());
+        assert!(wl.vs_best_peer(8).is_none());
+    }
+
+    #[test]
+    fn an_old_format_baseline_is_refused_with_a_reason() {
+        let dir = std::env::temp_dir().join(format!("raceless-baseline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("old.json");
+        let mut r = results_with(vec![1.0]);
+        r.format = "raceless-compare/1".into();
+        std::fs::write(&file, serde_json::to_string(&r).unwrap()).unwrap();
+        let err = load_baseline(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("older version") && err.contains(FORMAT),
+            "{err}"
+        );
+        r.format = FORMAT.into();
+        std::fs::write(&file, serde_json::to_string(&r).unwrap()).unwrap();
+        assert!(load_baseline(&file).is_ok());
+        std::fs::write(&file, "{\"format\": \"other\"}").unwrap();
+        let err = load_baseline(&file).unwrap_err().to_string();
+        assert!(err.contains("not a results.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

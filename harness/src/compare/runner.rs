@@ -1,14 +1,18 @@
 //! The measurement and the seed-bug reproductions.
 //!
-//! A *cell* is one implementation of one workload at one thread count. Each
-//! cell gets a fresh instance, a warm-up (which also sizes the batches),
-//! then `repeats` timed runs of a fixed duration: `threads` threads,
-//! released together by a barrier, each calling [`Workload::run`] in
-//! batches until the main thread raises the stop flag; the cell's sample
-//! is all threads' operations divided by the wall time from the release to
-//! the last thread's end (so the overshoot of the last batch is counted on
-//! both sides). The report gives the median of the samples and their
-//! spread.
+//! A *cell* is one implementation (a *row*) of one workload at one thread
+//! count. The cells of one workload and thread count are measured together,
+//! interleaved ([`measure_interleaved`]): every row gets a fresh instance
+//! and its own threads, a warm-up (which also sizes the batches), then
+//! `repeats` rounds each run every row once for a fixed duration, the
+//! starting row rotating from round to round. In a row's turn its
+//! `threads` threads, released together by a barrier, call
+//! [`Workload::run`] in batches until the main thread raises the stop flag;
+//! the sample is all threads' operations divided by the wall time from the
+//! release to the last thread's end (so the overshoot of the last batch is
+//! counted on both sides). The report gives each cell's median and spread
+//! and, for the lock-free row against every other row, the median of the
+//! per-round (paired) ratios.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,16 +102,32 @@ pub fn run(components: &[Component], options: &Options) -> Results {
                 description: def.description.to_string(),
                 impls: def.impls.iter().map(|(n, _)| n.to_string()).collect(),
                 cells: Vec::new(),
+                ratios: Vec::new(),
             };
             for &threads in &options.threads {
-                for &(name, make) in &def.impls {
-                    progress
-                        .set_message(format!("{}/{} {name} ×{threads}", component.name, def.name));
-                    let measured = catch_unwind(AssertUnwindSafe(|| {
-                        let workload = make();
-                        measure(&*workload, threads, warmup, duration, options.repeats)
-                    }))
-                    .unwrap_or_else(|panic| Err(panic_message(&panic)));
+                progress.set_message(format!(
+                    "{}/{} ×{threads} ({} rows interleaved)",
+                    component.name,
+                    def.name,
+                    def.impls.len()
+                ));
+                // Every row's instance is built before any is measured.
+                let built: Vec<Result<Box<dyn Workload>, String>> = def
+                    .impls
+                    .iter()
+                    .map(|&(_, make)| {
+                        catch_unwind(AssertUnwindSafe(make)).map_err(|p| panic_message(&p))
+                    })
+                    .collect();
+                let rows: Vec<Result<&dyn Workload, String>> = built
+                    .iter()
+                    .map(|b| b.as_ref().map(|w| &**w).map_err(Clone::clone))
+                    .collect();
+                let measured =
+                    measure_interleaved(&rows, threads, warmup, duration, options.repeats);
+                drop(rows);
+                drop(built);
+                for (&(name, _), measured) in def.impls.iter().zip(measured) {
                     result.cells.push(match measured {
                         Ok(samples) => Cell::from_samples(name, threads, samples),
                         Err(message) => Cell {
@@ -115,9 +135,10 @@ pub fn run(components: &[Component], options: &Options) -> Results {
                             ..Cell::from_samples(name, threads, Vec::new())
                         },
                     });
-                    progress.inc(1);
                 }
+                progress.inc(def.impls.len() as u64);
             }
+            result.compute_ratios();
             workloads.push(result);
         }
         let reproduction = component.reproduction.map(|make| {
@@ -154,13 +175,7 @@ pub fn run(components: &[Component], options: &Options) -> Results {
     }
 }
 
-/// Measures one cell: a warm-up that sizes each thread's batches, then
-/// `repeats` runs of `duration`; returns each run's operations per second,
-/// or the message of a panic in the workload.
-///
-/// The threads are spawned once per cell and go through the phases
-/// together: each phase starts at a barrier, runs until the main thread
-/// raises the stop flag, and ends at the same barrier.
+/// Measures one cell alone: [`measure_interleaved`] with one row.
 pub fn measure(
     workload: &dyn Workload,
     threads: usize,
@@ -168,77 +183,174 @@ pub fn measure(
     duration: Duration,
     repeats: usize,
 ) -> Result<Vec<f64>, String> {
-    let target = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
-    let stop = AtomicBool::new(false);
-    let quit = AtomicBool::new(false);
-    let total = AtomicU64::new(0);
-    let panicked: Mutex<Option<String>> = Mutex::new(None);
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (stop, quit, total, panicked, barrier) =
-                (&stop, &quit, &total, &panicked, &barrier);
-            s.spawn(move || {
-                // Grows (doubling) during the warm-up until a batch takes
-                // about `target`, then stays.
-                let mut size = 1u64;
-                let mut warming = true;
-                loop {
-                    barrier.wait();
-                    // Relaxed (here and for `stop`): the flags are written
-                    // before, and read after, a barrier wait (a mutex
-                    // inside), which orders them; during a phase `stop` only
-                    // ends the loop, and the counts reach the main thread
-                    // through the end barrier.
-                    if quit.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut ops = 0u64;
-                    loop {
-                        let begun = Instant::now();
-                        let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, size)));
-                        if let Err(panic) = ran {
-                            let mut slot = panicked.lock().unwrap_or_else(|e| e.into_inner());
-                            slot.get_or_insert(panic_message(&panic));
-                            break;
-                        }
-                        ops += size;
-                        if warming && begun.elapsed() < target && size < MAX_BATCH {
-                            size *= 2;
-                        }
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                    }
-                    warming = false;
-                    total.fetch_add(ops, Ordering::Relaxed);
-                    barrier.wait();
-                }
-            });
+    measure_interleaved(&[Ok(workload)], threads, warmup, duration, repeats)
+        .pop()
+        .unwrap_or_else(|| Err("no row".to_string()))
+}
+
+/// The threads of one row (one implementation's instance) and what they
+/// share with the main thread. The threads live as long as the cell group,
+/// so thread-local state (caches, batch sizes) carries from the warm-up
+/// into every round.
+struct Row {
+    stop: AtomicBool,
+    quit: AtomicBool,
+    total: AtomicU64,
+    panicked: Mutex<Option<String>>,
+    barrier: Barrier,
+}
+
+impl Row {
+    fn new(threads: usize) -> Self {
+        Row {
+            stop: AtomicBool::new(false),
+            quit: AtomicBool::new(false),
+            total: AtomicU64::new(0),
+            panicked: Mutex::new(None),
+            barrier: Barrier::new(threads + 1),
         }
-        let mut samples = Vec::with_capacity(repeats);
-        let mut result = Ok(());
-        for phase in 0..=repeats {
-            stop.store(false, Ordering::Relaxed);
-            barrier.wait();
-            let started = Instant::now();
-            std::thread::sleep(if phase == 0 { warmup } else { duration });
-            stop.store(true, Ordering::Relaxed);
-            barrier.wait();
-            let elapsed = started.elapsed();
-            let ops = total.swap(0, Ordering::Relaxed);
-            if let Some(message) = panicked.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                result = Err(message);
+    }
+
+    /// One worker thread: waits at the barrier for each phase, runs
+    /// batches until `stop`, adds its count, waits at the barrier again.
+    fn work(&self, workload: &dyn Workload, t: usize, threads: usize, target: Duration) {
+        // Grows (doubling) during the warm-up until a batch takes about
+        // `target`, then stays.
+        let mut size = 1u64;
+        let mut warming = true;
+        loop {
+            self.barrier.wait();
+            // Relaxed (here and for `stop`): the flags are written before,
+            // and read after, a barrier wait (a mutex inside), which orders
+            // them; during a phase `stop` only ends the loop, and the counts
+            // reach the main thread through the end barrier.
+            if self.quit.load(Ordering::Relaxed) {
                 break;
             }
-            if phase > 0 {
-                samples.push(ops as f64 / elapsed.as_secs_f64());
+            let mut ops = 0u64;
+            loop {
+                let begun = Instant::now();
+                let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, size)));
+                if let Err(panic) = ran {
+                    let mut slot = self.panicked.lock().unwrap_or_else(|e| e.into_inner());
+                    slot.get_or_insert(panic_message(&panic));
+                    break;
+                }
+                ops += size;
+                if warming && begun.elapsed() < target && size < MAX_BATCH {
+                    size *= 2;
+                }
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            warming = false;
+            self.total.fetch_add(ops, Ordering::Relaxed);
+            self.barrier.wait();
+        }
+    }
+
+    /// One phase of `length`, run from the main thread: releases the
+    /// row's threads, stops them after `length`, and returns all threads'
+    /// operations per second (or the message of a panic).
+    fn phase(&self, length: Duration) -> Result<f64, String> {
+        self.stop.store(false, Ordering::Relaxed);
+        self.barrier.wait();
+        let started = Instant::now();
+        std::thread::sleep(length);
+        self.stop.store(true, Ordering::Relaxed);
+        self.barrier.wait();
+        let elapsed = started.elapsed();
+        let ops = self.total.swap(0, Ordering::Relaxed);
+        if let Some(message) = self
+            .panicked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Err(message);
+        }
+        Ok(ops as f64 / elapsed.as_secs_f64())
+    }
+
+    fn quit(&self) {
+        self.quit.store(true, Ordering::Relaxed);
+        self.barrier.wait();
+    }
+}
+
+/// The order of the rows in round `round` of `rows`: every row once,
+/// starting at row `round % rows` (so no row is always first or last).
+pub fn round_order(round: usize, rows: usize) -> Vec<usize> {
+    (0..rows).map(|i| (round + i) % rows.max(1)).collect()
+}
+
+/// Measures the rows of one cell group (one workload at one thread count)
+/// interleaved: each row (an `Err` is a row whose instance could not be
+/// built; it stays an error) gets `threads` threads, spawned once; each
+/// row is warmed up in turn (which also sizes each thread's batches), then
+/// `repeats` rounds run every row once for `duration`, in the order of
+/// [`round_order`]. Returns each row's samples, operations per second,
+/// sample `k` from round `k`, or the message of a panic in the workload
+/// (a row that panics sits out the later rounds).
+///
+/// Only one row runs at a time; the others' threads wait at their
+/// barriers. A slow phase of the machine therefore hits one round of every
+/// row rather than every repetition of one row, and the ratio of two rows
+/// within a round (a *paired* ratio) cancels it.
+pub fn measure_interleaved(
+    workloads: &[Result<&dyn Workload, String>],
+    threads: usize,
+    warmup: Duration,
+    duration: Duration,
+    repeats: usize,
+) -> Vec<Result<Vec<f64>, String>> {
+    let target = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
+    let rows: Vec<Row> = workloads.iter().map(|_| Row::new(threads)).collect();
+    let mut out: Vec<Result<Vec<f64>, String>> = workloads
+        .iter()
+        .map(|w| match w {
+            Ok(_) => Ok(Vec::with_capacity(repeats)),
+            Err(e) => Err(e.clone()),
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (row, workload) in rows.iter().zip(workloads) {
+            let Ok(workload) = workload else { continue };
+            for t in 0..threads {
+                s.spawn(move || row.work(*workload, t, threads, target));
             }
         }
-        quit.store(true, Ordering::Relaxed);
-        barrier.wait();
-        result.map(|()| samples)
-    })
+        let live = |out: &[Result<Vec<f64>, String>], i: usize| out[i].is_ok();
+        for i in 0..rows.len() {
+            if live(&out, i) {
+                if let Err(e) = rows[i].phase(warmup) {
+                    out[i] = Err(e);
+                }
+            }
+        }
+        for round in 0..repeats {
+            for i in round_order(round, rows.len()) {
+                if !live(&out, i) {
+                    continue;
+                }
+                match rows[i].phase(duration) {
+                    Ok(sample) => {
+                        if let Ok(samples) = &mut out[i] {
+                            samples.push(sample);
+                        }
+                    }
+                    Err(e) => out[i] = Err(e),
+                }
+            }
+        }
+        for (row, workload) in rows.iter().zip(workloads) {
+            if workload.is_ok() {
+                row.quit();
+            }
+        }
+    });
+    out
 }
 
 /// Runs a seed-bug reproduction: the racy variant in growing chunks of
@@ -329,6 +441,53 @@ mod tests {
         fn run(&self, thread: usize, _: usize, _: u64) {
             assert!(thread != 1, "thread 1 fails");
         }
+    }
+
+    /// Logs its row on every batch.
+    struct Logs<'a> {
+        row: usize,
+        log: &'a Mutex<Vec<usize>>,
+    }
+    impl Workload for Logs<'_> {
+        fn run(&self, _: usize, _: usize, _: u64) {
+            let mut log = self.log.lock().unwrap();
+            if log.last() != Some(&self.row) {
+                log.push(self.row);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_interleaved_round_robin_with_a_rotating_start() {
+        assert_eq!(round_order(0, 3), vec![0, 1, 2]);
+        assert_eq!(round_order(1, 3), vec![1, 2, 0]);
+        assert_eq!(round_order(2, 3), vec![2, 0, 1]);
+        assert_eq!(round_order(3, 3), vec![0, 1, 2]);
+        // One thread per row and one row at a time: the log (consecutive
+        // batches of one row merged) is the order of the phases.
+        let log = Mutex::new(Vec::new());
+        let rows: Vec<Logs> = (0..3).map(|row| Logs { row, log: &log }).collect();
+        let mut refs: Vec<Result<&dyn Workload, String>> =
+            rows.iter().map(|r| Ok(r as &dyn Workload)).collect();
+        // A row whose instance could not be built stays an error and
+        // sits out every round.
+        refs.push(Err("no instance".to_string()));
+        let out = measure_interleaved(
+            &refs,
+            1,
+            Duration::from_millis(2),
+            Duration::from_millis(2),
+            3,
+        );
+        assert_eq!(out[3], Err("no instance".to_string()));
+        for r in &out[..3] {
+            assert_eq!(r.as_ref().map(Vec::len), Ok(3));
+        }
+        // Warm-ups 0 1 2, then rounds over 4 rows starting at 0, 1, 2.
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![0, 1, 2, 0, 1, 2, 1, 2, 0, 2, 0, 1]
+        );
     }
 
     #[test]
