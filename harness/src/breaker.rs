@@ -812,6 +812,9 @@ fn rate_std_mutex() -> MutexBreaker<StdMutex> {
 fn rate_parking_lot() -> MutexBreaker<ParkingLotMutex> {
     MutexBreaker::from_builder(rate_builder()).expect("a valid rate configuration")
 }
+fn rate_sharded_mutex() -> ShardedBreaker {
+    ShardedBreaker::from_builder(rate_builder()).expect("a valid rate configuration")
+}
 
 /// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
@@ -899,6 +902,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 }),
                 (impl_name::PARKING_LOT, || {
                     Box::new(TraitCall(rate_parking_lot()))
+                }),
+                (impl_name::SHARDED_MUTEX, || {
+                    Box::new(TraitCall(rate_sharded_mutex()))
                 }),
                 (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
                 ("lock-free-handle", || {
