@@ -300,22 +300,29 @@ fn late_failure_vs_running_trial() {
     });
 }
 
+/// Rate mode, a window of 2 that opens at 100 % failures; name "x" holds
+/// two successes.
+fn window_of_two_successes() -> CircuitBreaker {
+    let b = CircuitBreaker::builder()
+        .sliding_window(2)
+        .failure_rate_threshold(100.0)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    b.record_success("x");
+    b.record_success("x");
+    b
+}
+
 /// Rate mode, window of 2 full of successes, 100 %: two failures recorded at
 /// once each evict one success. Both are counted and both successes leave,
 /// whatever the interleaving: the name opens, exactly once.
 #[test]
 fn two_recorders_at_the_windows_edge() {
     loom::model(|| {
-        let b = CircuitBreaker::builder()
-            .sliding_window(2)
-            .failure_rate_threshold(100.0)
-            .clock(ManualClock::new())
-            .build()
-            .unwrap();
+        let b = window_of_two_successes();
         let openings = count_openings(&b);
         let h = b.handle("x");
-        h.record_success();
-        h.record_success();
         let permits = [h.try_acquire().unwrap(), h.try_acquire().unwrap()];
         let [a, c] = permits;
         let other = thread::spawn(move || a.failure());
@@ -337,15 +344,8 @@ fn two_recorders_at_the_windows_edge() {
 #[test]
 fn evicting_an_outcome_still_on_its_way_to_the_ring() {
     loom::model(|| {
-        let b = CircuitBreaker::builder()
-            .sliding_window(2)
-            .failure_rate_threshold(100.0)
-            .clock(ManualClock::new())
-            .build()
-            .unwrap();
+        let b = window_of_two_successes();
         let h = b.handle("x");
-        h.record_success();
-        h.record_success();
         let [a, s1, s2] = [(); 3].map(|()| h.try_acquire().unwrap());
         let h2 = h.clone();
         let reader = thread::spawn(move || {
