@@ -596,12 +596,13 @@ pub struct ProcessReport {
 
 /// The operations of an arc registry, implemented by the lock-free
 /// [`ArcEngine`] and by the mutex baseline
-/// [`MutexArcEngine`](crate::baseline::MutexArcEngine), so tests and
+/// `baseline::MutexArcEngine` (feature `baselines`), so tests and
 /// benchmarks are written once. See [`ArcEngine`]'s methods for the
 /// semantics.
 ///
 /// ```
 /// use raceless::arcs::{ArcEngine, ArcKind, ArcRegistry};
+/// #[cfg(feature = "baselines")]
 /// use raceless::baseline::MutexArcEngine;
 /// # use std::time::Duration;
 /// # #[derive(Clone)] struct K;
@@ -610,6 +611,7 @@ pub struct ProcessReport {
 ///     (0..2).filter(|_| r.start(1, 2, K).unwrap().is_started()).count()
 /// }
 /// assert_eq!(two_starts(&ArcEngine::new()), 1);
+/// #[cfg(feature = "baselines")]
 /// assert_eq!(two_starts(&<MutexArcEngine<u32, K>>::new()), 1);
 /// ```
 pub trait ArcRegistry<A, K>: Send + Sync {
@@ -1971,6 +1973,7 @@ mod tests {
             }
         }
         check::<ArcEngine<String, K>>();
+        #[cfg(feature = "baselines")]
         check::<crate::baseline::MutexArcEngine<String, K>>();
     }
 

@@ -214,11 +214,12 @@ pub struct EmitReport {
 }
 
 /// The operations of an event bus, implemented by the lock-free
-/// [`EventBus`] and by [`baseline::MutexBus`](crate::baseline::MutexBus), so
+/// [`EventBus`] and by `baseline::MutexBus` (feature `baselines`), so
 /// that tests and benchmarks are written once.
 ///
 /// ```
 /// use raceless::bus::{Bus, Event, EventBus};
+/// #[cfg(feature = "baselines")]
 /// use raceless::baseline::MutexBus;
 ///
 /// #[derive(Clone)]
@@ -230,6 +231,7 @@ pub struct EmitReport {
 ///     bus.emit(Ping).delivered + bus.emit(Ping).delivered
 /// }
 /// assert_eq!(ping_twice(&EventBus::new(4)), 2);
+/// #[cfg(feature = "baselines")]
 /// assert_eq!(ping_twice(&MutexBus::<Ping>::new(4)), 2);
 /// ```
 pub trait Bus<E: Event>: Send + Sync {
@@ -451,11 +453,12 @@ impl fmt::Debug for OwnedSubscription {
 
 /// The owned consumers of a bus — guards and receivers that hold their own
 /// (weak) handle to it — implemented by [`EventBus`] and
-/// [`baseline::MutexBus`](crate::baseline::MutexBus), so tests are written
+/// `baseline::MutexBus` (feature `baselines`), so tests are written
 /// once.
 ///
 /// ```
 /// use raceless::bus::{Event, EventBus, OwnedBus};
+/// #[cfg(feature = "baselines")]
 /// use raceless::baseline::MutexBus;
 ///
 /// #[derive(Clone, Debug, PartialEq)]
@@ -468,6 +471,7 @@ impl fmt::Debug for OwnedSubscription {
 ///     rx.try_recv().unwrap()
 /// }
 /// assert_eq!(roundtrip(&EventBus::new(0)), N(9));
+/// #[cfg(feature = "baselines")]
 /// assert_eq!(roundtrip(&MutexBus::<N>::new(0)), N(9));
 /// ```
 pub trait OwnedBus<E: Event>: Bus<E> {

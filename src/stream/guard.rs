@@ -104,15 +104,17 @@ impl<S: Send + Sync + 'static, R: StreamSlots<S>> StreamGuard<S, R> {
     /// ([`StreamRegistry::start_guard`] is this for the lock-free registry).
     ///
     /// ```
-    /// use raceless::baseline::MutexStreams;
     /// use raceless::stream::{Pending, Session, StreamGuard, StreamOptions, StreamSlots};
     /// use std::sync::Arc;
     ///
+    /// # #[cfg(feature = "baselines")] {
+    /// use raceless::baseline::MutexStreams; // feature `baselines`
     /// let streams: Arc<MutexStreams<()>> = Arc::new(MutexStreams::with_options(StreamOptions::new()));
     /// let session = Arc::new(Session::new("s"));
     /// let guard = StreamGuard::start(&streams, &session, Pending::new("hi"), ()).unwrap();
     /// drop(guard);
     /// assert!(streams.is_empty() && session.active().is_none());
+    /// # }
     /// ```
     pub fn start(
         registry: &Arc<R>,
@@ -260,5 +262,6 @@ fn _assert_send_static() {
     fn check<T: Send + Sync + 'static>() {}
     check::<StreamGuard<()>>();
     check::<StreamGuard<String>>();
+    #[cfg(feature = "baselines")]
     check::<StreamGuard<(), crate::baseline::MutexStreams<()>>>();
 }

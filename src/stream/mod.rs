@@ -342,7 +342,8 @@ impl Saves {
 }
 
 /// The operations of the `stream` component, implemented by the lock-free
-/// [`StreamRegistry`] and by `baseline::MutexStreams` (the seed's fix), so
+/// [`StreamRegistry`] and by `baseline::MutexStreams` (the seed's fix;
+/// feature `baselines`), so
 /// tests and benchmarks are written once.
 ///
 /// A session is meant to be used with one registry: a stream of another
@@ -360,6 +361,7 @@ impl Saves {
 ///     assert!(slots.is_empty());
 /// }
 /// cycle::<StreamRegistry<u32>>();
+/// #[cfg(feature = "baselines")]
 /// cycle::<raceless::baseline::MutexStreams<u32>>();
 /// ```
 pub trait StreamSlots<S>: Send + Sync {
