@@ -616,6 +616,11 @@ pub struct ProcessReport {
 /// ```
 pub trait ArcRegistry<A, K>: Send + Sync {
     /// A registry configured by `builder` (clock, hooks).
+    //
+    // For the test harness and generic tests (which build every
+    // implementation from one builder); not part of the documented API nor
+    // covered by semver.
+    #[doc(hidden)]
     fn from_builder(builder: ArcEngineBuilder<A, K>) -> Self
     where
         Self: Sized;
@@ -659,8 +664,7 @@ pub(crate) type StartHook<A, K> =
 pub(crate) type ProcessHook<A, K> =
     std::sync::Arc<dyn Fn(&ArcSnapshot<A, K>) -> Option<ArcPhase> + Send + Sync>;
 
-/// Configures an [`ArcEngine`] (or any [`ArcRegistry`], via
-/// [`ArcRegistry::from_builder`]).
+/// Configures an [`ArcEngine`].
 ///
 /// ```
 /// use raceless::arcs::{ArcEngine, ArcKind, ArcPhase};
@@ -770,6 +774,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 impl<A, K> ArcEngineBuilder<A, K> {
     /// The configured clock (for [`ArcRegistry`] implementations built
     /// from this builder).
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngineBuilder, ArcKind};
@@ -785,6 +793,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 
     /// Runs the configured start hook (`Ok` if there is none), for
     /// [`ArcRegistry`] implementations built from this builder.
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngineBuilder, ArcKind};
@@ -802,6 +814,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 
     /// Runs the configured process hook (`None` if there is none), for
     /// [`ArcRegistry`] implementations built from this builder.
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcEngineBuilder, ArcKind, ArcPhase};

@@ -161,12 +161,13 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     ///
     /// ```
     /// use raceless::baseline::MutexBus;
-    /// use raceless::bus::SubscriptionId;
     /// # use raceless::bus::Event;
     /// # #[derive(Clone)] struct Ping;
     /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
     /// let bus = MutexBus::<Ping>::new(0);
-    /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(7)));
+    /// let id = bus.subscribe((), |_| Ok(()));
+    /// assert!(bus.unsubscribe(id));
+    /// assert!(!bus.unsubscribe(id));
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
         self.shared.unsubscribe(id)
