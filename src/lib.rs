@@ -108,6 +108,24 @@ pub mod listener;
 
 pub use listener::ListenerId;
 
+/// The error a user callback returns when it fails: a bus handler
+/// ([`EventBus::subscribe`]), an arc start hook
+/// ([`arcs::ArcEngineBuilder::start_hook`], handed back in
+/// [`arcs::ArcError::Hook`]) or a stream save hook
+/// ([`stream::StreamOptions::save_hook`], logged). Any error converts into
+/// it with `?` or `.into()`.
+///
+/// ```
+/// use raceless::CallbackError;
+/// fn parse(s: &str) -> Result<u32, CallbackError> {
+///     Ok(s.parse::<u32>()?)
+/// }
+/// assert_eq!(parse("7").unwrap(), 7);
+/// let e: CallbackError = "disk full".into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+pub type CallbackError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 // One module per component, its main types re-exported at the root.
 // breaker
 pub mod breaker;

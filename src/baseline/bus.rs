@@ -22,10 +22,11 @@ use std::sync::Arc;
 use super::{Lock, MutexKind, StdMutex};
 use crate::bus::channel::Channel;
 use crate::bus::{
-    deliver, Bus, BusError, Detach, EmitReport, Event, HandlerError, OwnedBus, OwnedSubscription,
-    Receiver, Sink, Subscriber, SubscriptionId,
+    deliver, Bus, BusError, Detach, EmitReport, Event, OwnedBus, OwnedSubscription, Receiver, Sink,
+    Subscriber, SubscriptionId,
 };
 use crate::sync::MapHasher;
+use crate::CallbackError;
 
 struct State<E: Event> {
     kinds: HashMap<E::Kind, Vec<Subscriber<E>>, MapHasher>,
@@ -151,7 +152,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     pub fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         self.shared
             .subscribe(kind, Sink::Handler(Arc::new(handler)))
@@ -254,7 +255,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     pub fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         let id = self.subscribe(kind, handler);
         OwnedSubscription::new(id, self.detacher())
@@ -326,7 +327,7 @@ impl<E: Event, M: MutexKind> Bus<E> for MutexBus<E, M> {
     fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         MutexBus::subscribe(self, kind, handler)
     }
@@ -348,7 +349,7 @@ impl<E: Event, M: MutexKind> OwnedBus<E> for MutexBus<E, M> {
     fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         MutexBus::subscribe_owned(self, kind, handler)
     }

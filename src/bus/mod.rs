@@ -107,6 +107,7 @@ use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::{Arc, ArcSwap, AtomicU64, MapHasher, Ordering, ShardedMap};
+use crate::CallbackError;
 
 pub use channel::{BusError, Receiver, RecvError, TryRecvError, MAX_CHANNEL_CAPACITY};
 pub use counters::KindStats;
@@ -153,14 +154,19 @@ pub trait Event: Clone + Send + Sync + 'static {
     }
 }
 
-/// What a handler returns when it fails.
+/// What a handler returns when it fails: the crate's one callback error,
+/// [`CallbackError`].
 ///
 /// ```
-/// use raceless::bus::HandlerError;
-/// let e: HandlerError = "disk full".into();
+/// #[allow(deprecated)]
+/// let e: raceless::bus::HandlerError = "disk full".into();
 /// assert_eq!(e.to_string(), "disk full");
 /// ```
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+#[deprecated(
+    since = "0.2.0",
+    note = "use `raceless::CallbackError` (one error type for every callback)"
+)]
+pub type HandlerError = CallbackError;
 
 /// The handle of a subscription, for [`unsubscribe`](EventBus::unsubscribe).
 ///
@@ -247,7 +253,7 @@ pub trait Bus<E: Event>: Send + Sync {
     fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId;
 
     /// Removes a subscription: `true` if this call removed it, `false` if
@@ -269,7 +275,7 @@ pub trait Bus<E: Event>: Send + Sync {
     fn subscribe_scoped(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Subscription<'_, E, Self>
     where
         Self: Sized,
@@ -487,7 +493,7 @@ pub trait OwnedBus<E: Event>: Bus<E> {
     fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription;
 
     /// Subscribes an async consumer with a queue of `capacity` events
@@ -501,7 +507,7 @@ pub trait OwnedBus<E: Event>: Bus<E> {
 
 /// A boxed handler. A `std` `Arc` even under loom: loom's `Arc` cannot hold
 /// a `dyn`, and the handlers are not part of the protocol loom checks.
-pub(crate) type Handler<E> = std::sync::Arc<dyn Fn(&E) -> Result<(), HandlerError> + Send + Sync>;
+pub(crate) type Handler<E> = std::sync::Arc<dyn Fn(&E) -> Result<(), CallbackError> + Send + Sync>;
 
 /// Where a new subscription's events go.
 pub(crate) enum Sink<E> {
@@ -870,7 +876,7 @@ impl<E: Event> EventBus<E> {
     pub fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         self.inner
             .subscribe(kind, Sink::Handler(std::sync::Arc::new(handler)))
@@ -893,7 +899,7 @@ impl<E: Event> EventBus<E> {
     pub fn subscribe_scoped(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Subscription<'_, E> {
         Bus::subscribe_scoped(self, kind, handler)
     }
@@ -921,7 +927,7 @@ impl<E: Event> EventBus<E> {
     pub fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         let id = self.subscribe(kind, handler);
         OwnedSubscription::new(id, self.detacher())
@@ -1132,7 +1138,7 @@ impl<E: Event> Bus<E> for EventBus<E> {
     fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         EventBus::subscribe(self, kind, handler)
     }
@@ -1154,7 +1160,7 @@ impl<E: Event> OwnedBus<E> for EventBus<E> {
     fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         EventBus::subscribe_owned(self, kind, handler)
     }

@@ -101,6 +101,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SharedClock};
 use crate::listener::Listeners;
+use crate::CallbackError;
 
 pub use guard::StreamGuard;
 pub use registry::StreamRegistry;
@@ -205,12 +206,23 @@ pub struct Busy {
     pub active: StreamId,
 }
 
-/// The error a save hook may return; it is logged, never propagated.
-pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+/// The error a save hook may return (logged, never propagated): the
+/// crate's one callback error, [`CallbackError`].
+///
+/// ```
+/// #[allow(deprecated)]
+/// let e: raceless::stream::HookError = "disk full".into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+#[deprecated(
+    since = "0.2.0",
+    note = "use `raceless::CallbackError` (one error type for every callback)"
+)]
+pub type HookError = CallbackError;
 
 /// A save hook: receives the snapshot of every slot change.
 pub(crate) type SaveHook =
-    std::sync::Arc<dyn Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync>;
+    std::sync::Arc<dyn Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync>;
 
 /// Options of a [`StreamRegistry`] or a `baseline::MutexStreams`: the clock
 /// that stamps `started_at` and an optional save hook.
@@ -281,7 +293,7 @@ impl StreamOptions {
     /// ```
     pub fn save_hook(
         mut self,
-        hook: impl Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync + 'static,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Self {
         self.save_hook = Some(std::sync::Arc::new(hook));
         self

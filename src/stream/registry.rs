@@ -4,12 +4,12 @@ use std::hash::BuildHasher;
 
 use super::session::SlotState;
 use super::{
-    save_listener, ActiveStream, Busy, HookError, Pending, Saves, Session, SessionSnapshot,
-    StreamId, StreamOptions, StreamSlots,
+    save_listener, ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId,
+    StreamOptions, StreamSlots,
 };
 use crate::clock::SharedClock;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, ShardedMap};
-use crate::ListenerId;
+use crate::{CallbackError, ListenerId};
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
 /// previous process, or of another registry, never collide with ours) and a
@@ -327,7 +327,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// ```
     pub fn add_save_hook(
         &self,
-        hook: impl Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync + 'static,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> ListenerId {
         self.saves.0.add(save_listener(std::sync::Arc::new(hook)))
     }
