@@ -30,9 +30,12 @@
 //! injectable [`clock`]; no user callback ever runs while an internal lock
 //! is held, and a panicking callback is caught and logged.
 //!
-//! Features: `tower` (a `tower::Layer` for the breaker), `redis`
-//! (`raceless::redis`: arcs, breaker and stream slots shared by several
-//! processes through one Redis primary), `baselines` (the mutex reference
+//! Features (none on by default): `tower` (a `tower::Layer` for the
+//! breaker), `redis` (`raceless::redis`: arcs, breaker and stream slots
+//! shared by several processes through one Redis primary), `serde`
+//! (`Serialize`/`Deserialize` for the stream's snapshots), `file-store`
+//! (the stream's `SessionStore` and `StoreWriter`: sessions saved as JSON
+//! files; implies `serde`), `baselines` (the mutex reference
 //! implementations in `raceless::baseline`), `parking_lot` (a `parking_lot`
 //! flavour of every baseline, for the benchmarks; implies `baselines`).
 //!

@@ -27,7 +27,7 @@ use super::{Busy, Pending, Session, StreamId, StreamRegistry, StreamSlots};
 /// consistent: either the stream is live and in its slot, or it is
 /// unregistered and its slot is empty (or holds a newer stream). The
 /// registry's save hooks run inside the drop, on the dropping thread (they
-/// must not block: use a [`super::StoreWriter`], whose `save` only enqueues).
+/// must not block: use a `StoreWriter`, whose `save` only enqueues).
 /// A panicking hook is caught, so a drop never panics because of it.
 ///
 /// [`StreamGuard::detach`] hands the duty to finish over to the caller.

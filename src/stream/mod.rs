@@ -57,13 +57,15 @@
 //! the shard lock; it publishes no data).
 //!
 //! Saving: every slot value carries a version, one more than the value it
-//! replaced. [`Session::snapshot`] gives it as a serde [`SessionSnapshot`];
+//! replaced. [`Session::snapshot`] gives it as a [`SessionSnapshot`]
+//! (serde, feature `serde`);
 //! an optional save hook ([`StreamOptions::save_hook`]) receives the
 //! snapshot of every change a registry makes, outside every guard. Hooks of
-//! concurrent changes may run in any order: [`SessionStore`] keeps the
+//! concurrent changes may run in any order: `SessionStore` (feature
+//! `file-store`, like everything that touches files here) keeps the
 //! highest version per session, so a late save never overwrites a newer
 //! state. Its `save` is blocking file I/O; async code saves through a
-//! [`StoreWriter`], whose `save` only enqueues for a background thread that
+//! `StoreWriter`, whose `save` only enqueues for a background thread that
 //! keeps the newest version per session.
 //!
 //! Async handlers hold their stream through a [`StreamGuard`]
@@ -92,12 +94,12 @@
 mod guard;
 pub(crate) mod registry;
 mod session;
+#[cfg(feature = "file-store")]
 mod store;
+#[cfg(feature = "file-store")]
 mod writer;
 
 use std::time::SystemTime;
-
-use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SharedClock};
 use crate::listener::Listeners;
@@ -106,7 +108,11 @@ use crate::CallbackError;
 pub use guard::StreamGuard;
 pub use registry::StreamRegistry;
 pub use session::{Session, SessionSnapshot};
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use store::{Saved, SessionStore, StoreError};
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use writer::{Flushed, StoreWriter};
 
 /// The id of a stream: unique across registries and processes (a random
@@ -121,7 +127,8 @@ pub use writer::{Flushed, StoreWriter};
 /// let y = registry.start(&b, Pending::new("y"), ()).unwrap();
 /// assert_ne!(x, y);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StreamId {
     epoch: u64,
     seq: u64,
@@ -175,7 +182,8 @@ impl Pending {
 /// let active = session.active().unwrap();
 /// assert_eq!((active.id, active.pending_message.as_deref()), (id, Some("hi")));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ActiveStream {
     /// The stream.
     pub id: StreamId,
@@ -281,7 +289,7 @@ impl StreamOptions {
     /// A hook called with the session's snapshot after every slot change
     /// (start, cleanup, finish), outside every guard. Hooks of concurrent
     /// changes may run in any order (use a store that keeps the highest
-    /// version, like [`SessionStore`]); an error or a panic is logged with
+    /// version, like `SessionStore`); an error or a panic is logged with
     /// `tracing` and otherwise ignored, like the seed's `try: save()`.
     ///
     /// ```
