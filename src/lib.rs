@@ -25,8 +25,8 @@
 //!
 //! Every component has one trait, implemented by the lock-free type and by a
 //! `std::sync::Mutex` baseline in `baseline` (the seed's own fix; feature
-//! `baselines`), so the two can be tested and benchmarked side by side. All types are
-//! `Send + Sync` and every operation takes `&self`. Time comes from an
+//! `baselines`), so the two can be tested and benchmarked side by side. All
+//! types are `Send + Sync` and every operation takes `&self`. Time comes from an
 //! injectable [`clock`]; no user callback ever runs while an internal lock
 //! is held, and a panicking callback is caught and logged.
 //!
