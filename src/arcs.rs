@@ -152,6 +152,7 @@ use std::time::{Duration, SystemTime};
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
 use crate::sync::{AtomicU64, AtomicUsize, Entry, Ordering, ShardedMap};
+use crate::CallbackError;
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
 /// after twice that duration is expired by [`ArcEngine::process_all`].
@@ -542,8 +543,19 @@ pub enum ArcEvent<A, K> {
     Ended(ArcSnapshot<A, K>, EndReason),
 }
 
-/// The error a start hook returns; it is handed back in [`ArcError::Hook`].
-pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+/// The error a start hook returns (handed back in [`ArcError::Hook`]): the
+/// crate's one callback error, [`CallbackError`].
+///
+/// ```
+/// #[allow(deprecated)]
+/// let e: raceless::arcs::HookError = "database is down".into();
+/// assert_eq!(e.to_string(), "database is down");
+/// ```
+#[deprecated(
+    since = "0.2.0",
+    note = "use `raceless::CallbackError` (one error type for every callback)"
+)]
+pub type HookError = CallbackError;
 
 /// The errors of the `arcs` component.
 ///
@@ -567,7 +579,7 @@ pub enum ArcError {
     NotFound,
     /// The start hook failed; the pair is free again.
     #[error("start hook failed: {0}")]
-    Hook(#[source] HookError),
+    Hook(#[source] CallbackError),
     /// A shared backend (the `redis` feature's `RedisArcs`) failed; its
     /// [`BackendError`](crate::backend::BackendError) says whether the
     /// outcome is unknown and whether the call may be repeated.
@@ -596,12 +608,13 @@ pub struct ProcessReport {
 
 /// The operations of an arc registry, implemented by the lock-free
 /// [`ArcEngine`] and by the mutex baseline
-/// [`MutexArcEngine`](crate::baseline::MutexArcEngine), so tests and
+/// `baseline::MutexArcEngine` (feature `baselines`), so tests and
 /// benchmarks are written once. See [`ArcEngine`]'s methods for the
 /// semantics.
 ///
 /// ```
 /// use raceless::arcs::{ArcEngine, ArcKind, ArcRegistry};
+/// #[cfg(feature = "baselines")]
 /// use raceless::baseline::MutexArcEngine;
 /// # use std::time::Duration;
 /// # #[derive(Clone)] struct K;
@@ -610,10 +623,16 @@ pub struct ProcessReport {
 ///     (0..2).filter(|_| r.start(1, 2, K).unwrap().is_started()).count()
 /// }
 /// assert_eq!(two_starts(&ArcEngine::new()), 1);
+/// #[cfg(feature = "baselines")]
 /// assert_eq!(two_starts(&<MutexArcEngine<u32, K>>::new()), 1);
 /// ```
 pub trait ArcRegistry<A, K>: Send + Sync {
     /// A registry configured by `builder` (clock, hooks).
+    //
+    // For the test harness and generic tests (which build every
+    // implementation from one builder); not part of the documented API nor
+    // covered by semver.
+    #[doc(hidden)]
     fn from_builder(builder: ArcEngineBuilder<A, K>) -> Self
     where
         Self: Sized;
@@ -652,13 +671,12 @@ pub trait ArcRegistry<A, K>: Send + Sync {
 
 /// A start hook (the seed's database insert).
 pub(crate) type StartHook<A, K> =
-    std::sync::Arc<dyn Fn(&A, &A, &K) -> Result<(), HookError> + Send + Sync>;
+    std::sync::Arc<dyn Fn(&A, &A, &K) -> Result<(), CallbackError> + Send + Sync>;
 /// A process hook: given an active arc, the phase to move it to, if any.
 pub(crate) type ProcessHook<A, K> =
     std::sync::Arc<dyn Fn(&ArcSnapshot<A, K>) -> Option<ArcPhase> + Send + Sync>;
 
-/// Configures an [`ArcEngine`] (or any [`ArcRegistry`], via
-/// [`ArcRegistry::from_builder`]).
+/// Configures an [`ArcEngine`].
 ///
 /// ```
 /// use raceless::arcs::{ArcEngine, ArcKind, ArcPhase};
@@ -735,7 +753,7 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// ```
     pub fn start_hook(
         mut self,
-        hook: impl Fn(&A, &A, &K) -> Result<(), HookError> + Send + Sync + 'static,
+        hook: impl Fn(&A, &A, &K) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Self {
         self.start_hook = Some(std::sync::Arc::new(hook));
         self
@@ -768,6 +786,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 impl<A, K> ArcEngineBuilder<A, K> {
     /// The configured clock (for [`ArcRegistry`] implementations built
     /// from this builder).
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngineBuilder, ArcKind};
@@ -783,6 +805,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 
     /// Runs the configured start hook (`Ok` if there is none), for
     /// [`ArcRegistry`] implementations built from this builder.
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngineBuilder, ArcKind};
@@ -791,7 +817,7 @@ impl<A, K> ArcEngineBuilder<A, K> {
     /// let b = ArcEngineBuilder::<u8, K>::new();
     /// assert!(b.call_start_hook(&1, &2, &K).is_ok());
     /// ```
-    pub fn call_start_hook(&self, a: &A, b: &A, kind: &K) -> Result<(), HookError> {
+    pub fn call_start_hook(&self, a: &A, b: &A, kind: &K) -> Result<(), CallbackError> {
         match &self.start_hook {
             Some(hook) => run_start_hook(hook, a, b, kind),
             None => Ok(()),
@@ -800,6 +826,10 @@ impl<A, K> ArcEngineBuilder<A, K> {
 
     /// Runs the configured process hook (`None` if there is none), for
     /// [`ArcRegistry`] implementations built from this builder.
+    //
+    // For the baseline and the test harness's implementations of
+    // `ArcRegistry`; not part of the documented API nor covered by semver.
+    #[doc(hidden)]
     ///
     /// ```
     /// # use raceless::arcs::{ArcEngine, ArcEngineBuilder, ArcKind, ArcPhase};
@@ -851,14 +881,14 @@ impl<A, K> fmt::Debug for ArcEngineBuilder<A, K> {
 }
 
 /// Runs a start hook with no guard held; a panic in it is caught, logged
-/// and turned into a [`HookError`] (so the start is rolled back and the
+/// and turned into a [`CallbackError`] (so the start is rolled back and the
 /// pair is not left claimed forever).
 pub(crate) fn run_start_hook<A, K>(
     hook: &StartHook<A, K>,
     a: &A,
     b: &A,
     kind: &K,
-) -> Result<(), HookError> {
+) -> Result<(), CallbackError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(a, b, kind))).unwrap_or_else(
         |_| {
             tracing::warn!("arc start hook panicked; isolated");
@@ -1971,6 +2001,7 @@ mod tests {
             }
         }
         check::<ArcEngine<String, K>>();
+        #[cfg(feature = "baselines")]
         check::<crate::baseline::MutexArcEngine<String, K>>();
     }
 

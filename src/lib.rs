@@ -24,16 +24,20 @@
 //! | [`stream`] | a session's active-stream slot | cleanup judged a stream stale, then clobbered a newer one | hermes-webui #1533 |
 //!
 //! Every component has one trait, implemented by the lock-free type and by a
-//! `std::sync::Mutex` baseline in [`baseline`] (the seed's own fix), so the
-//! two can be tested and benchmarked side by side. All types are
-//! `Send + Sync` and every operation takes `&self`. Time comes from an
+//! `std::sync::Mutex` baseline in `baseline` (the seed's own fix; feature
+//! `baselines`), so the two can be tested and benchmarked side by side. All
+//! types are `Send + Sync` and every operation takes `&self`. Time comes from an
 //! injectable [`clock`]; no user callback ever runs while an internal lock
 //! is held, and a panicking callback is caught and logged.
 //!
-//! Features: `tower` (a `tower::Layer` for the breaker), `redis`
-//! (`raceless::redis`: arcs, breaker and stream slots shared by several
-//! processes through one Redis primary), `parking_lot` (a `parking_lot`
-//! flavour of every baseline, for the benchmarks).
+//! Features (none on by default): `tower` (a `tower::Layer` for the
+//! breaker), `redis` (`raceless::redis`: arcs, breaker and stream slots
+//! shared by several processes through one Redis primary), `serde`
+//! (`Serialize`/`Deserialize` for the stream's snapshots), `file-store`
+//! (the stream's `SessionStore` and `StoreWriter`: sessions saved as JSON
+//! files; implies `serde`), `baselines` (the mutex reference
+//! implementations in `raceless::baseline`), `parking_lot` (a `parking_lot`
+//! flavour of every baseline, for the benchmarks; implies `baselines`).
 //!
 //! ## Progress guarantees
 //!
@@ -94,15 +98,36 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
 mod sync;
 
+#[cfg(feature = "baselines")]
+#[cfg_attr(docsrs, doc(cfg(feature = "baselines")))]
 pub mod baseline;
 pub mod clock;
 pub mod listener;
 
 pub use listener::ListenerId;
+
+/// The error a user callback returns when it fails: a bus handler
+/// ([`EventBus::subscribe`]), an arc start hook
+/// ([`arcs::ArcEngineBuilder::start_hook`], handed back in
+/// [`arcs::ArcError::Hook`]) or a stream save hook
+/// ([`stream::StreamOptions::save_hook`], logged). Any error converts into
+/// it with `?` or `.into()`.
+///
+/// ```
+/// use raceless::CallbackError;
+/// fn parse(s: &str) -> Result<u32, CallbackError> {
+///     Ok(s.parse::<u32>()?)
+/// }
+/// assert_eq!(parse("7").unwrap(), 7);
+/// let e: CallbackError = "disk full".into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+pub type CallbackError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 // One module per component, its main types re-exported at the root.
 // breaker
@@ -127,6 +152,7 @@ pub mod backend;
 pub use backend::BackendError;
 // Several processes sharing state through one Redis primary.
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
 // The README's examples, compiled and run as doc tests (not public API).

@@ -1,5 +1,11 @@
 //! Listener registries: callbacks that observe a component's state changes.
 //!
+//! One naming scheme across components: `on_<event>(callback)` registers a
+//! listener and returns its [`ListenerId`], `remove_listener(id)` removes it
+//! (`ArcEngine::on_event`, `CircuitBreaker::on_event`,
+//! `StreamRegistry::on_save`). The bus's handlers are subscriptions, its
+//! domain's verbs: `EventBus::subscribe` / `unsubscribe`.
+//!
 //! A component keeps its listeners in an RCU list (an immutable `Vec`
 //! swapped whole with arc-swap). Notifying loads the current list and calls
 //! each listener with nothing held — no shard lock, no guard — so a listener
@@ -12,7 +18,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::sync::{Arc, ArcSwap, AtomicU64, AtomicUsize, Ordering};
 
-/// The handle of a registered listener, for removing it again.
+/// The handle of a registered listener, for removing it again with the
+/// component's `remove_listener`.
 ///
 /// ```
 /// use raceless::ListenerId;

@@ -432,10 +432,10 @@ fn store_rejects_ids_that_are_not_file_names() {
 fn failing_and_panicking_save_hooks_are_isolated() {
     let registry: StreamRegistry<()> =
         StreamRegistry::with_options(StreamOptions::new().save_hook(|_| Err("disk full".into())));
-    registry.add_save_hook(|_| panic!("hook panicked"));
+    registry.on_save(|_| panic!("hook panicked"));
     let calls = Arc::new(Mutex::new(0));
     let counter = calls.clone();
-    registry.add_save_hook(move |_| {
+    registry.on_save(move |_| {
         *counter.lock().unwrap() += 1;
         Ok(())
     });
@@ -451,7 +451,7 @@ fn a_save_hook_may_call_back_into_the_registry() {
     let weak = Arc::downgrade(&registry);
     let lens = Arc::new(Mutex::new(Vec::new()));
     let seen = lens.clone();
-    registry.add_save_hook(move |_| {
+    registry.on_save(move |_| {
         if let Some(r) = weak.upgrade() {
             seen.lock().unwrap().push(r.len());
         }

@@ -10,9 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
 use raceless::baseline::{MutexBus, ParkingLotMutex, StdMutex};
-use raceless::bus::{
-    Bus, EmitReport, Event, EventBus, HandlerError, OwnedBus, SubscriptionId, TryRecvError,
-};
+use raceless::bus::{Bus, EmitReport, Event, EventBus, OwnedBus, SubscriptionId, TryRecvError};
+use raceless::CallbackError;
 
 use crate::model::SequentialSpec;
 use crate::threads::{run_concurrently, stagger};
@@ -89,7 +88,7 @@ pub fn quiet_expected_panics() {
 // ---------------------------------------------------------------------------
 // The racy variant
 
-type Handler<E> = Arc<dyn Fn(&E) -> Result<(), HandlerError> + Send + Sync>;
+type Handler<E> = Arc<dyn Fn(&E) -> Result<(), CallbackError> + Send + Sync>;
 type List<E> = Arc<Vec<(SubscriptionId, Handler<E>)>>;
 
 /// The seed's bus without its lock, in safe Rust: every read-modify-write
@@ -140,7 +139,7 @@ impl<E: Event> Bus<E> for RacyBus<E> {
     fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         let id = SubscriptionId::from_raw(self.next_id.fetch_add(1, Ordering::Relaxed));
         let current = self.load(&kind);
@@ -797,7 +796,7 @@ pub fn churn_distinct_kinds<B: OwnedBus<KeyedEvent>>(
 /// The audit capacity of every workload.
 pub const WORKLOAD_AUDIT_CAPACITY: usize = 1024;
 
-fn noop_handler(e: &TestEvent) -> Result<(), HandlerError> {
+fn noop_handler(e: &TestEvent) -> Result<(), CallbackError> {
     black_box(e.payload);
     Ok(())
 }

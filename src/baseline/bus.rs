@@ -22,10 +22,11 @@ use std::sync::Arc;
 use super::{Lock, MutexKind, StdMutex};
 use crate::bus::channel::Channel;
 use crate::bus::{
-    deliver, Bus, BusError, Detach, EmitReport, Event, HandlerError, OwnedBus, OwnedSubscription,
-    Receiver, Sink, Subscriber, SubscriptionId,
+    deliver, Bus, BusError, Detach, EmitReport, Event, OwnedBus, OwnedSubscription, Receiver, Sink,
+    Subscriber, SubscriptionId,
 };
 use crate::sync::MapHasher;
+use crate::CallbackError;
 
 struct State<E: Event> {
     kinds: HashMap<E::Kind, Vec<Subscriber<E>>, MapHasher>,
@@ -151,7 +152,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     pub fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         self.shared
             .subscribe(kind, Sink::Handler(Arc::new(handler)))
@@ -161,12 +162,13 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     ///
     /// ```
     /// use raceless::baseline::MutexBus;
-    /// use raceless::bus::SubscriptionId;
     /// # use raceless::bus::Event;
     /// # #[derive(Clone)] struct Ping;
     /// # impl Event for Ping { type Kind = (); fn kind(&self) {} }
     /// let bus = MutexBus::<Ping>::new(0);
-    /// assert!(!bus.unsubscribe(SubscriptionId::from_raw(7)));
+    /// let id = bus.subscribe((), |_| Ok(()));
+    /// assert!(bus.unsubscribe(id));
+    /// assert!(!bus.unsubscribe(id));
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
         self.shared.unsubscribe(id)
@@ -253,7 +255,7 @@ impl<E: Event, M: MutexKind> MutexBus<E, M> {
     pub fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         let id = self.subscribe(kind, handler);
         OwnedSubscription::new(id, self.detacher())
@@ -325,7 +327,7 @@ impl<E: Event, M: MutexKind> Bus<E> for MutexBus<E, M> {
     fn subscribe(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> SubscriptionId {
         MutexBus::subscribe(self, kind, handler)
     }
@@ -347,7 +349,7 @@ impl<E: Event, M: MutexKind> OwnedBus<E> for MutexBus<E, M> {
     fn subscribe_owned(
         &self,
         kind: E::Kind,
-        handler: impl Fn(&E) -> Result<(), HandlerError> + Send + Sync + 'static,
+        handler: impl Fn(&E) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> OwnedSubscription {
         MutexBus::subscribe_owned(self, kind, handler)
     }

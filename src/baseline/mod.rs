@@ -1,5 +1,5 @@
 //! Mutex baselines: each component's state behind one lock, the seeds' own
-//! fixes translated faithfully.
+//! fixes translated faithfully (feature `baselines`).
 //!
 //! Every baseline implements the same trait as its lock-free counterpart, so
 //! tests and benchmarks run on both. A baseline is generic over the mutex
@@ -71,6 +71,7 @@ impl<T: Send> Lock<T> for std::sync::Mutex<T> {
 /// # }
 /// ```
 #[cfg(feature = "parking_lot")]
+#[cfg_attr(docsrs, doc(cfg(feature = "parking_lot")))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ParkingLotMutex;
 

@@ -5,7 +5,7 @@
 //! updated them with a read-then-write (`count = failures.get(name, 0) + 1;
 //! failures[name] = count`), so concurrent failures lost increments and a
 //! name that should have opened never did. Its fix put one lock around both;
-//! that fix is [`baseline::MutexBreaker`](crate::baseline::MutexBreaker).
+//! that fix is `baseline::MutexBreaker` (feature `baselines`).
 //!
 //! [`CircuitBreaker`] keeps each name's state in **one atomic word**
 //! (consecutive failures, a trial bit and a generation), so:
@@ -126,29 +126,34 @@ mod state;
 mod tower;
 
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use self::tower::{BreakerLayer, BreakerService, Classify, ErrorsAreFailures, ResponseFuture};
 pub use executor::{Outcome, ParallelStrategyExecutor};
 pub use handle::{BreakerHandle, Permit};
 pub use state::State;
 
+pub(crate) use state::RateConfig;
 use state::{End, Shared, Slot, Transition};
-pub(crate) use state::{RateConfig, Ticket, SATURATED};
+#[cfg(feature = "baselines")]
+pub(crate) use state::{Ticket, SATURATED};
 
 /// The operations every breaker implementation offers: the seed's API, plus
 /// what tests, benchmarks and the executor need. Implemented by
-/// [`CircuitBreaker`], [`MutexBreaker`](crate::baseline::MutexBreaker) and
+/// [`CircuitBreaker`], `baseline::MutexBreaker` (feature `baselines`) and
 /// the harness's deliberately racy variant.
 ///
 /// ```
 /// use raceless::breaker::{Breaker, CircuitBreaker};
-/// use raceless::baseline::MutexBreaker;
+/// #[cfg(feature = "baselines")]
+/// use raceless::baseline::{MutexBreaker, StdMutex};
 ///
 /// fn trip(b: &dyn Breaker) -> bool {
 ///     b.record_failure("x");
 ///     b.is_open("x")
 /// }
 /// assert!(trip(&CircuitBreaker::new(1)?));
-/// assert!(trip(&MutexBreaker::<raceless::baseline::StdMutex>::new(1)?));
+/// #[cfg(feature = "baselines")]
+/// assert!(trip(&MutexBreaker::<StdMutex>::new(1)?));
 /// # Ok::<(), raceless::breaker::BreakerError>(())
 /// ```
 pub trait Breaker: Send + Sync {

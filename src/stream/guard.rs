@@ -27,7 +27,7 @@ use super::{Busy, Pending, Session, StreamId, StreamRegistry, StreamSlots};
 /// consistent: either the stream is live and in its slot, or it is
 /// unregistered and its slot is empty (or holds a newer stream). The
 /// registry's save hooks run inside the drop, on the dropping thread (they
-/// must not block: use a [`super::StoreWriter`], whose `save` only enqueues).
+/// must not block: use a `StoreWriter`, whose `save` only enqueues).
 /// A panicking hook is caught, so a drop never panics because of it.
 ///
 /// [`StreamGuard::detach`] hands the duty to finish over to the caller.
@@ -104,15 +104,17 @@ impl<S: Send + Sync + 'static, R: StreamSlots<S>> StreamGuard<S, R> {
     /// ([`StreamRegistry::start_guard`] is this for the lock-free registry).
     ///
     /// ```
-    /// use raceless::baseline::MutexStreams;
     /// use raceless::stream::{Pending, Session, StreamGuard, StreamOptions, StreamSlots};
     /// use std::sync::Arc;
     ///
+    /// # #[cfg(feature = "baselines")] {
+    /// use raceless::baseline::MutexStreams; // feature `baselines`
     /// let streams: Arc<MutexStreams<()>> = Arc::new(MutexStreams::with_options(StreamOptions::new()));
     /// let session = Arc::new(Session::new("s"));
     /// let guard = StreamGuard::start(&streams, &session, Pending::new("hi"), ()).unwrap();
     /// drop(guard);
     /// assert!(streams.is_empty() && session.active().is_none());
+    /// # }
     /// ```
     pub fn start(
         registry: &Arc<R>,
@@ -260,5 +262,6 @@ fn _assert_send_static() {
     fn check<T: Send + Sync + 'static>() {}
     check::<StreamGuard<()>>();
     check::<StreamGuard<String>>();
+    #[cfg(feature = "baselines")]
     check::<StreamGuard<(), crate::baseline::MutexStreams<()>>>();
 }

@@ -57,13 +57,15 @@
 //! the shard lock; it publishes no data).
 //!
 //! Saving: every slot value carries a version, one more than the value it
-//! replaced. [`Session::snapshot`] gives it as a serde [`SessionSnapshot`];
+//! replaced. [`Session::snapshot`] gives it as a [`SessionSnapshot`]
+//! (serde, feature `serde`);
 //! an optional save hook ([`StreamOptions::save_hook`]) receives the
 //! snapshot of every change a registry makes, outside every guard. Hooks of
-//! concurrent changes may run in any order: [`SessionStore`] keeps the
+//! concurrent changes may run in any order: `SessionStore` (feature
+//! `file-store`, like everything that touches files here) keeps the
 //! highest version per session, so a late save never overwrites a newer
 //! state. Its `save` is blocking file I/O; async code saves through a
-//! [`StoreWriter`], whose `save` only enqueues for a background thread that
+//! `StoreWriter`, whose `save` only enqueues for a background thread that
 //! keeps the newest version per session.
 //!
 //! Async handlers hold their stream through a [`StreamGuard`]
@@ -92,20 +94,25 @@
 mod guard;
 pub(crate) mod registry;
 mod session;
+#[cfg(feature = "file-store")]
 mod store;
+#[cfg(feature = "file-store")]
 mod writer;
 
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
-
 use crate::clock::{Clock, SharedClock};
 use crate::listener::Listeners;
+use crate::CallbackError;
 
 pub use guard::StreamGuard;
 pub use registry::StreamRegistry;
 pub use session::{Session, SessionSnapshot};
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use store::{Saved, SessionStore, StoreError};
+#[cfg(feature = "file-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "file-store")))]
 pub use writer::{Flushed, StoreWriter};
 
 /// The id of a stream: unique across registries and processes (a random
@@ -120,7 +127,8 @@ pub use writer::{Flushed, StoreWriter};
 /// let y = registry.start(&b, Pending::new("y"), ()).unwrap();
 /// assert_ne!(x, y);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StreamId {
     epoch: u64,
     seq: u64,
@@ -174,7 +182,8 @@ impl Pending {
 /// let active = session.active().unwrap();
 /// assert_eq!((active.id, active.pending_message.as_deref()), (id, Some("hi")));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ActiveStream {
     /// The stream.
     pub id: StreamId,
@@ -205,12 +214,23 @@ pub struct Busy {
     pub active: StreamId,
 }
 
-/// The error a save hook may return; it is logged, never propagated.
-pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+/// The error a save hook may return (logged, never propagated): the
+/// crate's one callback error, [`CallbackError`].
+///
+/// ```
+/// #[allow(deprecated)]
+/// let e: raceless::stream::HookError = "disk full".into();
+/// assert_eq!(e.to_string(), "disk full");
+/// ```
+#[deprecated(
+    since = "0.2.0",
+    note = "use `raceless::CallbackError` (one error type for every callback)"
+)]
+pub type HookError = CallbackError;
 
 /// A save hook: receives the snapshot of every slot change.
 pub(crate) type SaveHook =
-    std::sync::Arc<dyn Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync>;
+    std::sync::Arc<dyn Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync>;
 
 /// Options of a [`StreamRegistry`] or a `baseline::MutexStreams`: the clock
 /// that stamps `started_at` and an optional save hook.
@@ -269,7 +289,7 @@ impl StreamOptions {
     /// A hook called with the session's snapshot after every slot change
     /// (start, cleanup, finish), outside every guard. Hooks of concurrent
     /// changes may run in any order (use a store that keeps the highest
-    /// version, like [`SessionStore`]); an error or a panic is logged with
+    /// version, like `SessionStore`); an error or a panic is logged with
     /// `tracing` and otherwise ignored, like the seed's `try: save()`.
     ///
     /// ```
@@ -281,7 +301,7 @@ impl StreamOptions {
     /// ```
     pub fn save_hook(
         mut self,
-        hook: impl Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync + 'static,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> Self {
         self.save_hook = Some(std::sync::Arc::new(hook));
         self
@@ -342,7 +362,8 @@ impl Saves {
 }
 
 /// The operations of the `stream` component, implemented by the lock-free
-/// [`StreamRegistry`] and by `baseline::MutexStreams` (the seed's fix), so
+/// [`StreamRegistry`] and by `baseline::MutexStreams` (the seed's fix;
+/// feature `baselines`), so
 /// tests and benchmarks are written once.
 ///
 /// A session is meant to be used with one registry: a stream of another
@@ -360,6 +381,7 @@ impl Saves {
 ///     assert!(slots.is_empty());
 /// }
 /// cycle::<StreamRegistry<u32>>();
+/// #[cfg(feature = "baselines")]
 /// cycle::<raceless::baseline::MutexStreams<u32>>();
 /// ```
 pub trait StreamSlots<S>: Send + Sync {

@@ -4,12 +4,12 @@ use std::hash::BuildHasher;
 
 use super::session::SlotState;
 use super::{
-    save_listener, ActiveStream, Busy, HookError, Pending, Saves, Session, SessionSnapshot,
-    StreamId, StreamOptions, StreamSlots,
+    save_listener, ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId,
+    StreamOptions, StreamSlots,
 };
 use crate::clock::SharedClock;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, ShardedMap};
-use crate::ListenerId;
+use crate::{CallbackError, ListenerId};
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
 /// previous process, or of another registry, never collide with ours) and a
@@ -307,8 +307,10 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         self.streams.read(&id, |r| r.stream.clone())
     }
 
-    /// Adds a save hook (like [`StreamOptions::save_hook`]) to a running
-    /// registry; changes that start after this returns call it.
+    /// Registers a save hook (like [`StreamOptions::save_hook`]) on a
+    /// running registry: changes that start after this returns call it
+    /// with their snapshot. Remove it with
+    /// [`remove_listener`](StreamRegistry::remove_listener).
     ///
     /// ```
     /// use raceless::stream::{Pending, Session, StreamRegistry};
@@ -317,33 +319,62 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// let registry = StreamRegistry::new();
     /// let last = Arc::new(AtomicU64::new(0));
     /// let seen = last.clone();
-    /// let hook = registry.add_save_hook(move |snap| {
+    /// let hook = registry.on_save(move |snap| {
     ///     seen.store(snap.version, Ordering::Relaxed);
     ///     Ok(())
     /// });
     /// registry.start(&Session::new("s"), Pending::new("hi"), ()).unwrap();
     /// assert_eq!(last.load(Ordering::Relaxed), 1);
-    /// assert!(registry.remove_save_hook(hook));
+    /// assert!(registry.remove_listener(hook));
     /// ```
-    pub fn add_save_hook(
+    pub fn on_save(
         &self,
-        hook: impl Fn(&SessionSnapshot) -> Result<(), HookError> + Send + Sync + 'static,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync + 'static,
     ) -> ListenerId {
         self.saves.0.add(save_listener(std::sync::Arc::new(hook)))
     }
 
-    /// Removes a hook added by [`StreamRegistry::add_save_hook`]; `false`
+    /// Removes a hook registered by [`StreamRegistry::on_save`]; `false`
     /// if it was not registered. Changes that start after this returns no
     /// longer call it.
     ///
     /// ```
     /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// let id = registry.on_save(|_| Ok(()));
+    /// assert!(registry.remove_listener(id));
+    /// assert!(!registry.remove_listener(id));
+    /// ```
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.saves.0.remove(id)
+    }
+
+    /// The 0.1 name of [`on_save`](StreamRegistry::on_save).
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
     /// let id = registry.add_save_hook(|_| Ok(()));
     /// assert!(registry.remove_save_hook(id));
-    /// assert!(!registry.remove_save_hook(id));
     /// ```
+    #[deprecated(since = "0.2.0", note = "use `on_save`")]
+    pub fn add_save_hook(
+        &self,
+        hook: impl Fn(&SessionSnapshot) -> Result<(), CallbackError> + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.on_save(hook)
+    }
+
+    /// The 0.1 name of [`remove_listener`](StreamRegistry::remove_listener).
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
+    /// let registry: raceless::StreamRegistry<()> = raceless::StreamRegistry::new();
+    /// let id = registry.on_save(|_| Ok(()));
+    /// assert!(registry.remove_save_hook(id));
+    /// ```
+    #[deprecated(since = "0.2.0", note = "use `remove_listener`")]
     pub fn remove_save_hook(&self, id: ListenerId) -> bool {
-        self.saves.0.remove(id)
+        self.remove_listener(id)
     }
 
     /// The stream in `slot` if it is live here: its live flag if this

@@ -1,7 +1,5 @@
 //! A session and its active-stream slot.
 
-use serde::{Deserialize, Serialize};
-
 use super::{ActiveStream, StreamId};
 use crate::sync::{Arc, ArcSwap, AtomicBool};
 
@@ -58,17 +56,23 @@ impl SlotState {
 /// A saved state of a session: its active stream with the pending fields,
 /// and the version of that state (every change of the slot adds one).
 ///
+/// With the `serde` feature it is `Serialize` and `Deserialize`:
+///
 /// ```
 /// use raceless::stream::{Pending, Session, SessionSnapshot, StreamRegistry};
 ///
 /// let registry = StreamRegistry::new();
 /// let session = Session::new("s");
 /// let id = registry.start(&session, Pending::new("hi"), ()).unwrap();
+/// assert_eq!(session.snapshot().version, 1);
+/// # #[cfg(feature = "serde")] {
 /// let json = serde_json::to_string(&session.snapshot()).unwrap();
 /// let back: SessionSnapshot = serde_json::from_str(&json).unwrap();
 /// assert_eq!((back.version, back.active.unwrap().id), (1, id));
+/// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionSnapshot {
     /// The session's id.
     pub session_id: String,
