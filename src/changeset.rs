@@ -155,7 +155,9 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::sync::ShardedMap;
-use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::sync::{
+    Arc, ArcSwap, ArcSwapOption, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering, SetOnce,
+};
 
 /// The id of a changeset, unique within its [`ChangesetLog`].
 ///
@@ -715,13 +717,16 @@ struct Changeset<C> {
     /// changeset that is neither in the root nor sealed has not been
     /// published yet.
     sealed: AtomicBool,
+    /// Set by the one `take` that removes this changeset (its
+    /// linearization point), before it leaves the id map: a reader that
+    /// still finds it (in the map or the read cache) answers as for an
+    /// unknown id.
+    taken: AtomicBool,
     stripes: Box<[CachePadded<Stripe<C>>]>,
     /// The final entries, filled by the first `changes` that finds this
     /// changeset sealed and out of the root (so its contents are final);
-    /// later reads clone it instead of walking the stripes. Left out under
-    /// loom, which cannot see a std `OnceLock`.
-    #[cfg(not(raceless_loom))]
-    frozen: OnceLock<Vec<C>>,
+    /// later reads clone it instead of walking the stripes.
+    frozen: SetOnce<Vec<C>>,
 }
 
 impl<C: Clone> Changeset<C> {
@@ -729,11 +734,11 @@ impl<C: Clone> Changeset<C> {
         Self {
             id,
             sealed: AtomicBool::new(false),
+            taken: AtomicBool::new(false),
             stripes: (0..stripes)
                 .map(|_| CachePadded::new(Stripe::new()))
                 .collect(),
-            #[cfg(not(raceless_loom))]
-            frozen: OnceLock::new(),
+            frozen: SetOnce::new(),
         }
     }
 
@@ -743,12 +748,9 @@ impl<C: Clone> Changeset<C> {
         }
     }
 
-    /// A copy of the frozen entries, if a read made them (never under loom).
+    /// A copy of the frozen entries, if a read made them.
     fn frozen_copy(&self) -> Option<Vec<C>> {
-        #[cfg(not(raceless_loom))]
-        return self.frozen.get().cloned();
-        #[cfg(raceless_loom)]
-        None
+        self.frozen.get().cloned()
     }
 
     /// The entries of a changeset known to be final: the frozen copy if a
@@ -769,7 +771,6 @@ impl<C: Clone> Changeset<C> {
     /// holds any more: the entries are moved out, not cloned (`take` of a
     /// large changeset costs no copy, as for a `Vec` behind a mutex).
     fn into_final_entries(mut self) -> Vec<C> {
-        #[cfg(not(raceless_loom))]
         if let Some(frozen) = self.frozen.take() {
             return frozen;
         }
@@ -802,10 +803,10 @@ struct Root<C> {
     then: Option<Arc<Root<C>>>,
 }
 
-enum Lookup {
+enum Lookup<C> {
     Unknown,
     Open,
-    Sealed,
+    Sealed(Arc<Changeset<C>>),
 }
 
 /// The thread's stripe hint: threads are numbered round-robin on first use.
@@ -964,6 +965,10 @@ mod lease {
     }
 }
 
+/// Slots of a log's read cache (direct-mapped by id: consecutive ids never
+/// share a slot). Under loom, 2.
+const READ_CACHE: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+
 fn default_stripes() -> usize {
     let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cpus * 4).next_power_of_two().clamp(4, 64)
@@ -1001,6 +1006,11 @@ fn default_stripes() -> usize {
 pub struct ChangesetLog<C> {
     root: ArcSwap<Root<C>>,
     sets: ShardedMap<ChangesetId, Arc<Changeset<C>>>,
+    /// Sealed changesets whose contents are final and frozen, by id modulo
+    /// [`READ_CACHE`]: `changes` of such a changeset loads its slot (no
+    /// lock, no reference count, no write to a shared line) instead of
+    /// looking it up in `sets`.
+    read_cache: Box<[ArcSwapOption<Changeset<C>>]>,
     next_id: AtomicU64,
     stripes: usize,
     /// Identifies this log in a thread's lease.
@@ -1060,6 +1070,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 then: None,
             }),
             sets: ShardedMap::new(),
+            read_cache: (0..READ_CACHE).map(|_| ArcSwapOption::empty()).collect(),
             next_id: AtomicU64::new(1),
             log_id: next_log_id(),
             stripes: stripes.max(1).next_power_of_two(),
@@ -1238,6 +1249,9 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let Some(set) = self.sets.get(&id) else {
             return Err(ChangesetError::UnknownChangeset(id));
         };
+        if set.taken.load(Ordering::Acquire) {
+            return Err(ChangesetError::UnknownChangeset(id));
+        }
         let mut published = true;
         let removed = self.transition(|open| {
             match open.iter().position(|c| c.id == id) {
@@ -1282,8 +1296,27 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.changes(id), Some(vec!["a", "b"]));
     /// ```
     pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
+        // Fast path: a sealed, frozen changeset from the read cache. The
+        // guard records its borrow in a slot of this thread (no reference
+        // count on the changeset, no lock word), so readers of one sealed
+        // changeset write no line they share.
+        {
+            let cached = self.cache_slot(id).load();
+            if let Some(set) = cached.as_ref().filter(|set| set.id == id) {
+                if set.taken.load(Ordering::Acquire) {
+                    return None;
+                }
+                if let Some(frozen) = set.frozen.get() {
+                    return Some(frozen.clone());
+                }
+            }
+        }
         let set = self.sets.get(&id)?;
+        if set.taken.load(Ordering::Acquire) {
+            return None;
+        }
         if let Some(frozen) = set.frozen_copy() {
+            self.remember(&set);
             return Some(frozen);
         }
         // Open or sealed both read the entries, so the root is only needed
@@ -1300,11 +1333,42 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let entries = set.entries();
         // Sealed before the root load and not in it: final, keep a copy.
         // Losing a race to set it only drops our copy (equal contents).
-        #[cfg(not(raceless_loom))]
         if sealed && !in_root {
             let _ = set.frozen.set(entries.clone());
+            self.remember(&set);
         }
         Some(entries)
+    }
+
+    fn cache_slot(&self, id: ChangesetId) -> &ArcSwapOption<Changeset<C>> {
+        &self.read_cache[id.0 as usize & (READ_CACHE - 1)]
+    }
+
+    /// Puts the frozen changeset `set` into its read-cache slot (replacing
+    /// whatever was there). A `take` of `set` that cleared the slot before
+    /// this store would leave it there: the check after the store undoes
+    /// that; a slot that still ends up holding a taken changeset answers
+    /// `None` (`taken` is checked on every hit) and pins that one
+    /// changeset's memory until the slot is reused.
+    fn remember(&self, set: &Arc<Changeset<C>>) {
+        let slot = self.cache_slot(set.id);
+        if slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
+            return;
+        }
+        let mine = Some(Arc::clone(set));
+        slot.store(mine.clone());
+        if set.taken.load(Ordering::Acquire) {
+            let _ = slot.compare_and_swap(&mine, None);
+        }
+    }
+
+    /// Clears `set`'s read-cache slot if it holds `set`.
+    fn forget_cached(&self, set: &Arc<Changeset<C>>) {
+        let slot = self.cache_slot(set.id);
+        let current = slot.load_full();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
+            let _ = slot.compare_and_swap(&current, None);
+        }
     }
 
     /// The open changesets, newest first (one atomic snapshot).
@@ -1337,7 +1401,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         match self.lookup(id) {
             Lookup::Unknown => None,
             Lookup::Open => Some(true),
-            Lookup::Sealed => Some(false),
+            Lookup::Sealed(_) => Some(false),
         }
     }
 
@@ -1357,27 +1421,35 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.changes(a), None);
     /// ```
     pub fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
-        match self.lookup(id) {
-            Lookup::Unknown => Err(ChangesetError::UnknownChangeset(id)),
-            Lookup::Open => Err(ChangesetError::StillOpen(id)),
-            Lookup::Sealed => match self.sets.remove(&id) {
-                // Sealed contents are final, so reading after removal is
-                // exact. Out of the map and the root, the changeset is
-                // usually held by nobody else (this thread's own lease on
-                // it is dropped first): then its entries are moved out.
-                // Another thread's lease or a reader's root guard may
-                // still hold it for a moment: then they are cloned.
-                Some((_, set)) => {
-                    #[cfg(not(raceless_loom))]
-                    lease::forget(&set);
-                    Ok(match Arc::try_unwrap(set) {
-                        Ok(owned) => owned.into_final_entries(),
-                        Err(shared) => shared.final_entries(),
-                    })
-                }
-                None => Err(ChangesetError::UnknownChangeset(id)),
-            },
+        let set = match self.lookup(id) {
+            Lookup::Unknown => return Err(ChangesetError::UnknownChangeset(id)),
+            Lookup::Open => return Err(ChangesetError::StillOpen(id)),
+            Lookup::Sealed(set) => set,
+        };
+        // The linearization point: of concurrent takes exactly one sets the
+        // flag; from then on every reader that still finds the changeset
+        // (in the map or the read cache) answers as for an unknown id.
+        if set
+            .taken
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ChangesetError::UnknownChangeset(id));
         }
+        drop(self.sets.remove(&id));
+        self.forget_cached(&set);
+        // Sealed contents are final, so reading after removal is exact.
+        // Out of the map, the cache and the root, the changeset is usually
+        // held by nobody else (this thread's own lease on it is dropped
+        // first): then its entries are moved out. Another thread's lease or
+        // a reader's guard may still hold it for a moment: then they are
+        // cloned.
+        #[cfg(not(raceless_loom))]
+        lease::forget(&set);
+        Ok(match Arc::try_unwrap(set) {
+            Ok(owned) => owned.into_final_entries(),
+            Err(shared) => shared.final_entries(),
+        })
     }
 
     /// How many changesets the log keeps: the open ones and the sealed
@@ -1409,14 +1481,16 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         self.len() == 0
     }
 
-    fn lookup(&self, id: ChangesetId) -> Lookup {
+    fn lookup(&self, id: ChangesetId) -> Lookup<C> {
         let Some(set) = self.sets.get(&id) else {
             return Lookup::Unknown;
         };
-        if self.root.load().open.iter().any(|c| c.id == id) {
+        if set.taken.load(Ordering::Acquire) {
+            Lookup::Unknown
+        } else if self.root.load().open.iter().any(|c| c.id == id) {
             Lookup::Open
         } else if set.sealed.load(Ordering::Acquire) {
-            Lookup::Sealed
+            Lookup::Sealed(set)
         } else {
             // Its start has not reached its root swap yet.
             Lookup::Unknown
