@@ -463,9 +463,12 @@ impl<C, L: fmt::Debug> fmt::Debug for Recorder<C, L> {
 // ---------------------------------------------------------------------------
 // Slots and stripes.
 
-const EMPTY: u32 = 0;
-const WRITTEN: u32 = 1;
-const CANCELLED: u32 = 2;
+/// A slot's state: `EMPTY` (reserved or not yet reserved), `CANCELLED` (by
+/// a close, never to be written), or `WRITTEN_BASE + j`: committed, its
+/// entry is `values[j]` of the slot's stripe.
+const EMPTY: u64 = 0;
+const CANCELLED: u64 = 1;
+const WRITTEN_BASE: u64 = 2;
 
 /// log2 of the first chunk's length; chunk `k` holds `FIRST << k` slots.
 /// Small under loom, to keep the number of modelled atomics low.
@@ -508,18 +511,9 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-struct Slot<C> {
-    state: AtomicU32,
-    value: OnceLock<C>,
-}
-
-impl<C> Slot<C> {
-    fn new() -> Self {
-        Self {
-            state: AtomicU32::new(EMPTY),
-            value: OnceLock::new(),
-        }
-    }
+/// The index in `values` of a slot state that is `WRITTEN`.
+fn written(state: u64) -> Option<usize> {
+    state.checked_sub(WRITTEN_BASE).map(|j| j as usize)
 }
 
 /// Why an append did not commit.
@@ -536,7 +530,16 @@ struct Stripe<C> {
     /// Every slot below this is `WRITTEN` or `CANCELLED` (a hint that lets a
     /// close scan only the slots reserved since the previous close).
     settled: AtomicU32,
-    chunks: [OnceLock<Box<[Slot<C>]>>; CHUNKS],
+    /// The slots' states, in geometrically growing chunks.
+    chunks: [OnceLock<Box<[AtomicU64]>>; CHUNKS],
+    /// The entries: a slot's reserver pushes its entry here, then commits
+    /// the slot with the entry's index. `boxcar::Vec::push` is the
+    /// publication (index by `fetch_add`, value written in place, then a
+    /// release store; zeroed buckets from the allocator): the cheapest
+    /// safe write-once storage of a generic value we measured. An entry
+    /// whose slot was cancelled stays here unreferenced until the
+    /// changeset is freed.
+    values: boxcar::Vec<C>,
 }
 
 impl<C: Clone> Stripe<C> {
@@ -545,6 +548,7 @@ impl<C: Clone> Stripe<C> {
             word: AtomicU64::new(0),
             settled: AtomicU32::new(0),
             chunks: std::array::from_fn(|_| OnceLock::new()),
+            values: boxcar::Vec::new(),
         };
         // loom cannot see the `OnceLock` that publishes a chunk, so it would
         // flag the chunk's slot atomics as created without synchronization:
@@ -559,22 +563,27 @@ impl<C: Clone> Stripe<C> {
     }
 
     /// Chunk `k`, allocating it if needed.
-    fn chunk(&self, k: usize) -> &[Slot<C>] {
+    fn chunk(&self, k: usize) -> &[AtomicU64] {
         match self.chunks[k].get() {
             Some(c) => c,
-            None => {
-                let fresh: Box<[Slot<C>]> = (0..(FIRST << k)).map(|_| Slot::new()).collect();
-                // Losing the race drops `fresh`; either way the cell is set.
-                let _ = self.chunks[k].set(fresh);
-                self.chunks[k]
-                    .get()
-                    .unwrap_or_else(|| unreachable!("chunk set above"))
-            }
+            None => self.alloc_chunk(k),
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn alloc_chunk(&self, k: usize) -> &[AtomicU64] {
+        let fresh: Box<[AtomicU64]> = (0..(FIRST << k)).map(|_| AtomicU64::new(EMPTY)).collect();
+        // Losing the race drops `fresh`; either way the cell is set.
+        let _ = self.chunks[k].set(fresh);
+        self.chunks[k]
+            .get()
+            .unwrap_or_else(|| unreachable!("chunk set above"))
+    }
+
     /// The slot `index`, allocating its chunk if needed.
-    fn slot(&self, index: u32) -> &Slot<C> {
+    #[inline]
+    fn slot(&self, index: u32) -> &AtomicU64 {
         let (k, off) = locate(index);
         &self.chunk(k)[off]
     }
@@ -608,24 +617,34 @@ impl<C: Clone> Stripe<C> {
 
     /// Writes `entry` into the reserved slot `index` and commits it; hands
     /// the entry back if a close cancelled the slot first.
+    #[inline]
     fn commit(&self, index: u32, entry: C) -> Result<(), C> {
         let slot = self.slot(index);
-        if slot.state.load(Ordering::Relaxed) == CANCELLED {
+        if slot.load(Ordering::Relaxed) == CANCELLED {
             return Err(entry);
         }
-        // Only the reserver ever sets this cell, so `set` cannot fail and
-        // never waits.
-        slot.value.set(entry)?;
-        match slot
-            .state
-            .compare_exchange(EMPTY, WRITTEN, Ordering::Release, Ordering::Relaxed)
-        {
+        // The push happens before the commit below (program order, and the
+        // commit is a release), so a reader that loads the committed state
+        // with acquire finds the entry published.
+        let j = self.values.push(entry);
+        match slot.compare_exchange(
+            EMPTY,
+            WRITTEN_BASE + j as u64,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => Ok(()),
             // Cancelled by a close in between: a copy back (rare).
-            Err(_) => match slot.value.get() {
-                Some(entry) => Err(entry.clone()),
-                None => unreachable!("the cell was set above"),
-            },
+            Err(_) => Err(self.entry(j)),
+        }
+    }
+
+    /// A clone of `values[j]`, which this thread pushed.
+    #[cold]
+    fn entry(&self, j: usize) -> C {
+        match self.values.get(j) {
+            Some(entry) => entry.clone(),
+            None => unreachable!("pushed by this thread"),
         }
     }
 
@@ -658,10 +677,10 @@ impl<C: Clone> Stripe<C> {
             let chunk = self.chunk(k);
             let end = ((u64::from(count) - start) as usize).min(chunk.len());
             for slot in &chunk[off..end] {
-                if slot.state.load(Ordering::Acquire) == EMPTY {
+                if slot.load(Ordering::Acquire) == EMPTY {
                     // Failure (someone committed first) is what we want too;
                     // Acquire makes that commit happen before our root swap.
-                    let _ = slot.state.compare_exchange(
+                    let _ = slot.compare_exchange(
                         EMPTY,
                         CANCELLED,
                         Ordering::AcqRel,
@@ -683,8 +702,8 @@ impl<C: Clone> Stripe<C> {
                 continue;
             };
             for slot in &chunk[..len] {
-                if slot.state.load(Ordering::Acquire) == WRITTEN {
-                    if let Some(v) = slot.value.get() {
+                if let Some(j) = written(slot.load(Ordering::Acquire)) {
+                    if let Some(v) = self.values.get(j) {
                         out.push(v.clone());
                     }
                 }
@@ -695,19 +714,33 @@ impl<C: Clone> Stripe<C> {
     /// [`collect_into`](Self::collect_into) for the sole owner of a final
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
-        let (_, count) = unpack(self.word.load(Ordering::Relaxed));
-        for (k, len) in chunks_below(count) {
-            let Some(chunk) = self.chunks[k].get_mut() else {
-                continue;
-            };
-            for slot in &mut chunk[..len] {
-                if slot.state.load(Ordering::Relaxed) == WRITTEN {
-                    if let Some(v) = slot.value.take() {
-                        out.push(v);
-                    }
-                }
+        let (_, count) = unpack(*self.word.get_mut());
+        let values = std::mem::take(&mut self.values);
+        let committed = || {
+            chunks_below(count)
+                .filter_map(|(k, len)| self.chunks[k].get().map(|chunk| &chunk[..len]))
+                .flatten()
+                .filter_map(|s| written(s.load(Ordering::Relaxed)))
+        };
+        // Sole owner: every push has completed, so `values` is dense and
+        // its iterator yields `values[0], values[1], …`. The usual case (no
+        // cancelled write; one writer per stripe, or writers that did not
+        // interleave) is the identity: move them all at once.
+        let mut n = 0;
+        if committed().all(|j| {
+            n += 1;
+            j == n - 1
+        }) && n == values.count()
+        {
+            if out.is_empty() {
+                *out = values.into_iter().collect();
+            } else {
+                out.extend(values);
             }
+            return;
         }
+        let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
+        out.extend(committed().filter_map(|j| values.get_mut(j).and_then(Option::take)));
     }
 }
 
