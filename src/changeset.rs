@@ -13,8 +13,9 @@
 //! check and the read. Here every operation is a single linearizable step:
 //! no entry is lost, duplicated, or recorded into a changeset after its
 //! `seal` returned. Recording is lock-free; `start_changeset`, `seal`,
-//! `changes` and `take` also take a shard lock of the id map (a short
-//! critical section with no user code).
+//! `take` and the first `changes` of a changeset also take a shard lock of
+//! the id map (a short critical section with no user code); later reads of
+//! a sealed changeset come from a lock-free read cache.
 //!
 //! ```
 //! use raceless::changeset::{ChangesetError, ChangesetLog};
@@ -45,15 +46,18 @@
 //! two, by default a few per CPU); a recording thread always uses the same
 //! stripe (a thread-local hint), so concurrent recorders touch different
 //! cache lines. A stripe has one 64-bit *word* `(version: u32, count: u32)`
-//! and geometrically growing chunks of slots. A slot is a write-once cell
-//! (`OnceLock<C>`) plus a state `EMPTY → WRITTEN` or `EMPTY → CANCELLED`.
+//! geometrically growing chunks of slots, and its entries in a
+//! `boxcar::Vec<C>` (append-only; a push publishes its value with a release
+//! store). A slot is one atomic state: `EMPTY`, then `WRITTEN(j)` (its entry
+//! is `values[j]` of the stripe) or `CANCELLED`.
 //!
 //! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
 //! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
 //! not newer than `v` — this reserves slots `n..n + k` (`k` = 32, a
 //! thread's *lease*: its next records use the rest without touching the
-//! root or the word); write the entry into slot `n`'s cell; then *commit*:
-//! compare-and-swap the slot's state `EMPTY → WRITTEN`. If the word is
+//! root or the word); push the entry into the stripe's `values` (index
+//! `j`); then *commit*: compare-and-swap slot `n`'s state
+//! `EMPTY → WRITTEN(j)`. If the word is
 //! newer than `v` (our root is stale) or the commit finds the slot
 //! `CANCELLED`, drop the lease and retry from a fresh root with the same
 //! entry. No top: `Err(NoActiveChangeset)`. Leased slots never used stay
@@ -93,13 +97,22 @@
 //!   stripe's final count is `WRITTEN` or `CANCELLED` before the seal's root
 //!   swap, and no reservation can succeed after the close). The first
 //!   `changes` that sees `sealed` and then a root without the changeset
-//!   keeps a copy of those final contents (`frozen`), which later reads
-//!   clone instead of walking the stripes. Why that test suffices:
+//!   keeps a copy of those final contents (`frozen`) and puts the changeset
+//!   into the log's *read cache* (64 `ArcSwapOption` slots, direct-mapped by
+//!   id); later reads load that slot (arc-swap records the borrow in the
+//!   reading thread's own slot: no lock word, no reference count, no store
+//!   to a line other readers share) and clone the frozen copy. Why that
+//!   test suffices:
 //!   `sealed` is only set by a seal that found the changeset in a root, so
 //!   a root loaded after it (acquire) that lacks it is one its removal
 //!   installed or a later one; a top is only removed by the swap that
 //!   follows its close, and a changeset below the top was closed when it
 //!   stopped being the top.
+//! - `take`: the compare-and-swap `false → true` of the changeset's `taken`
+//!   flag (exactly one of concurrent takes wins it); it then leaves the id
+//!   map and the read cache. Every reader that still finds it (a map lookup
+//!   or a cache hit) loads `taken` (acquire) and answers as for an unknown
+//!   id, as do `seal` and `is_open`.
 //! - `changes` of an open changeset is *not* an atomic snapshot: it returns
 //!   every entry committed before the call began, plus possibly some
 //!   committed during it.
@@ -112,29 +125,45 @@
 //!   location (every update is a read-modify-write, and versions only grow),
 //!   so `Relaxed` would do; the reservation uses `Relaxed`, and the close uses
 //!   `AcqRel` merely for symmetry with the scan that follows.
-//! - Slot commit: `Release` (success), so whoever reads `WRITTEN` with
-//!   `Acquire` also sees the cell's value (the `OnceLock` also synchronizes
-//!   itself). The cancel scan reads the state with `Acquire`, so a commit it
+//! - Slot commit: `Release` (success); the push of the entry is sequenced
+//!   before it, so whoever reads `WRITTEN(j)` with `Acquire` finds
+//!   `values[j]` published (boxcar's own acquire load of the entry's flag
+//!   agrees). The cancel scan reads the state with `Acquire`, so a commit it
 //!   observes happens before its root swap, and so before any reader that
 //!   loads the new root.
 //! - Readers load the word count and each state with `Acquire`.
+//! - `taken`: set by a `AcqRel` compare-and-swap, loaded `Acquire` by
+//!   every reader that found the changeset; a reader that loads `false`
+//!   linearizes before the take (the contents it returns are final).
+//! - Read cache: arc-swap's loads and stores (a cache hit sees the
+//!   changeset's frozen copy: the store that installed it follows the
+//!   `frozen` set in program order). A reader that installs a changeset
+//!   loads `taken` after its store and clears the slot if it was taken
+//!   meanwhile, so a taken changeset stays cached only when that load and
+//!   the take's clear miss each other; the `taken` check on every hit
+//!   keeps the answer right either way.
 //! - Ids: `Relaxed` `fetch_add`, only uniqueness matters.
 //!
 //! **Waiting.** None on the record/start/seal protocol: a recorder that
 //! finds its stripe closed reloads the root, which has moved on (or is
 //! pending, and it helps). The only blocking
-//! primitive underneath is `OnceLock::set` of a chunk when two threads of one
-//! stripe allocate the same chunk at once: the critical section is a pointer
-//! store. A slot's cell is only ever set by the one thread that reserved it.
+//! primitive underneath is `OnceLock::set` of a chunk of slot states when
+//! two threads of one stripe allocate the same chunk at once: the critical
+//! section is a pointer store (boxcar allocates its buckets with a
+//! compare-and-swap). A slot is only ever committed by the one thread that
+//! reserved it.
 //!
 //! **Memory.** Sealed changesets stay readable until the log is dropped or
 //! they are taken out with [`take`], which returns their entries and frees
 //! them (moved out when no other thread's lease or root guard still holds
 //! the changeset, else cloned). A sealed changeset read with [`changes`]
 //! also keeps the frozen copy of its entries (twice the memory of its
-//! entries, for reads that cost one `Vec` clone). An entry whose slot was cancelled is left in that
-//! slot (it was cloned back to the recorder, which retried) until the
-//! changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
+//! entries, for reads that cost one `Vec` clone) and sits in a read-cache
+//! slot until `take` clears it or another changeset's read replaces it (a
+//! read racing with the `take` can leave a taken changeset in its slot,
+//! unreadable, until the slot is reused: at most 64 per log). An entry
+//! whose commit was cancelled stays in its stripe's `values` (it was cloned
+//! back to the recorder, which retried) until the changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
