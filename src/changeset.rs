@@ -743,7 +743,7 @@ impl<C: Clone> Stripe<C> {
     /// [`collect_into`](Self::collect_into) for the sole owner of a final
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
-        let (_, count) = unpack(*self.word.get_mut());
+        let (_, count) = unpack(self.word.load(Ordering::Relaxed));
         let values = std::mem::take(&mut self.values);
         let committed = || {
             chunks_below(count)
