@@ -452,14 +452,15 @@ macro_rules! impls {
     };
 }
 
-/// Reference row: the least a lock-free record can cost without `unsafe`.
+/// Reference row: the least a record can cost on std's write-once cell.
 /// An entry must be published to readers the moment `record_change`
-/// returns, and safe Rust's only non-blocking write-once cell for a generic
-/// value is `OnceLock` (two read-modify-writes inside std's `Once`); a
+/// returns, and std's non-blocking write-once cell for a generic value is
+/// `OnceLock` (two read-modify-writes inside `Once`, behind a dyn call); a
 /// concurrent seal must then be told apart from the write without waiting,
 /// which takes one compare-and-swap on the slot's state. So per record: one
 /// `OnceLock::set` and one compare-and-swap on a slot of the thread's own
 /// preallocated chunk — no changeset, no lease, no root, nothing shared.
+/// ([`BoxcarFloor`] is the same on `boxcar`, which the log uses.)
 struct WriteOnceFloor;
 
 /// Slots per chunk of [`WriteOnceFloor`] (allocation amortized as in the
@@ -497,7 +498,8 @@ impl Workload for WriteOnceFloor {
 /// Reference row: the least a record can cost on `boxcar` (the fastest
 /// safe publication of a generic value we measured): per record one
 /// `boxcar::Vec::push` of the entry into the thread's own vector (a
-/// `fetch_add` for the index, the value written in place, a release store)
+/// `fetch_add` for the index, the value written in place, a release store,
+/// a `fetch_add` of its count)
 /// and one compare-and-swap of a slot state, in a preallocated chunk of
 /// the thread's own, to `WRITTEN | index` (what a concurrent seal must be
 /// able to race with) — no changeset, no lease, no root, nothing shared.
