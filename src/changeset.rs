@@ -13,8 +13,9 @@
 //! check and the read. Here every operation is a single linearizable step:
 //! no entry is lost, duplicated, or recorded into a changeset after its
 //! `seal` returned. Recording is lock-free; `start_changeset`, `seal`,
-//! `changes` and `take` also take a shard lock of the id map (a short
-//! critical section with no user code).
+//! `take` and the first `changes` of a changeset also take a shard lock of
+//! the id map (a short critical section with no user code); later reads of
+//! a sealed changeset come from a lock-free read cache.
 //!
 //! ```
 //! use raceless::changeset::{ChangesetError, ChangesetLog};
@@ -45,15 +46,18 @@
 //! two, by default a few per CPU); a recording thread always uses the same
 //! stripe (a thread-local hint), so concurrent recorders touch different
 //! cache lines. A stripe has one 64-bit *word* `(version: u32, count: u32)`
-//! and geometrically growing chunks of slots. A slot is a write-once cell
-//! (`OnceLock<C>`) plus a state `EMPTY → WRITTEN` or `EMPTY → CANCELLED`.
+//! geometrically growing chunks of slots, and its entries in a
+//! `boxcar::Vec<C>` (append-only; a push publishes its value with a release
+//! store). A slot is one atomic state: `EMPTY`, then `WRITTEN(j)` (its entry
+//! is `values[j]` of the stripe) or `CANCELLED`.
 //!
 //! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
 //! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
 //! not newer than `v` — this reserves slots `n..n + k` (`k` = 32, a
 //! thread's *lease*: its next records use the rest without touching the
-//! root or the word); write the entry into slot `n`'s cell; then *commit*:
-//! compare-and-swap the slot's state `EMPTY → WRITTEN`. If the word is
+//! root or the word); push the entry into the stripe's `values` (index
+//! `j`); then *commit*: compare-and-swap slot `n`'s state
+//! `EMPTY → WRITTEN(j)`. If the word is
 //! newer than `v` (our root is stale) or the commit finds the slot
 //! `CANCELLED`, drop the lease and retry from a fresh root with the same
 //! entry. No top: `Err(NoActiveChangeset)`. Leased slots never used stay
@@ -93,13 +97,22 @@
 //!   stripe's final count is `WRITTEN` or `CANCELLED` before the seal's root
 //!   swap, and no reservation can succeed after the close). The first
 //!   `changes` that sees `sealed` and then a root without the changeset
-//!   keeps a copy of those final contents (`frozen`), which later reads
-//!   clone instead of walking the stripes. Why that test suffices:
+//!   keeps a copy of those final contents (`frozen`) and puts the changeset
+//!   into the log's *read cache* (64 `ArcSwapOption` slots, direct-mapped by
+//!   id); later reads load that slot (arc-swap records the borrow in the
+//!   reading thread's own slot: no lock word, no reference count, no store
+//!   to a line other readers share) and clone the frozen copy. Why that
+//!   test suffices:
 //!   `sealed` is only set by a seal that found the changeset in a root, so
 //!   a root loaded after it (acquire) that lacks it is one its removal
 //!   installed or a later one; a top is only removed by the swap that
 //!   follows its close, and a changeset below the top was closed when it
 //!   stopped being the top.
+//! - `take`: the compare-and-swap `false → true` of the changeset's `taken`
+//!   flag (exactly one of concurrent takes wins it); it then leaves the id
+//!   map and the read cache. Every reader that still finds it (a map lookup
+//!   or a cache hit) loads `taken` (acquire) and answers as for an unknown
+//!   id, as do `seal` and `is_open`.
 //! - `changes` of an open changeset is *not* an atomic snapshot: it returns
 //!   every entry committed before the call began, plus possibly some
 //!   committed during it.
@@ -112,29 +125,45 @@
 //!   location (every update is a read-modify-write, and versions only grow),
 //!   so `Relaxed` would do; the reservation uses `Relaxed`, and the close uses
 //!   `AcqRel` merely for symmetry with the scan that follows.
-//! - Slot commit: `Release` (success), so whoever reads `WRITTEN` with
-//!   `Acquire` also sees the cell's value (the `OnceLock` also synchronizes
-//!   itself). The cancel scan reads the state with `Acquire`, so a commit it
+//! - Slot commit: `Release` (success); the push of the entry is sequenced
+//!   before it, so whoever reads `WRITTEN(j)` with `Acquire` finds
+//!   `values[j]` published (boxcar's own acquire load of the entry's flag
+//!   agrees). The cancel scan reads the state with `Acquire`, so a commit it
 //!   observes happens before its root swap, and so before any reader that
 //!   loads the new root.
 //! - Readers load the word count and each state with `Acquire`.
+//! - `taken`: set by a `AcqRel` compare-and-swap, loaded `Acquire` by
+//!   every reader that found the changeset; a reader that loads `false`
+//!   linearizes before the take (the contents it returns are final).
+//! - Read cache: arc-swap's loads and stores (a cache hit sees the
+//!   changeset's frozen copy: the store that installed it follows the
+//!   `frozen` set in program order). A reader that installs a changeset
+//!   loads `taken` after its store and clears the slot if it was taken
+//!   meanwhile, so a taken changeset stays cached only when that load and
+//!   the take's clear miss each other; the `taken` check on every hit
+//!   keeps the answer right either way.
 //! - Ids: `Relaxed` `fetch_add`, only uniqueness matters.
 //!
 //! **Waiting.** None on the record/start/seal protocol: a recorder that
 //! finds its stripe closed reloads the root, which has moved on (or is
 //! pending, and it helps). The only blocking
-//! primitive underneath is `OnceLock::set` of a chunk when two threads of one
-//! stripe allocate the same chunk at once: the critical section is a pointer
-//! store. A slot's cell is only ever set by the one thread that reserved it.
+//! primitive underneath is `OnceLock::set` of a chunk of slot states when
+//! two threads of one stripe allocate the same chunk at once: the critical
+//! section is a pointer store (boxcar allocates its buckets with a
+//! compare-and-swap). A slot is only ever committed by the one thread that
+//! reserved it.
 //!
 //! **Memory.** Sealed changesets stay readable until the log is dropped or
 //! they are taken out with [`take`], which returns their entries and frees
 //! them (moved out when no other thread's lease or root guard still holds
 //! the changeset, else cloned). A sealed changeset read with [`changes`]
 //! also keeps the frozen copy of its entries (twice the memory of its
-//! entries, for reads that cost one `Vec` clone). An entry whose slot was cancelled is left in that
-//! slot (it was cloned back to the recorder, which retried) until the
-//! changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
+//! entries, for reads that cost one `Vec` clone) and sits in a read-cache
+//! slot until `take` clears it or another changeset's read replaces it (a
+//! read racing with the `take` can leave a taken changeset in its slot,
+//! unreadable, until the slot is reused: at most 64 per log). An entry
+//! whose commit was cancelled stays in its stripe's `values` (it was cloned
+//! back to the recorder, which retried) until the changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
@@ -155,7 +184,9 @@ use std::fmt;
 use std::sync::OnceLock;
 
 use crate::sync::ShardedMap;
-use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering};
+use crate::sync::{
+    Arc, ArcSwap, ArcSwapOption, AtomicBool, AtomicU32, AtomicU64, CachePadded, Ordering, SetOnce,
+};
 
 /// The id of a changeset, unique within its [`ChangesetLog`].
 ///
@@ -461,9 +492,12 @@ impl<C, L: fmt::Debug> fmt::Debug for Recorder<C, L> {
 // ---------------------------------------------------------------------------
 // Slots and stripes.
 
-const EMPTY: u32 = 0;
-const WRITTEN: u32 = 1;
-const CANCELLED: u32 = 2;
+/// A slot's state: `EMPTY` (reserved or not yet reserved), `CANCELLED` (by
+/// a close, never to be written), or `WRITTEN_BASE + j`: committed, its
+/// entry is `values[j]` of the slot's stripe.
+const EMPTY: u64 = 0;
+const CANCELLED: u64 = 1;
+const WRITTEN_BASE: u64 = 2;
 
 /// log2 of the first chunk's length; chunk `k` holds `FIRST << k` slots.
 /// Small under loom, to keep the number of modelled atomics low.
@@ -506,18 +540,9 @@ fn newer(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-struct Slot<C> {
-    state: AtomicU32,
-    value: OnceLock<C>,
-}
-
-impl<C> Slot<C> {
-    fn new() -> Self {
-        Self {
-            state: AtomicU32::new(EMPTY),
-            value: OnceLock::new(),
-        }
-    }
+/// The index in `values` of a slot state that is `WRITTEN`.
+fn written(state: u64) -> Option<usize> {
+    state.checked_sub(WRITTEN_BASE).map(|j| j as usize)
 }
 
 /// Why an append did not commit.
@@ -534,7 +559,16 @@ struct Stripe<C> {
     /// Every slot below this is `WRITTEN` or `CANCELLED` (a hint that lets a
     /// close scan only the slots reserved since the previous close).
     settled: AtomicU32,
-    chunks: [OnceLock<Box<[Slot<C>]>>; CHUNKS],
+    /// The slots' states, in geometrically growing chunks.
+    chunks: [OnceLock<Box<[AtomicU64]>>; CHUNKS],
+    /// The entries: a slot's reserver pushes its entry here, then commits
+    /// the slot with the entry's index. `boxcar::Vec::push` is the
+    /// publication (index by `fetch_add`, value written in place, then a
+    /// release store; zeroed buckets from the allocator): the cheapest
+    /// safe write-once storage of a generic value we measured. An entry
+    /// whose slot was cancelled stays here unreferenced until the
+    /// changeset is freed.
+    values: boxcar::Vec<C>,
 }
 
 impl<C: Clone> Stripe<C> {
@@ -543,6 +577,7 @@ impl<C: Clone> Stripe<C> {
             word: AtomicU64::new(0),
             settled: AtomicU32::new(0),
             chunks: std::array::from_fn(|_| OnceLock::new()),
+            values: boxcar::Vec::new(),
         };
         // loom cannot see the `OnceLock` that publishes a chunk, so it would
         // flag the chunk's slot atomics as created without synchronization:
@@ -557,22 +592,27 @@ impl<C: Clone> Stripe<C> {
     }
 
     /// Chunk `k`, allocating it if needed.
-    fn chunk(&self, k: usize) -> &[Slot<C>] {
+    fn chunk(&self, k: usize) -> &[AtomicU64] {
         match self.chunks[k].get() {
             Some(c) => c,
-            None => {
-                let fresh: Box<[Slot<C>]> = (0..(FIRST << k)).map(|_| Slot::new()).collect();
-                // Losing the race drops `fresh`; either way the cell is set.
-                let _ = self.chunks[k].set(fresh);
-                self.chunks[k]
-                    .get()
-                    .unwrap_or_else(|| unreachable!("chunk set above"))
-            }
+            None => self.alloc_chunk(k),
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn alloc_chunk(&self, k: usize) -> &[AtomicU64] {
+        let fresh: Box<[AtomicU64]> = (0..(FIRST << k)).map(|_| AtomicU64::new(EMPTY)).collect();
+        // Losing the race drops `fresh`; either way the cell is set.
+        let _ = self.chunks[k].set(fresh);
+        self.chunks[k]
+            .get()
+            .unwrap_or_else(|| unreachable!("chunk set above"))
+    }
+
     /// The slot `index`, allocating its chunk if needed.
-    fn slot(&self, index: u32) -> &Slot<C> {
+    #[inline]
+    fn slot(&self, index: u32) -> &AtomicU64 {
         let (k, off) = locate(index);
         &self.chunk(k)[off]
     }
@@ -606,24 +646,34 @@ impl<C: Clone> Stripe<C> {
 
     /// Writes `entry` into the reserved slot `index` and commits it; hands
     /// the entry back if a close cancelled the slot first.
+    #[inline]
     fn commit(&self, index: u32, entry: C) -> Result<(), C> {
         let slot = self.slot(index);
-        if slot.state.load(Ordering::Relaxed) == CANCELLED {
+        if slot.load(Ordering::Relaxed) == CANCELLED {
             return Err(entry);
         }
-        // Only the reserver ever sets this cell, so `set` cannot fail and
-        // never waits.
-        slot.value.set(entry)?;
-        match slot
-            .state
-            .compare_exchange(EMPTY, WRITTEN, Ordering::Release, Ordering::Relaxed)
-        {
+        // The push happens before the commit below (program order, and the
+        // commit is a release), so a reader that loads the committed state
+        // with acquire finds the entry published.
+        let j = self.values.push(entry);
+        match slot.compare_exchange(
+            EMPTY,
+            WRITTEN_BASE + j as u64,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => Ok(()),
             // Cancelled by a close in between: a copy back (rare).
-            Err(_) => match slot.value.get() {
-                Some(entry) => Err(entry.clone()),
-                None => unreachable!("the cell was set above"),
-            },
+            Err(_) => Err(self.entry(j)),
+        }
+    }
+
+    /// A clone of `values[j]`, which this thread pushed.
+    #[cold]
+    fn entry(&self, j: usize) -> C {
+        match self.values.get(j) {
+            Some(entry) => entry.clone(),
+            None => unreachable!("pushed by this thread"),
         }
     }
 
@@ -656,10 +706,10 @@ impl<C: Clone> Stripe<C> {
             let chunk = self.chunk(k);
             let end = ((u64::from(count) - start) as usize).min(chunk.len());
             for slot in &chunk[off..end] {
-                if slot.state.load(Ordering::Acquire) == EMPTY {
+                if slot.load(Ordering::Acquire) == EMPTY {
                     // Failure (someone committed first) is what we want too;
                     // Acquire makes that commit happen before our root swap.
-                    let _ = slot.state.compare_exchange(
+                    let _ = slot.compare_exchange(
                         EMPTY,
                         CANCELLED,
                         Ordering::AcqRel,
@@ -681,8 +731,8 @@ impl<C: Clone> Stripe<C> {
                 continue;
             };
             for slot in &chunk[..len] {
-                if slot.state.load(Ordering::Acquire) == WRITTEN {
-                    if let Some(v) = slot.value.get() {
+                if let Some(j) = written(slot.load(Ordering::Acquire)) {
+                    if let Some(v) = self.values.get(j) {
                         out.push(v.clone());
                     }
                 }
@@ -694,18 +744,32 @@ impl<C: Clone> Stripe<C> {
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
         let (_, count) = unpack(self.word.load(Ordering::Relaxed));
-        for (k, len) in chunks_below(count) {
-            let Some(chunk) = self.chunks[k].get_mut() else {
-                continue;
-            };
-            for slot in &mut chunk[..len] {
-                if slot.state.load(Ordering::Relaxed) == WRITTEN {
-                    if let Some(v) = slot.value.take() {
-                        out.push(v);
-                    }
-                }
+        let values = std::mem::take(&mut self.values);
+        let committed = || {
+            chunks_below(count)
+                .filter_map(|(k, len)| self.chunks[k].get().map(|chunk| &chunk[..len]))
+                .flatten()
+                .filter_map(|s| written(s.load(Ordering::Relaxed)))
+        };
+        // Sole owner: every push has completed, so `values` is dense and
+        // its iterator yields `values[0], values[1], …`. The usual case (no
+        // cancelled write; one writer per stripe, or writers that did not
+        // interleave) is the identity: move them all at once.
+        let mut n = 0;
+        if committed().all(|j| {
+            n += 1;
+            j == n - 1
+        }) && n == values.count()
+        {
+            if out.is_empty() {
+                *out = values.into_iter().collect();
+            } else {
+                out.extend(values);
             }
+            return;
         }
+        let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
+        out.extend(committed().filter_map(|j| values.get_mut(j).and_then(Option::take)));
     }
 }
 
@@ -715,13 +779,16 @@ struct Changeset<C> {
     /// changeset that is neither in the root nor sealed has not been
     /// published yet.
     sealed: AtomicBool,
+    /// Set by the one `take` that removes this changeset (its
+    /// linearization point), before it leaves the id map: a reader that
+    /// still finds it (in the map or the read cache) answers as for an
+    /// unknown id.
+    taken: AtomicBool,
     stripes: Box<[CachePadded<Stripe<C>>]>,
     /// The final entries, filled by the first `changes` that finds this
     /// changeset sealed and out of the root (so its contents are final);
-    /// later reads clone it instead of walking the stripes. Left out under
-    /// loom, which cannot see a std `OnceLock`.
-    #[cfg(not(raceless_loom))]
-    frozen: OnceLock<Vec<C>>,
+    /// later reads clone it instead of walking the stripes.
+    frozen: SetOnce<Vec<C>>,
 }
 
 impl<C: Clone> Changeset<C> {
@@ -729,11 +796,11 @@ impl<C: Clone> Changeset<C> {
         Self {
             id,
             sealed: AtomicBool::new(false),
+            taken: AtomicBool::new(false),
             stripes: (0..stripes)
                 .map(|_| CachePadded::new(Stripe::new()))
                 .collect(),
-            #[cfg(not(raceless_loom))]
-            frozen: OnceLock::new(),
+            frozen: SetOnce::new(),
         }
     }
 
@@ -743,12 +810,9 @@ impl<C: Clone> Changeset<C> {
         }
     }
 
-    /// A copy of the frozen entries, if a read made them (never under loom).
+    /// A copy of the frozen entries, if a read made them.
     fn frozen_copy(&self) -> Option<Vec<C>> {
-        #[cfg(not(raceless_loom))]
-        return self.frozen.get().cloned();
-        #[cfg(raceless_loom)]
-        None
+        self.frozen.get().cloned()
     }
 
     /// The entries of a changeset known to be final: the frozen copy if a
@@ -769,7 +833,6 @@ impl<C: Clone> Changeset<C> {
     /// holds any more: the entries are moved out, not cloned (`take` of a
     /// large changeset costs no copy, as for a `Vec` behind a mutex).
     fn into_final_entries(mut self) -> Vec<C> {
-        #[cfg(not(raceless_loom))]
         if let Some(frozen) = self.frozen.take() {
             return frozen;
         }
@@ -802,10 +865,10 @@ struct Root<C> {
     then: Option<Arc<Root<C>>>,
 }
 
-enum Lookup {
+enum Lookup<C> {
     Unknown,
     Open,
-    Sealed,
+    Sealed(Arc<Changeset<C>>),
 }
 
 /// The thread's stripe hint: threads are numbered round-robin on first use.
@@ -964,6 +1027,10 @@ mod lease {
     }
 }
 
+/// Slots of a log's read cache (direct-mapped by id: consecutive ids never
+/// share a slot). Under loom, 2.
+const READ_CACHE: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+
 fn default_stripes() -> usize {
     let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
     (cpus * 4).next_power_of_two().clamp(4, 64)
@@ -1001,6 +1068,11 @@ fn default_stripes() -> usize {
 pub struct ChangesetLog<C> {
     root: ArcSwap<Root<C>>,
     sets: ShardedMap<ChangesetId, Arc<Changeset<C>>>,
+    /// Sealed changesets whose contents are final and frozen, by id modulo
+    /// [`READ_CACHE`]: `changes` of such a changeset loads its slot (no
+    /// lock, no reference count, no write to a shared line) instead of
+    /// looking it up in `sets`.
+    read_cache: Box<[ArcSwapOption<Changeset<C>>]>,
     next_id: AtomicU64,
     stripes: usize,
     /// Identifies this log in a thread's lease.
@@ -1060,6 +1132,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 then: None,
             }),
             sets: ShardedMap::new(),
+            read_cache: (0..READ_CACHE).map(|_| ArcSwapOption::empty()).collect(),
             next_id: AtomicU64::new(1),
             log_id: next_log_id(),
             stripes: stripes.max(1).next_power_of_two(),
@@ -1238,6 +1311,9 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let Some(set) = self.sets.get(&id) else {
             return Err(ChangesetError::UnknownChangeset(id));
         };
+        if set.taken.load(Ordering::Acquire) {
+            return Err(ChangesetError::UnknownChangeset(id));
+        }
         let mut published = true;
         let removed = self.transition(|open| {
             match open.iter().position(|c| c.id == id) {
@@ -1282,8 +1358,27 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.changes(id), Some(vec!["a", "b"]));
     /// ```
     pub fn changes(&self, id: ChangesetId) -> Option<Vec<C>> {
+        // Fast path: a sealed, frozen changeset from the read cache. The
+        // guard records its borrow in a slot of this thread (no reference
+        // count on the changeset, no lock word), so readers of one sealed
+        // changeset write no line they share.
+        {
+            let cached = self.cache_slot(id).load();
+            if let Some(set) = cached.as_ref().filter(|set| set.id == id) {
+                if set.taken.load(Ordering::Acquire) {
+                    return None;
+                }
+                if let Some(frozen) = set.frozen.get() {
+                    return Some(frozen.clone());
+                }
+            }
+        }
         let set = self.sets.get(&id)?;
+        if set.taken.load(Ordering::Acquire) {
+            return None;
+        }
         if let Some(frozen) = set.frozen_copy() {
+            self.remember(&set);
             return Some(frozen);
         }
         // Open or sealed both read the entries, so the root is only needed
@@ -1300,11 +1395,42 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let entries = set.entries();
         // Sealed before the root load and not in it: final, keep a copy.
         // Losing a race to set it only drops our copy (equal contents).
-        #[cfg(not(raceless_loom))]
         if sealed && !in_root {
             let _ = set.frozen.set(entries.clone());
+            self.remember(&set);
         }
         Some(entries)
+    }
+
+    fn cache_slot(&self, id: ChangesetId) -> &ArcSwapOption<Changeset<C>> {
+        &self.read_cache[id.0 as usize & (READ_CACHE - 1)]
+    }
+
+    /// Puts the frozen changeset `set` into its read-cache slot (replacing
+    /// whatever was there). A `take` of `set` that cleared the slot before
+    /// this store would leave it there: the check after the store undoes
+    /// that; a slot that still ends up holding a taken changeset answers
+    /// `None` (`taken` is checked on every hit) and pins that one
+    /// changeset's memory until the slot is reused.
+    fn remember(&self, set: &Arc<Changeset<C>>) {
+        let slot = self.cache_slot(set.id);
+        if slot.load().as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
+            return;
+        }
+        let mine = Some(Arc::clone(set));
+        slot.store(mine.clone());
+        if set.taken.load(Ordering::Acquire) {
+            let _ = slot.compare_and_swap(&mine, None);
+        }
+    }
+
+    /// Clears `set`'s read-cache slot if it holds `set`.
+    fn forget_cached(&self, set: &Arc<Changeset<C>>) {
+        let slot = self.cache_slot(set.id);
+        let current = slot.load_full();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
+            let _ = slot.compare_and_swap(&current, None);
+        }
     }
 
     /// The open changesets, newest first (one atomic snapshot).
@@ -1337,7 +1463,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         match self.lookup(id) {
             Lookup::Unknown => None,
             Lookup::Open => Some(true),
-            Lookup::Sealed => Some(false),
+            Lookup::Sealed(_) => Some(false),
         }
     }
 
@@ -1357,27 +1483,35 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// assert_eq!(log.changes(a), None);
     /// ```
     pub fn take(&self, id: ChangesetId) -> Result<Vec<C>, ChangesetError> {
-        match self.lookup(id) {
-            Lookup::Unknown => Err(ChangesetError::UnknownChangeset(id)),
-            Lookup::Open => Err(ChangesetError::StillOpen(id)),
-            Lookup::Sealed => match self.sets.remove(&id) {
-                // Sealed contents are final, so reading after removal is
-                // exact. Out of the map and the root, the changeset is
-                // usually held by nobody else (this thread's own lease on
-                // it is dropped first): then its entries are moved out.
-                // Another thread's lease or a reader's root guard may
-                // still hold it for a moment: then they are cloned.
-                Some((_, set)) => {
-                    #[cfg(not(raceless_loom))]
-                    lease::forget(&set);
-                    Ok(match Arc::try_unwrap(set) {
-                        Ok(owned) => owned.into_final_entries(),
-                        Err(shared) => shared.final_entries(),
-                    })
-                }
-                None => Err(ChangesetError::UnknownChangeset(id)),
-            },
+        let set = match self.lookup(id) {
+            Lookup::Unknown => return Err(ChangesetError::UnknownChangeset(id)),
+            Lookup::Open => return Err(ChangesetError::StillOpen(id)),
+            Lookup::Sealed(set) => set,
+        };
+        // The linearization point: of concurrent takes exactly one sets the
+        // flag; from then on every reader that still finds the changeset
+        // (in the map or the read cache) answers as for an unknown id.
+        if set
+            .taken
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(ChangesetError::UnknownChangeset(id));
         }
+        drop(self.sets.remove(&id));
+        self.forget_cached(&set);
+        // Sealed contents are final, so reading after removal is exact.
+        // Out of the map, the cache and the root, the changeset is usually
+        // held by nobody else (this thread's own lease on it is dropped
+        // first): then its entries are moved out. Another thread's lease or
+        // a reader's guard may still hold it for a moment: then they are
+        // cloned.
+        #[cfg(not(raceless_loom))]
+        lease::forget(&set);
+        Ok(match Arc::try_unwrap(set) {
+            Ok(owned) => owned.into_final_entries(),
+            Err(shared) => shared.final_entries(),
+        })
     }
 
     /// How many changesets the log keeps: the open ones and the sealed
@@ -1409,14 +1543,16 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         self.len() == 0
     }
 
-    fn lookup(&self, id: ChangesetId) -> Lookup {
+    fn lookup(&self, id: ChangesetId) -> Lookup<C> {
         let Some(set) = self.sets.get(&id) else {
             return Lookup::Unknown;
         };
-        if self.root.load().open.iter().any(|c| c.id == id) {
+        if set.taken.load(Ordering::Acquire) {
+            Lookup::Unknown
+        } else if self.root.load().open.iter().any(|c| c.id == id) {
             Lookup::Open
         } else if set.sealed.load(Ordering::Acquire) {
-            Lookup::Sealed
+            Lookup::Sealed(set)
         } else {
             // Its start has not reached its root swap yet.
             Lookup::Unknown

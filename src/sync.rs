@@ -240,9 +240,19 @@ mod imp {
     /// An RCU cell holding an `Option<Arc<T>>` (`arc_swap::ArcSwapOption`).
     pub(crate) struct ArcSwapOption<T>(arc_swap::ArcSwapOption<T>);
 
+    /// A read guard of an [`ArcSwapOption`]: derefs to the `Option<Arc<T>>`
+    /// it loaded.
+    pub(crate) type GuardOption<T> = arc_swap::Guard<Option<Arc<T>>>;
+
     impl<T> ArcSwapOption<T> {
         pub(crate) fn new(value: Option<Arc<T>>) -> Self {
             Self(arc_swap::ArcSwapOption::new(value))
+        }
+        /// A cheap, short-lived read: on the fast path no reference-count
+        /// update and no write to a line other threads share (arc-swap
+        /// records the borrow in a slot of the calling thread).
+        pub(crate) fn load(&self) -> GuardOption<T> {
+            self.0.load()
         }
         pub(crate) fn empty() -> Self {
             Self(arc_swap::ArcSwapOption::empty())
@@ -474,9 +484,23 @@ mod imp {
         }
     }
 
+    /// A read guard of an [`ArcSwapOption`]: derefs to the `Option<Arc<T>>`
+    /// it loaded.
+    pub(crate) struct GuardOption<T>(Option<Arc<T>>);
+
+    impl<T> std::ops::Deref for GuardOption<T> {
+        type Target = Option<Arc<T>>;
+        fn deref(&self) -> &Option<Arc<T>> {
+            &self.0
+        }
+    }
+
     impl<T> ArcSwapOption<T> {
         pub(crate) fn new(value: Option<Arc<T>>) -> Self {
             Self(RwLock::new(value))
+        }
+        pub(crate) fn load(&self) -> GuardOption<T> {
+            GuardOption(self.load_full())
         }
         pub(crate) fn empty() -> Self {
             Self::new(None)
@@ -519,7 +543,9 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{ArcSwap, ArcSwapOption, Guard, OccupiedEntry, ShardedMap, VacantEntry};
+pub(crate) use imp::{
+    ArcSwap, ArcSwapOption, Guard, GuardOption, OccupiedEntry, ShardedMap, VacantEntry,
+};
 
 /// A write-once cell (`std::sync::OnceLock`): `set` succeeds for the first
 /// caller only; `get` sees the value once a `set` has completed
@@ -540,6 +566,10 @@ impl<T> SetOnce<T> {
     /// The value, if set.
     pub(crate) fn get(&self) -> Option<&T> {
         self.0.get()
+    }
+    /// Moves the value out (the cell is owned: no other thread sees it).
+    pub(crate) fn take(&mut self) -> Option<T> {
+        self.0.take()
     }
 }
 
@@ -572,6 +602,9 @@ impl<T> SetOnce<T> {
         } else {
             None
         }
+    }
+    pub(crate) fn take(&mut self) -> Option<T> {
+        self.value.take()
     }
 }
 

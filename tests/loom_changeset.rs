@@ -185,3 +185,32 @@ fn recorder_vs_start() {
         );
     });
 }
+
+/// take vs the first read of a sealed changeset: the read freezes the
+/// contents and puts the changeset into the log's read cache while `take`
+/// removes it (the take's flag CAS is its linearization point, then it
+/// leaves the id map and the cache). The read answers the whole contents
+/// or `None`; once `take` returned, every later read, seal, `is_open` and
+/// `take` of the id answers as for an unknown id, even if the reader's
+/// cache store came after the take cleared the slot.
+#[test]
+fn take_vs_first_read() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let a = log.start_changeset();
+        log.record_change(1).unwrap();
+        log.seal(a).unwrap();
+        let taker = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || log.take(a))
+        };
+        let read = log.changes(a);
+        assert!(read.is_none() || read == Some(vec![1]), "{read:?}");
+        assert_eq!(taker.join().unwrap(), Ok(vec![1]));
+        assert_eq!(log.changes(a), None, "read after take returned");
+        assert_eq!(log.is_open(a), None);
+        assert!(log.seal(a).is_err());
+        assert!(log.take(a).is_err());
+        assert!(log.is_empty());
+    });
+}

@@ -452,14 +452,15 @@ macro_rules! impls {
     };
 }
 
-/// Reference row: the least a lock-free record can cost without `unsafe`.
+/// Reference row: the least a record can cost on std's write-once cell.
 /// An entry must be published to readers the moment `record_change`
-/// returns, and safe Rust's only non-blocking write-once cell for a generic
-/// value is `OnceLock` (two read-modify-writes inside std's `Once`); a
+/// returns, and std's non-blocking write-once cell for a generic value is
+/// `OnceLock` (two read-modify-writes inside `Once`, behind a dyn call); a
 /// concurrent seal must then be told apart from the write without waiting,
 /// which takes one compare-and-swap on the slot's state. So per record: one
 /// `OnceLock::set` and one compare-and-swap on a slot of the thread's own
 /// preallocated chunk — no changeset, no lease, no root, nothing shared.
+/// ([`BoxcarFloor`] is the same on `boxcar`, which the log uses.)
 struct WriteOnceFloor;
 
 /// Slots per chunk of [`WriteOnceFloor`] (allocation amortized as in the
@@ -494,16 +495,53 @@ impl Workload for WriteOnceFloor {
     }
 }
 
+/// Reference row: the least a record can cost on `boxcar` (the fastest
+/// safe publication of a generic value we measured): per record one
+/// `boxcar::Vec::push` of the entry into the thread's own vector (a
+/// `fetch_add` for the index, the value written in place, a release store,
+/// a `fetch_add` of its count)
+/// and one compare-and-swap of a slot state, in a preallocated chunk of
+/// the thread's own, to `WRITTEN | index` (what a concurrent seal must be
+/// able to race with) — no changeset, no lease, no root, nothing shared.
+struct BoxcarFloor;
+
+impl Workload for BoxcarFloor {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        const EMPTY: u64 = 0;
+        let new_states =
+            || -> Box<[AtomicU64]> { (0..FLOOR_CHUNK).map(|_| AtomicU64::new(EMPTY)).collect() };
+        let tag = (thread as u64) << 40;
+        let mut states = new_states();
+        let mut values = boxcar::Vec::new();
+        for i in 0..ops {
+            let index = (i % FLOOR_CHUNK as u64) as usize;
+            if index == 0 && i > 0 {
+                states = new_states();
+                values = boxcar::Vec::new();
+            }
+            let at = values.push(tag | i);
+            let _ = std::hint::black_box(states[index].compare_exchange(
+                EMPTY,
+                (at as u64) << 2 | 1,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ));
+        }
+        drop(std::hint::black_box(values));
+    }
+}
+
 /// The workloads of this component.
 pub fn workloads() -> Vec<WorkloadDef> {
     vec![
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floor: one OnceLock::set + one compare-and-swap per record",
+            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record",
             impls: {
                 let mut rows = impls!(65_536, 0);
                 rows.push(("write-once-floor", || Box::new(WriteOnceFloor)));
+                rows.push(("boxcar-floor", || Box::new(BoxcarFloor)));
                 rows
             },
         },
