@@ -240,12 +240,20 @@ mod imp {
     /// An RCU cell holding an `Option<Arc<T>>` (`arc_swap::ArcSwapOption`).
     pub(crate) struct ArcSwapOption<T>(arc_swap::ArcSwapOption<T>);
 
+    /// A read guard of an [`ArcSwapOption`]: derefs to the `Option<Arc<T>>`
+    /// it loaded.
+    pub(crate) type OptionGuard<T> = arc_swap::Guard<Option<Arc<T>>>;
+
     impl<T> ArcSwapOption<T> {
         pub(crate) fn new(value: Option<Arc<T>>) -> Self {
             Self(arc_swap::ArcSwapOption::new(value))
         }
         pub(crate) fn empty() -> Self {
             Self(arc_swap::ArcSwapOption::empty())
+        }
+        /// A cheap, short-lived read (no reference-count traffic on the fast path).
+        pub(crate) fn load(&self) -> OptionGuard<T> {
+            self.0.load()
         }
         pub(crate) fn load_full(&self) -> Option<Arc<T>> {
             self.0.load_full()
@@ -466,6 +474,17 @@ mod imp {
     /// Stand-in for `ArcSwapOption`: a loom `RwLock<Option<Arc<T>>>`.
     pub(crate) struct ArcSwapOption<T>(RwLock<Option<Arc<T>>>);
 
+    /// A read guard of an [`ArcSwapOption`]: derefs to the `Option<Arc<T>>`
+    /// it loaded.
+    pub(crate) struct OptionGuard<T>(Option<Arc<T>>);
+
+    impl<T> std::ops::Deref for OptionGuard<T> {
+        type Target = Option<Arc<T>>;
+        fn deref(&self) -> &Option<Arc<T>> {
+            &self.0
+        }
+    }
+
     fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
         match (a, b) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -480,6 +499,9 @@ mod imp {
         }
         pub(crate) fn empty() -> Self {
             Self::new(None)
+        }
+        pub(crate) fn load(&self) -> OptionGuard<T> {
+            OptionGuard(self.load_full())
         }
         pub(crate) fn load_full(&self) -> Option<Arc<T>> {
             self.0.read().unwrap().clone()
@@ -519,7 +541,9 @@ mod imp {
     }
 }
 
-pub(crate) use imp::{ArcSwap, ArcSwapOption, Guard, OccupiedEntry, ShardedMap, VacantEntry};
+pub(crate) use imp::{
+    ArcSwap, ArcSwapOption, Guard, OccupiedEntry, OptionGuard, ShardedMap, VacantEntry,
+};
 
 /// A write-once cell (`std::sync::OnceLock`): `set` succeeds for the first
 /// caller only; `get` sees the value once a `set` has completed
@@ -618,4 +642,208 @@ impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+// ---------------------------------------------------------------------------
+// The audit log's stamps and per-thread stripes
+
+/// How many stripes an audit log has: one per thread that holds a stripe
+/// index (see [`thread_stamp`]). Two under loom, where the models make
+/// threads share a stripe on purpose.
+pub(crate) const AUDIT_STRIPES: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+
+/// The audit log's clock: a cheap reading that every thread can compare.
+///
+/// Normally `quanta::Clock::raw`: the CPU's time-stamp counter where it is
+/// invariant (quanta checks, and calibrates once per process), else the
+/// OS monotonic clock; a TSC read costs a few nanoseconds where
+/// `Instant::now` costs a system-clock read. Under Miri (no TSC) it is
+/// `std::time::Instant`; under loom a loom atomic counter (deterministic,
+/// and every reading is a step loom schedules).
+pub(crate) struct StampClock {
+    #[cfg(all(not(raceless_loom), not(miri)))]
+    clock: quanta::Clock,
+    #[cfg(all(not(raceless_loom), miri))]
+    base: std::time::Instant,
+    #[cfg(raceless_loom)]
+    ticks: AtomicU64,
+}
+
+impl StampClock {
+    pub(crate) fn new() -> Self {
+        #[cfg(all(not(raceless_loom), not(miri)))]
+        {
+            // One calibration per process; clones share it.
+            static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+            Self {
+                clock: CLOCK.get_or_init(quanta::Clock::new).clone(),
+            }
+        }
+        #[cfg(all(not(raceless_loom), miri))]
+        {
+            static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            Self {
+                base: *BASE.get_or_init(std::time::Instant::now),
+            }
+        }
+        #[cfg(raceless_loom)]
+        {
+            Self {
+                ticks: AtomicU64::new(1),
+            }
+        }
+    }
+
+    /// The current reading. Not necessarily monotonic across threads or
+    /// cores; [`thread_stamp`] makes it monotonic per thread.
+    #[inline]
+    pub(crate) fn read(&self) -> u64 {
+        #[cfg(all(not(raceless_loom), not(miri)))]
+        {
+            self.clock.raw()
+        }
+        #[cfg(all(not(raceless_loom), miri))]
+        {
+            self.base.elapsed().as_nanos() as u64
+        }
+        #[cfg(raceless_loom)]
+        {
+            // Relaxed: a reading orders nothing; the counter only has to
+            // hand out increasing values.
+            self.ticks.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+}
+
+/// The calling thread's audit stripe (`0 .. AUDIT_STRIPES`) and a stamp for
+/// its next record: `max(clock.read(), the thread's previous stamp)`, so a
+/// thread's stamps never decrease whatever the clock does across cores.
+///
+/// A thread claims a stripe index of its own on first use, from a
+/// process-wide bitmap of [`AUDIT_STRIPES`] bits (one compare-and-swap,
+/// lock-free), and gives it back when it exits, with its last stamp: the
+/// next thread to claim that index starts from that stamp, so within one
+/// index, stamps never decrease across owners either (the release and the
+/// claim are a release/acquire pair). While more threads than that hold an
+/// index, a thread that finds none free shares one (by a hash of its thread
+/// id): see the audit module for what sharing costs.
+#[cfg(not(raceless_loom))]
+#[inline]
+pub(crate) fn thread_stamp(clock: &StampClock) -> (usize, u64) {
+    let now = clock.read();
+    THREAD_STRIPE
+        .try_with(|slot| {
+            let stamp = now.max(slot.last.get());
+            slot.last.set(stamp);
+            (slot.index, stamp)
+        })
+        // During thread teardown (an emit from another thread-local's
+        // destructor): a shared index, the clock as it is.
+        .unwrap_or_else(|_| (shared_stripe(), now))
+}
+
+#[cfg(not(raceless_loom))]
+mod stripes {
+    use super::AUDIT_STRIPES;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Bit `i` set: stripe index `i` is held by a live thread.
+    static CLAIMED: AtomicU64 = AtomicU64::new(0);
+    /// The last stamp of the thread that gave index `i` back.
+    static FLOOR: [AtomicU64; AUDIT_STRIPES] = [const { AtomicU64::new(0) }; AUDIT_STRIPES];
+
+    const _: () = assert!(AUDIT_STRIPES == 64, "CLAIMED has one bit per stripe");
+
+    /// A thread's stripe index and its last stamp.
+    pub(crate) struct ThreadStripe {
+        pub(crate) index: usize,
+        /// Whether `index` is this thread's own (to give back on exit).
+        owned: bool,
+        pub(crate) last: Cell<u64>,
+    }
+
+    impl ThreadStripe {
+        pub(crate) fn claim() -> Self {
+            // Relaxed load: a stale value only makes the CAS fail and retry.
+            let mut claimed = CLAIMED.load(Ordering::Relaxed);
+            loop {
+                let free = !claimed;
+                if free == 0 {
+                    return Self {
+                        index: super::shared_stripe(),
+                        owned: false,
+                        last: Cell::new(0),
+                    };
+                }
+                let index = free.trailing_zeros() as usize;
+                // Acquire on success: pairs with the Release of the
+                // previous owner's give-back, so its FLOOR store (and all
+                // its records) happen-before this thread's use.
+                match CLAIMED.compare_exchange_weak(
+                    claimed,
+                    claimed | (1 << index),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        return Self {
+                            index,
+                            owned: true,
+                            // Relaxed: ordered by the Acquire above.
+                            last: Cell::new(FLOOR[index].load(Ordering::Relaxed)),
+                        }
+                    }
+                    Err(now) => claimed = now,
+                }
+            }
+        }
+    }
+
+    impl Drop for ThreadStripe {
+        fn drop(&mut self) {
+            if self.owned {
+                // Relaxed store, then the Release that publishes it.
+                FLOOR[self.index].store(self.last.get(), Ordering::Relaxed);
+                CLAIMED.fetch_and(!(1 << self.index), Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(not(raceless_loom))]
+std::thread_local! {
+    static THREAD_STRIPE: stripes::ThreadStripe = stripes::ThreadStripe::claim();
+}
+
+/// A stripe index for a thread without one of its own: a hash of its id.
+#[cfg(not(raceless_loom))]
+fn shared_stripe() -> usize {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::default().hash_one(std::thread::current().id());
+    (hash >> 32) as usize % AUDIT_STRIPES
+}
+
+/// Under loom: the stripe is the loom thread's number modulo
+/// [`AUDIT_STRIPES`] (deterministic: main is 0, then spawn order), so a
+/// model with three threads has two of them share a stripe; the previous
+/// stamp lives in a loom thread-local.
+#[cfg(raceless_loom)]
+pub(crate) fn thread_stamp(clock: &StampClock) -> (usize, u64) {
+    loom::thread_local! {
+        static LAST: std::cell::Cell<u64> = std::cell::Cell::new(0);
+    }
+    let now = clock.read();
+    let id = format!("{:?}", loom::thread::current().id());
+    let number: usize = id
+        .trim_start_matches("ThreadId(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or(0);
+    let stamp = LAST.with(|last| {
+        let stamp = now.max(last.get());
+        last.set(stamp);
+        stamp
+    });
+    (number % AUDIT_STRIPES, stamp)
 }
