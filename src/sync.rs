@@ -647,10 +647,26 @@ impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
 // ---------------------------------------------------------------------------
 // The audit log's stamps and per-thread stripes
 
-/// How many stripes an audit log has: one per thread that holds a stripe
-/// index (see [`thread_stamp`]). Two under loom, where the models make
-/// threads share a stripe on purpose.
-pub(crate) const AUDIT_STRIPES: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+/// How many audit stripes threads can own: one per thread that holds a
+/// stripe index (see [`thread_stamp`]). Two under loom.
+pub(crate) const AUDIT_OWNED_STRIPES: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+/// How many audit stripes threads without an index of their own share. One
+/// under loom.
+pub(crate) const AUDIT_SHARED_STRIPES: usize = if cfg!(raceless_loom) { 1 } else { 8 };
+/// All audit stripes: the owned ones, then the shared ones.
+pub(crate) const AUDIT_STRIPES: usize = AUDIT_OWNED_STRIPES + AUDIT_SHARED_STRIPES;
+
+/// Where the calling thread writes its next audit record, and its stamp.
+pub(crate) struct ThreadStamp {
+    /// The stripe: `0 .. AUDIT_STRIPES`.
+    pub(crate) index: usize,
+    /// Whether the thread holds `index` exclusively (then it is the only
+    /// writer of that stripe in every log, and may advance the stripe's
+    /// position counter with a load and a store).
+    pub(crate) owned: bool,
+    /// `max(clock, the thread's previous stamp)`.
+    pub(crate) stamp: u64,
+}
 
 /// The audit log's clock: a cheap reading that every thread can compare.
 ///
@@ -715,51 +731,61 @@ impl StampClock {
     }
 }
 
-/// The calling thread's audit stripe (`0 .. AUDIT_STRIPES`) and a stamp for
-/// its next record: `max(clock.read(), the thread's previous stamp)`, so a
-/// thread's stamps never decrease whatever the clock does across cores.
+/// The calling thread's audit stripe and a stamp for its next record:
+/// `max(clock.read(), the thread's previous stamp)`, so a thread's stamps
+/// never decrease whatever the clock does across cores.
 ///
-/// A thread claims a stripe index of its own on first use, from a
-/// process-wide bitmap of [`AUDIT_STRIPES`] bits (one compare-and-swap,
-/// lock-free), and gives it back when it exits, with its last stamp: the
-/// next thread to claim that index starts from that stamp, so within one
-/// index, stamps never decrease across owners either (the release and the
-/// claim are a release/acquire pair). While more threads than that hold an
-/// index, a thread that finds none free shares one (by a hash of its thread
-/// id): see the audit module for what sharing costs.
+/// A thread claims an owned stripe index (`0 .. AUDIT_OWNED_STRIPES`) on
+/// first use, from a process-wide bitmap of that many bits (one
+/// compare-and-swap, lock-free), and gives it back when it exits, with its
+/// last stamp: the next thread to claim that index starts from that stamp,
+/// so within one index, stamps never decrease across owners either (the
+/// give-back and the claim are a release/acquire pair). While every index
+/// is held, a thread uses one of the shared stripes (by a hash of its
+/// thread id), as does an emit during thread teardown: see the audit module
+/// for what sharing costs.
 #[cfg(not(raceless_loom))]
 #[inline]
-pub(crate) fn thread_stamp(clock: &StampClock) -> (usize, u64) {
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
     let now = clock.read();
     THREAD_STRIPE
         .try_with(|slot| {
             let stamp = now.max(slot.last.get());
             slot.last.set(stamp);
-            (slot.index, stamp)
+            ThreadStamp {
+                index: slot.index,
+                owned: slot.owned,
+                stamp,
+            }
         })
         // During thread teardown (an emit from another thread-local's
-        // destructor): a shared index, the clock as it is.
-        .unwrap_or_else(|_| (shared_stripe(), now))
+        // destructor): a shared stripe, the clock as it is.
+        .unwrap_or_else(|_| ThreadStamp {
+            index: shared_stripe(),
+            owned: false,
+            stamp: now,
+        })
 }
 
 #[cfg(not(raceless_loom))]
 mod stripes {
-    use super::AUDIT_STRIPES;
+    use super::AUDIT_OWNED_STRIPES;
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Bit `i` set: stripe index `i` is held by a live thread.
     static CLAIMED: AtomicU64 = AtomicU64::new(0);
     /// The last stamp of the thread that gave index `i` back.
-    static FLOOR: [AtomicU64; AUDIT_STRIPES] = [const { AtomicU64::new(0) }; AUDIT_STRIPES];
+    static FLOOR: [AtomicU64; AUDIT_OWNED_STRIPES] =
+        [const { AtomicU64::new(0) }; AUDIT_OWNED_STRIPES];
 
-    const _: () = assert!(AUDIT_STRIPES == 64, "CLAIMED has one bit per stripe");
+    const _: () = assert!(AUDIT_OWNED_STRIPES == 64, "CLAIMED has one bit per stripe");
 
     /// A thread's stripe index and its last stamp.
     pub(crate) struct ThreadStripe {
         pub(crate) index: usize,
         /// Whether `index` is this thread's own (to give back on exit).
-        owned: bool,
+        pub(crate) owned: bool,
         pub(crate) last: Cell<u64>,
     }
 
@@ -816,20 +842,20 @@ std::thread_local! {
     static THREAD_STRIPE: stripes::ThreadStripe = stripes::ThreadStripe::claim();
 }
 
-/// A stripe index for a thread without one of its own: a hash of its id.
+/// A shared stripe for a thread without one of its own: by a hash of its id.
 #[cfg(not(raceless_loom))]
 fn shared_stripe() -> usize {
     use std::hash::BuildHasher;
     let hash = foldhash::fast::FixedState::default().hash_one(std::thread::current().id());
-    (hash >> 32) as usize % AUDIT_STRIPES
+    AUDIT_OWNED_STRIPES + (hash >> 32) as usize % AUDIT_SHARED_STRIPES
 }
 
-/// Under loom: the stripe is the loom thread's number modulo
-/// [`AUDIT_STRIPES`] (deterministic: main is 0, then spawn order), so a
-/// model with three threads has two of them share a stripe; the previous
-/// stamp lives in a loom thread-local.
+/// Under loom: loom threads 0 (main) and 1 own stripes 0 and 1, every
+/// later thread shares stripe 2 (deterministic: loom numbers threads in
+/// spawn order), so models have threads alone on their stripes and threads
+/// sharing one; the previous stamp lives in a loom thread-local.
 #[cfg(raceless_loom)]
-pub(crate) fn thread_stamp(clock: &StampClock) -> (usize, u64) {
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
     loom::thread_local! {
         static LAST: std::cell::Cell<u64> = std::cell::Cell::new(0);
     }
@@ -839,11 +865,16 @@ pub(crate) fn thread_stamp(clock: &StampClock) -> (usize, u64) {
         .trim_start_matches("ThreadId(")
         .trim_end_matches(')')
         .parse()
-        .unwrap_or(0);
+        .unwrap_or(usize::MAX);
     let stamp = LAST.with(|last| {
         let stamp = now.max(last.get());
         last.set(stamp);
         stamp
     });
-    (number % AUDIT_STRIPES, stamp)
+    let owned = number < AUDIT_OWNED_STRIPES;
+    ThreadStamp {
+        index: if owned { number } else { AUDIT_OWNED_STRIPES },
+        owned,
+        stamp,
+    }
 }

@@ -3,10 +3,11 @@
 //!
 //! # Protocol
 //!
-//! The log is [`AUDIT_STRIPES`] *stripes*, one per thread (see
-//! [`thread_stamp`]: a thread holds a stripe index of its own, claimed on its
-//! first emit and given back when it exits; more threads than stripes share
-//! them). Every record carries a *stamp*: a clock reading (the time-stamp
+//! The log is [`AUDIT_STRIPES`] *stripes*: one per thread (see
+//! [`thread_stamp`]: a thread holds one of [`AUDIT_OWNED_STRIPES`] stripe
+//! indices of its own, claimed on its first emit and given back when it
+//! exits), plus [`AUDIT_SHARED_STRIPES`] that threads share while every
+//! index is held. Every record carries a *stamp*: a clock reading (the time-stamp
 //! counter, through `quanta`), raised to the thread's previous stamp so that
 //! one thread's stamps never decrease. The log orders records by the key
 //! `(stamp, stripe, position)` and keeps the newest `capacity` by that key.
@@ -19,8 +20,9 @@
 //!
 //! ```text
 //! record(event, deliver):                         # on every emit
-//!     (s, stamp) = thread_stamp(clock)            # thread-local stripe, max(clock, last stamp)
-//!     pos = stripe[s].next.fetch_add(1, Relaxed)  # its own line: no other thread touches it
+//!     (s, owned, stamp) = thread_stamp(clock)     # thread-local stripe, max(clock, last stamp)
+//!     if owned: pos = next.load(Relaxed); next.store(pos + 1, Relaxed)   # its only writer
+//!     else:     pos = stripe[s].next.fetch_add(1, Relaxed)               # a shared stripe
 //!     rec = Record { stamp, pos, event }          # the event is moved, not copied
 //!     p = pos / capacity
 //!     loop:
@@ -44,7 +46,9 @@
 //!
 //! # Guarantees and why they hold
 //!
-//! - **None twice.** A stripe's positions are unique (`fetch_add`), each
+//! - **None twice.** A stripe's positions are unique (an owned stripe has
+//!   one writer at a time, and a new owner's claim acquires the previous
+//!   owner's stores; a shared stripe draws them with `fetch_add`), each
 //!   record is set into one cell once, each page number has one page
 //!   object while it is in its stripe's window (an install of page `p`
 //!   creates page `p − 1` only when the current page is older than `p − 1`,
@@ -55,8 +59,9 @@
 //! - **Never over capacity.** A snapshot keeps at most `capacity` records.
 //! - **One thread's events keep their order.** A thread keeps its stripe
 //!   index for its life, its stamps never decrease, and its records take
-//!   increasing positions in its stripe (read-modify-write coherence on
-//!   `next`; `Relaxed` suffices). So its later event has the larger key:
+//!   increasing positions in its stripe (coherence on `next`: its own
+//!   store, or its read-modify-write, is read by its next one; `Relaxed`
+//!   suffices). So its later event has the larger key:
 //!   a larger stamp, or the same stamp and a larger position.
 //! - **The newest `capacity` by stamp, once quiescent.** Within a stripe
 //!   held by one thread at a time, positions and keys agree: the owner's
@@ -70,12 +75,13 @@
 //!   has reached `p + 2` (`capacity + 1` positions later), so once every
 //!   emit has returned, the stripe's window holds `r`. The snapshot sorts
 //!   all windows by key and keeps the last `capacity`: exactly the newest.
-//!   *Shared stripes* (more than [`AUDIT_STRIPES`] threads holding an index
-//!   at once) keep every guarantee above except this one: two threads
-//!   whose emits overlap can take positions in one order and stamps in the
-//!   other, and an event displaced that way by `capacity + 1` later
-//!   positions of its stripe is missing from the log (an older one takes its
-//!   place).
+//!   *Shared stripes* (used only while more than [`AUDIT_OWNED_STRIPES`]
+//!   threads hold an index at once) keep every guarantee above except this
+//!   one: two threads whose emits overlap can take positions in one order
+//!   and stamps in the other, and an event displaced that way by
+//!   `capacity + 1` later positions of its stripe is missing from the log
+//!   (an older one takes its place). One overlapping sharer cannot do that
+//!   (it adds one later position); several can.
 //! - **Lock-free.** `set` never waits (one writer per cell); the install loop
 //!   retries only when another install on the stripe succeeded, each of
 //!   which raises its current page.
@@ -90,9 +96,11 @@
 //!
 //! # Orderings
 //!
-//! `next.fetch_add` is `Relaxed`: only its atomicity (unique positions) and
-//! per-location coherence (one thread's positions increase) are used; it
-//! publishes nothing, and it stays on its stripe's cache line. Pages are
+//! An owned stripe's `next` is advanced with a `Relaxed` load and store, a
+//! shared stripe's with a `Relaxed` `fetch_add`: only unique positions
+//! (one writer, or the read-modify-write's atomicity) and per-location
+//! coherence (one thread's positions increase) are used; `next` publishes
+//! nothing, and it stays on its stripe's cache line. Pages are
 //! published by arc-swap's compare-and-swap and acquired by its load (a
 //! page is fully built before it is installed); records by `OnceLock`
 //! (release on `set`, acquire on `get`). The stripe-index claim is a
@@ -111,8 +119,10 @@
 
 use crate::sync::{
     thread_stamp, Arc, ArcSwapOption, AtomicU64, CachePadded, OptionGuard, Ordering, SetOnce,
-    StampClock, AUDIT_STRIPES,
+    StampClock, ThreadStamp, AUDIT_STRIPES,
 };
+#[cfg(doc)]
+use crate::sync::{AUDIT_OWNED_STRIPES, AUDIT_SHARED_STRIPES};
 
 /// One logged event, its stamp and its position in its stripe.
 pub(crate) struct Record<E> {
@@ -170,10 +180,26 @@ impl<E> Window<E> {
 
 /// One thread's part of the log.
 struct Stripe<E> {
-    /// The next position. Only this stripe's thread increments it.
+    /// The next position.
     next: AtomicU64,
     /// The two newest pages; `None` until the stripe's first record.
     window: ArcSwapOption<Window<E>>,
+}
+
+impl<E> Stripe<E> {
+    /// The next position. `owned`: the caller is the stripe's only writer
+    /// (it holds the stripe index), so a load and a store suffice; else a
+    /// `fetch_add`. `Relaxed` either way: see the module docs.
+    #[inline]
+    fn take_position(&self, owned: bool) -> u64 {
+        if owned {
+            let pos = self.next.load(Ordering::Relaxed);
+            self.next.store(pos + 1, Ordering::Relaxed);
+            pos
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        }
+    }
 }
 
 /// A bounded, lock-free log keeping the newest `capacity` events by stamp.
@@ -216,12 +242,15 @@ impl<E> AuditRing<E> {
         let Some(clock) = &self.clock else {
             return deliver(&event);
         };
-        let (index, stamp) = thread_stamp(clock);
+        let ThreadStamp {
+            index,
+            owned,
+            stamp,
+        } = thread_stamp(clock);
         let Some(stripe) = self.stripes.get(index) else {
             return deliver(&event);
         };
-        // Relaxed: see the module docs (unique positions, per-thread order).
-        let pos = stripe.next.fetch_add(1, Ordering::Relaxed);
+        let pos = stripe.take_position(owned);
         self.place(stripe, Record { stamp, pos, event }, deliver)
     }
 
@@ -445,7 +474,8 @@ mod tests {
 
 /// loom models of the ring itself, where stamps and positions are visible.
 /// (`tests/loom_bus.rs` models it through the public API.) Under loom the
-/// ring has two stripes; loom thread `n` uses stripe `n % 2` (main: 0).
+/// ring has three stripes: main and loom thread 1 own stripes 0 and 1,
+/// later threads share stripe 2.
 #[cfg(all(test, raceless_loom))]
 mod loom_models {
     use super::*;
@@ -453,18 +483,18 @@ mod loom_models {
     /// Records `event` and returns its stamp.
     fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
         let clock = ring.clock.as_ref().expect("an enabled ring");
-        let (index, stamp) = thread_stamp(clock);
-        let stripe = &ring.stripes[index];
-        let pos = stripe.next.fetch_add(1, Ordering::Relaxed);
+        let at = thread_stamp(clock);
+        let stripe = &ring.stripes[at.index];
+        let pos = stripe.take_position(at.owned);
+        let stamp = at.stamp;
         ring.place(stripe, Record { stamp, pos, event }, |_| ());
         stamp
     }
 
     /// Capacity 1, so every event opens a page. Main records one event,
     /// then two threads record one each: thread 1 on its own stripe,
-    /// thread 2 sharing main's stripe (their page installs race, and the
-    /// stamp and position orders can disagree). The final log is the event
-    /// with the largest stamp.
+    /// thread 2 on the shared one. The final log is the event with the
+    /// largest stamp, whichever stripe it is in.
     #[test]
     fn racing_stripes_keep_the_newest() {
         loom::model(|| {
@@ -480,27 +510,25 @@ mod loom_models {
         });
     }
 
-    /// Two threads share stripe 0 (main and loom thread 2) and emit at the
-    /// same time, capacity 1: their stamp and position orders may
-    /// disagree, yet the event with the larger stamp is kept (the window
-    /// keeps `capacity + 1` positions, so one overlapping sharer cannot
-    /// push it out); thread 1 emits first on its own stripe.
+    /// Two threads share stripe 2 (loom threads 2 and 3) and emit at the
+    /// same time, capacity 1, after main emitted on its own: the sharers'
+    /// stamp and position orders may disagree, yet the event with the
+    /// largest stamp is kept (the window keeps `capacity + 1` positions, so
+    /// one overlapping sharer cannot push it out), and never twice.
     #[test]
     fn overlapping_emits_on_a_shared_stripe() {
         loom::model(|| {
             let ring = Arc::new(AuditRing::new(1));
-            let own = {
-                let ring = ring.clone();
-                loom::thread::spawn(move || record(&ring, 1))
-            };
-            let s1 = own.join().unwrap();
-            let sharer = {
-                let ring = ring.clone();
-                loom::thread::spawn(move || record(&ring, 2))
-            };
             let s0 = record(&ring, 0);
-            let s2 = sharer.join().unwrap();
-            let newest = [(s0, 0), (s1, 1), (s2, 2)].into_iter().max().unwrap().1;
+            // Thread 1 takes the second owned stripe and does nothing.
+            loom::thread::spawn(|| ()).join().unwrap();
+            let spawn = |event: u32| {
+                let ring = ring.clone();
+                loom::thread::spawn(move || (record(&ring, event), event))
+            };
+            let (a, b) = (spawn(2), spawn(3));
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            let newest = [(s0, 0), a, b].into_iter().max().unwrap().1;
             assert_eq!(ring.snapshot(), vec![newest]);
         });
     }
