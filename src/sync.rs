@@ -818,7 +818,7 @@ mod stripes {
                             owned: true,
                             // Relaxed: ordered by the Acquire above.
                             last: Cell::new(FLOOR[index].load(Ordering::Relaxed)),
-                        }
+                        };
                     }
                     Err(now) => claimed = now,
                 }

@@ -4,12 +4,14 @@
 //! # Protocol
 //!
 //! The log is [`AUDIT_STRIPES`] *stripes*: one per thread (see
-//! [`thread_stamp`]: a thread holds one of [`AUDIT_OWNED_STRIPES`] stripe
-//! indices of its own, claimed on its first emit and given back when it
-//! exits), plus [`AUDIT_SHARED_STRIPES`] that threads share while every
-//! index is held. Every record carries a *stamp*: a clock reading (the time-stamp
-//! counter, through `quanta`), raised to the thread's previous stamp so that
-//! one thread's stamps never decrease. The log orders records by the key
+//! [`thread_stamp`]: a thread holds one of
+//! [`AUDIT_OWNED_STRIPES`](crate::sync::AUDIT_OWNED_STRIPES) stripe indices
+//! of its own, claimed on its first emit and given back when it exits),
+//! plus [`AUDIT_SHARED_STRIPES`](crate::sync::AUDIT_SHARED_STRIPES) that
+//! threads share while every index is held. Every record carries a
+//! *stamp*: a clock reading (the time-stamp counter, through `quanta`),
+//! raised to the thread's previous stamp so that one thread's stamps never
+//! decrease. The log orders records by the key
 //! `(stamp, stripe, position)` and keeps the newest `capacity` by that key.
 //!
 //! A stripe is the write-once paged ring a single log would be, used by its
@@ -75,8 +77,9 @@
 //!   has reached `p + 2` (`capacity + 1` positions later), so once every
 //!   emit has returned, the stripe's window holds `r`. The snapshot sorts
 //!   all windows by key and keeps the last `capacity`: exactly the newest.
-//!   *Shared stripes* (used only while more than [`AUDIT_OWNED_STRIPES`]
-//!   threads hold an index at once) keep every guarantee above except this
+//!   *Shared stripes* (used only while more than
+//!   [`AUDIT_OWNED_STRIPES`](crate::sync::AUDIT_OWNED_STRIPES) threads hold
+//!   an index at once) keep every guarantee above except this
 //!   one: two threads whose emits overlap can take positions in one order
 //!   and stamps in the other, and an event displaced that way by
 //!   `capacity + 1` later positions of its stripe is missing from the log
@@ -121,8 +124,6 @@ use crate::sync::{
     thread_stamp, Arc, ArcSwapOption, AtomicU64, CachePadded, OptionGuard, Ordering, SetOnce,
     StampClock, ThreadStamp, AUDIT_STRIPES,
 };
-#[cfg(doc)]
-use crate::sync::{AUDIT_OWNED_STRIPES, AUDIT_SHARED_STRIPES};
 
 /// One logged event, its stamp and its position in its stripe.
 pub(crate) struct Record<E> {
@@ -290,7 +291,9 @@ impl<E> AuditRing<E> {
             // Whether this install or a concurrent one wins, the current
             // page has grown; load again.
             let next = Window::advanced_to(window.as_deref(), number, self.capacity);
-            stripe.window.compare_and_swap(&window, Some(Arc::new(next)));
+            stripe
+                .window
+                .compare_and_swap(&window, Some(Arc::new(next)));
         }
     }
 
@@ -333,9 +336,8 @@ impl<E> AuditRing<E> {
             .collect();
         let older = records.len().saturating_sub(self.capacity);
         if older > 0 {
-            records.select_nth_unstable_by_key(older, |&(stamp, stripe, pos, _)| {
-                (stamp, stripe, pos)
-            });
+            records
+                .select_nth_unstable_by_key(older, |&(stamp, stripe, pos, _)| (stamp, stripe, pos));
         }
         let newest = &mut records[older..];
         newest.sort_unstable_by_key(|&(stamp, stripe, pos, _)| (stamp, stripe, pos));
