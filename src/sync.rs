@@ -741,8 +741,8 @@ impl StampClock {
 /// last stamp: the next thread to claim that index starts from that stamp,
 /// so within one index, stamps never decrease across owners either (the
 /// give-back and the claim are a release/acquire pair). While every index
-/// is held, a thread uses one of the shared stripes (by a hash of its
-/// thread id), as does an emit during thread teardown: see the audit module
+/// is held, a thread uses one of the shared stripes (by a hash of an
+/// address on its stack), as does an emit during thread teardown: see the audit module
 /// for what sharing costs.
 #[cfg(not(raceless_loom))]
 #[inline]
@@ -759,9 +759,10 @@ pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
             }
         })
         // During thread teardown (an emit from another thread-local's
-        // destructor): a shared stripe, the clock as it is.
-        .unwrap_or_else(|_| ThreadStamp {
-            index: shared_stripe(),
+        // destructor, after this one is gone): the first shared stripe,
+        // the clock as it is.
+        .unwrap_or(ThreadStamp {
+            index: AUDIT_OWNED_STRIPES,
             owned: false,
             stamp: now,
         })
@@ -842,11 +843,14 @@ std::thread_local! {
     static THREAD_STRIPE: stripes::ThreadStripe = stripes::ThreadStripe::claim();
 }
 
-/// A shared stripe for a thread without one of its own: by a hash of its id.
+/// A shared stripe for a thread that found every index held: by a hash of
+/// an address on its stack (threads have distinct stacks).
 #[cfg(not(raceless_loom))]
 fn shared_stripe() -> usize {
     use std::hash::BuildHasher;
-    let hash = foldhash::fast::FixedState::default().hash_one(std::thread::current().id());
+    let marker = 0_u8;
+    let address = std::ptr::addr_of!(marker) as usize;
+    let hash = foldhash::fast::FixedState::default().hash_one(address);
     AUDIT_OWNED_STRIPES + (hash >> 32) as usize % AUDIT_SHARED_STRIPES
 }
 

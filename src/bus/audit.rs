@@ -85,6 +85,10 @@
 //!   `capacity + 1` later positions of its stripe is missing from the log
 //!   (an older one takes its place). One overlapping sharer cannot do that
 //!   (it adds one later position); several can.
+//! - *Thread teardown.* An emit from a thread-local destructor that runs
+//!   after the thread's stripe state is gone uses the first shared stripe
+//!   and the clock as it is: its place among the thread's earlier events
+//!   then rests on the clock being monotonic across cores.
 //! - **Lock-free.** `set` never waits (one writer per cell); the install loop
 //!   retries only when another install on the stripe succeeded, each of
 //!   which raises its current page.
