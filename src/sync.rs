@@ -652,3 +652,242 @@ impl<K: Eq + Hash, V> Default for ShardedMap<K, V> {
         Self::new()
     }
 }
+
+// ---------------------------------------------------------------------------
+// The audit log's stamps and per-thread stripes
+
+/// How many audit stripes threads can own: one per thread that holds a
+/// stripe index (see [`thread_stamp`]). Two under loom.
+pub(crate) const AUDIT_OWNED_STRIPES: usize = if cfg!(raceless_loom) { 2 } else { 64 };
+/// How many audit stripes threads without an index of their own share. One
+/// under loom.
+pub(crate) const AUDIT_SHARED_STRIPES: usize = if cfg!(raceless_loom) { 1 } else { 8 };
+/// All audit stripes: the owned ones, then the shared ones.
+pub(crate) const AUDIT_STRIPES: usize = AUDIT_OWNED_STRIPES + AUDIT_SHARED_STRIPES;
+
+/// Where the calling thread writes its next audit record, and its stamp.
+pub(crate) struct ThreadStamp {
+    /// The stripe: `0 .. AUDIT_STRIPES`.
+    pub(crate) index: usize,
+    /// Whether the thread holds `index` exclusively (then it is the only
+    /// writer of that stripe in every log, and may advance the stripe's
+    /// position counter with a load and a store).
+    pub(crate) owned: bool,
+    /// `max(clock, the thread's previous stamp)`.
+    pub(crate) stamp: u64,
+}
+
+/// The audit log's clock: a cheap reading that every thread can compare.
+///
+/// Normally `quanta::Clock::raw`: the CPU's time-stamp counter where it is
+/// invariant (quanta checks, and calibrates once per process), else the
+/// OS monotonic clock; a TSC read costs a few nanoseconds where
+/// `Instant::now` costs a system-clock read. Under Miri (no TSC) it is
+/// `std::time::Instant`; under loom a loom atomic counter (deterministic,
+/// and every reading is a step loom schedules).
+pub(crate) struct StampClock {
+    #[cfg(all(not(raceless_loom), not(miri)))]
+    clock: quanta::Clock,
+    #[cfg(all(not(raceless_loom), miri))]
+    base: std::time::Instant,
+    #[cfg(raceless_loom)]
+    ticks: AtomicU64,
+}
+
+impl StampClock {
+    pub(crate) fn new() -> Self {
+        #[cfg(all(not(raceless_loom), not(miri)))]
+        {
+            // One calibration per process; clones share it.
+            static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+            Self {
+                clock: CLOCK.get_or_init(quanta::Clock::new).clone(),
+            }
+        }
+        #[cfg(all(not(raceless_loom), miri))]
+        {
+            static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            Self {
+                base: *BASE.get_or_init(std::time::Instant::now),
+            }
+        }
+        #[cfg(raceless_loom)]
+        {
+            Self {
+                ticks: AtomicU64::new(1),
+            }
+        }
+    }
+
+    /// The current reading. Not necessarily monotonic across threads or
+    /// cores; [`thread_stamp`] makes it monotonic per thread.
+    #[inline]
+    pub(crate) fn read(&self) -> u64 {
+        #[cfg(all(not(raceless_loom), not(miri)))]
+        {
+            self.clock.raw()
+        }
+        #[cfg(all(not(raceless_loom), miri))]
+        {
+            self.base.elapsed().as_nanos() as u64
+        }
+        #[cfg(raceless_loom)]
+        {
+            // Relaxed: a reading orders nothing; the counter only has to
+            // hand out increasing values.
+            self.ticks.fetch_add(1, Ordering::Relaxed)
+        }
+    }
+}
+
+/// The calling thread's audit stripe and a stamp for its next record:
+/// `max(clock.read(), the thread's previous stamp)`, so a thread's stamps
+/// never decrease whatever the clock does across cores.
+///
+/// A thread claims an owned stripe index (`0 .. AUDIT_OWNED_STRIPES`) on
+/// first use, from a process-wide bitmap of that many bits (one
+/// compare-and-swap, lock-free), and gives it back when it exits, with its
+/// last stamp: the next thread to claim that index starts from that stamp,
+/// so within one index, stamps never decrease across owners either (the
+/// give-back and the claim are a release/acquire pair). While every index
+/// is held, a thread uses one of the shared stripes (by a hash of an
+/// address on its stack), as does an emit during thread teardown: see the audit module
+/// for what sharing costs.
+#[cfg(not(raceless_loom))]
+#[inline]
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
+    let now = clock.read();
+    THREAD_STRIPE
+        .try_with(|slot| {
+            let stamp = now.max(slot.last.get());
+            slot.last.set(stamp);
+            ThreadStamp {
+                index: slot.index,
+                owned: slot.owned,
+                stamp,
+            }
+        })
+        // During thread teardown (an emit from another thread-local's
+        // destructor, after this one is gone): the first shared stripe,
+        // the clock as it is.
+        .unwrap_or(ThreadStamp {
+            index: AUDIT_OWNED_STRIPES,
+            owned: false,
+            stamp: now,
+        })
+}
+
+#[cfg(not(raceless_loom))]
+mod stripes {
+    use super::AUDIT_OWNED_STRIPES;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Bit `i` set: stripe index `i` is held by a live thread.
+    static CLAIMED: AtomicU64 = AtomicU64::new(0);
+    /// The last stamp of the thread that gave index `i` back.
+    static FLOOR: [AtomicU64; AUDIT_OWNED_STRIPES] =
+        [const { AtomicU64::new(0) }; AUDIT_OWNED_STRIPES];
+
+    const _: () = assert!(AUDIT_OWNED_STRIPES == 64, "CLAIMED has one bit per stripe");
+
+    /// A thread's stripe index and its last stamp.
+    pub(crate) struct ThreadStripe {
+        pub(crate) index: usize,
+        /// Whether `index` is this thread's own (to give back on exit).
+        pub(crate) owned: bool,
+        pub(crate) last: Cell<u64>,
+    }
+
+    impl ThreadStripe {
+        pub(crate) fn claim() -> Self {
+            // Relaxed load: a stale value only makes the CAS fail and retry.
+            let mut claimed = CLAIMED.load(Ordering::Relaxed);
+            loop {
+                let free = !claimed;
+                if free == 0 {
+                    return Self {
+                        index: super::shared_stripe(),
+                        owned: false,
+                        last: Cell::new(0),
+                    };
+                }
+                let index = free.trailing_zeros() as usize;
+                // Acquire on success: pairs with the Release of the
+                // previous owner's give-back, so its FLOOR store (and all
+                // its records) happen-before this thread's use.
+                match CLAIMED.compare_exchange_weak(
+                    claimed,
+                    claimed | (1 << index),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        return Self {
+                            index,
+                            owned: true,
+                            // Relaxed: ordered by the Acquire above.
+                            last: Cell::new(FLOOR[index].load(Ordering::Relaxed)),
+                        };
+                    }
+                    Err(now) => claimed = now,
+                }
+            }
+        }
+    }
+
+    impl Drop for ThreadStripe {
+        fn drop(&mut self) {
+            if self.owned {
+                // Relaxed store, then the Release that publishes it.
+                FLOOR[self.index].store(self.last.get(), Ordering::Relaxed);
+                CLAIMED.fetch_and(!(1 << self.index), Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(not(raceless_loom))]
+std::thread_local! {
+    static THREAD_STRIPE: stripes::ThreadStripe = stripes::ThreadStripe::claim();
+}
+
+/// A shared stripe for a thread that found every index held: by a hash of
+/// an address on its stack (threads have distinct stacks).
+#[cfg(not(raceless_loom))]
+fn shared_stripe() -> usize {
+    use std::hash::BuildHasher;
+    let marker = 0_u8;
+    let address = std::ptr::addr_of!(marker) as usize;
+    let hash = foldhash::fast::FixedState::default().hash_one(address);
+    AUDIT_OWNED_STRIPES + (hash >> 32) as usize % AUDIT_SHARED_STRIPES
+}
+
+/// Under loom: loom threads 0 (main) and 1 own stripes 0 and 1, every
+/// later thread shares stripe 2 (deterministic: loom numbers threads in
+/// spawn order), so models have threads alone on their stripes and threads
+/// sharing one; the previous stamp lives in a loom thread-local.
+#[cfg(raceless_loom)]
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
+    loom::thread_local! {
+        static LAST: std::cell::Cell<u64> = std::cell::Cell::new(0);
+    }
+    let now = clock.read();
+    let id = format!("{:?}", loom::thread::current().id());
+    let number: usize = id
+        .trim_start_matches("ThreadId(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or(usize::MAX);
+    let stamp = LAST.with(|last| {
+        let stamp = now.max(last.get());
+        last.set(stamp);
+        stamp
+    });
+    let owned = number < AUDIT_OWNED_STRIPES;
+    ThreadStamp {
+        index: if owned { number } else { AUDIT_OWNED_STRIPES },
+        owned,
+        stamp,
+    }
+}

@@ -595,12 +595,14 @@ linearizability_tests! {
     }
 }
 
-// The audit log alone. Not the lock-free bus: its ring is documented as
-// consistent per slot, not across slots (an emit takes its sequence number,
-// then publishes its record; a reader in between skips that slot and a later
-// reader shows the event before ones the first reader already saw), which
-// this check does find. The contract asks for bounded, newest, none twice,
-// none torn: `tests/bus.rs` checks those on every implementation.
+// The audit log alone. Not the lock-free bus: its log is documented as
+// consistent per record, not across records (an emit takes its stamp and
+// its stripe position, then publishes its record; a reader in between skips
+// it and a later reader shows the event before ones the first reader already
+// saw), and it orders the events of different threads by stamp, not by one
+// sequence, which this check does find. The contract asks for bounded,
+// newest, none twice, none torn, each thread's in order: `tests/bus.rs`
+// checks those on every implementation.
 linearizability_tests! {
     bus_audit_log {
         model: bus_glue::Spec::new(),

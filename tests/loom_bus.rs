@@ -145,9 +145,11 @@ fn two_unsubscribes_of_one_id() {
     });
 }
 
-/// The audit ring with two emitters (one emitting twice) and capacity 2:
-/// never over capacity, none twice, one thread's events in order, and once
-/// both are done the log holds exactly the two newest.
+/// The audit log with two emitters (one emitting twice) and capacity 2,
+/// each on its own stripe (loom's clock is a counter, so the stamps follow
+/// the interleaving): never over capacity, none twice, one thread's events
+/// in order, and once both are done the log holds exactly the two newest
+/// by stamp.
 #[test]
 fn audit_ring_two_emitters() {
     loom::model(|| {
@@ -167,16 +169,16 @@ fn audit_ring_two_emitters() {
         let log = bus.audit_log();
         assert_eq!(log.len(), 2);
         assert_ne!(log[0], log[1]);
-        // The two newest of A0 < A1 (program order) and B0, by sequence:
+        // The two newest of A0 < A1 (program order) and B0, by stamp:
         // B0 first ⇒ [A0, A1]; otherwise A1 and B0 in either order.
         let ones: Vec<u32> = log.iter().filter(|e| e.kind == 1).map(|e| e.n).collect();
         assert!(ones == [0, 1] || ones == [1], "{log:?}");
     });
 }
 
-/// A reader scans the ring while an emitter writes twice with capacity 1
-/// (every event opens a new page): every snapshot has at most one event,
-/// and once both are done the log holds the newest.
+/// A reader merges the stripes while an emitter writes twice with
+/// capacity 1 (every event opens a new page of its stripe): every snapshot
+/// has at most one event, and once both are done the log holds the newest.
 #[test]
 fn audit_ring_reader_and_emitter() {
     loom::model(|| {

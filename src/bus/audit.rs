@@ -1,127 +1,158 @@
 //! The audit log: a bounded record of the newest events, written without a
-//! lock.
+//! lock and without a counter shared by all emitters.
 //!
 //! # Protocol
 //!
-//! Every logged event takes a sequence number `seq` from one `fetch_add` on
-//! `next`. Sequence numbers are grouped into *pages* of `capacity`: page
-//! `seq / capacity`, slot `seq % capacity` (spread over cache lines by a
-//! stride, below). A page is an array of write-once cells
-//! ([`SetOnce`](crate::sync::SetOnce), i.e. `std::sync::OnceLock`), so each
-//! slot is written exactly once, by the one emitter that drew its `seq`:
-//! no two writers ever meet on a slot and `set` never waits.
+//! The log is [`AUDIT_STRIPES`] *stripes*: one per thread (see
+//! [`thread_stamp`]: a thread holds one of
+//! [`AUDIT_OWNED_STRIPES`](crate::sync::AUDIT_OWNED_STRIPES) stripe indices
+//! of its own, claimed on its first emit and given back when it exits),
+//! plus [`AUDIT_SHARED_STRIPES`](crate::sync::AUDIT_SHARED_STRIPES) that
+//! threads share while every index is held. Every record carries a
+//! *stamp*: a clock reading (the time-stamp counter, through `quanta`),
+//! raised to the thread's previous stamp so that one thread's stamps never
+//! decrease. The log orders records by the key
+//! `(stamp, stripe, position)` and keeps the newest `capacity` by that key.
 //!
-//! The ring is a *window* of two pages, the current one and the one before
-//! it, held in an `ArcSwap` (RCU):
+//! A stripe is the write-once paged ring a single log would be, used by its
+//! own thread: its `next` counter gives each record a *position* in the
+//! stripe (dense, from 0), positions are grouped into *pages* of
+//! `capacity` write-once cells ([`SetOnce`], i.e. `std::sync::OnceLock`), and
+//! the stripe holds a *window* of its two newest pages in an RCU cell:
 //!
 //! ```text
-//! record(event, deliver):                        # on every emit
-//!     seq = next.fetch_add(1, Relaxed)
-//!     rec = Record { seq, event }                # the event is moved, not copied
-//!     p = seq / capacity
+//! record(event, deliver):                         # on every emit
+//!     (s, owned, stamp) = thread_stamp(clock)     # thread-local stripe, max(clock, last stamp)
+//!     if owned: pos = next.load(Relaxed); next.store(pos + 1, Relaxed)   # its only writer
+//!     else:     pos = stripe[s].next.fetch_add(1, Relaxed)               # a shared stripe
+//!     rec = Record { stamp, pos, event }          # the event is moved, not copied
+//!     p = pos / capacity
 //!     loop:
-//!         w = window.load()
+//!         w = stripe[s].window.load()             # arc-swap
 //!         if w.current.number >= p: break
-//!         window.compare_and_swap(w, w advanced to p)   # first emitter of page p
-//!     if w has page p: slot = w.page(p).slot(seq); slot.set(rec); deliver(&slot.get().event)
-//!     else: deliver(&rec.event)   # p is two pages behind: not among the newest `capacity`
+//!         window.compare_and_swap(w, w advanced to p)   # the first record of page p installs it
+//!     if w has page p: cell = w.page(p)[pos % capacity]; cell.set(rec); deliver(&cell.get().event)
+//!     else: deliver(&rec.event)                   # two pages behind (only when a stripe is shared)
 //!
 //! advanced to p:  current = new page p,
 //!                 previous = old current if it is page p − 1, else a new page p − 1
 //!
 //! snapshot():
-//!     w = window.load(); collect every set slot of w.previous and w.current
-//!     sort by seq, keep the last `capacity`, clone the events out
+//!     for every stripe: w = window.load(); collect every set cell of both pages
+//!     sort by (stamp, stripe, pos), keep the last `capacity`, clone the events out
 //! ```
 //!
-//! A page is allocated once per `capacity` events (by whoever first needs
-//! it) and dropped, with the events it holds, once the window has moved two
-//! pages past it and no reader holds it: the log holds at most
-//! `2 × capacity` events and returns at most `capacity`.
-//!
-//! The slots hold the records themselves, moved in by their only writer:
-//! no allocation per event (the window's page is one allocation per
-//! `capacity` events), and the emit path hands the handlers the event where
-//! it lies in the slot, under the window guard it already holds. Nothing
-//! here stores a pointer as an integer. (Session 1's ring swapped records
-//! through `crossbeam_utils::atomic::AtomicCell<Option<Arc<_>>>`, which
-//! transmutes the pointer to an integer and back; Miri rightly reported the
-//! lost provenance as undefined behaviour.) arc-swap cells per slot would
-//! also be sound but make every write walk all threads' debt lists, which
-//! measured 3–5× slower than a `Mutex<VecDeque>` on the emit path (see
-//! `docs/bus.md`); here arc-swap is written once per page.
+//! A stripe's pages are allocated when its first record needs them, so a
+//! bus pays only for the stripes its emitting threads use: at most
+//! `2 × capacity` events per stripe in use.
 //!
 //! # Guarantees and why they hold
 //!
-//! Let `N` be the number of sequence numbers handed out.
+//! - **None twice.** A stripe's positions are unique (an owned stripe has
+//!   one writer at a time, and a new owner's claim acquires the previous
+//!   owner's stores; a shared stripe draws them with `fetch_add`), each
+//!   record is set into one cell once, each page number has one page
+//!   object while it is in its stripe's window (an install of page `p`
+//!   creates page `p − 1` only when the current page is older than `p − 1`,
+//!   so no window held it before), and a snapshot reads each cell of each
+//!   page it loaded once.
+//! - **None torn.** A record is immutable once set; `OnceLock::set`
+//!   publishes it (release) and `get` acquires it.
+//! - **Never over capacity.** A snapshot keeps at most `capacity` records.
+//! - **One thread's events keep their order.** A thread keeps its stripe
+//!   index for its life, its stamps never decrease, and its records take
+//!   increasing positions in its stripe (coherence on `next`: its own
+//!   store, or its read-modify-write, is read by its next one; `Relaxed`
+//!   suffices). So its later event has the larger key:
+//!   a larger stamp, or the same stamp and a larger position.
+//! - **The newest `capacity` by stamp, once quiescent.** Within a stripe
+//!   held by one thread at a time, positions and keys agree: the owner's
+//!   stamps never decrease, and a thread that claims an index given back by
+//!   another starts from that thread's last stamp (whose records
+//!   happen-before its own, through the claim). Let `r` be one of the
+//!   `capacity` records with the largest keys. Every later position of its
+//!   stripe has a larger key, so fewer than `capacity` positions follow
+//!   `r`'s; an emitter of page `p` loads windows until the current page is
+//!   at least `p` and sets its record into page `p` unless the current page
+//!   has reached `p + 2` (`capacity + 1` positions later), so once every
+//!   emit has returned, the stripe's window holds `r`. The snapshot sorts
+//!   all windows by key and keeps the last `capacity`: exactly the newest.
+//!   *Shared stripes* (used only while more than
+//!   [`AUDIT_OWNED_STRIPES`](crate::sync::AUDIT_OWNED_STRIPES) threads hold
+//!   an index at once) keep every guarantee above except this
+//!   one: two threads whose emits overlap can take positions in one order
+//!   and stamps in the other, and an event displaced that way by
+//!   `capacity + 1` later positions of its stripe is missing from the log
+//!   (an older one takes its place). One overlapping sharer cannot do that
+//!   (it adds one later position); several can.
+//! - *Thread teardown.* An emit from a thread-local destructor that runs
+//!   after the thread's stripe state is gone uses the first shared stripe
+//!   and the clock as it is: its place among the thread's earlier events
+//!   then rests on the clock being monotonic across cores.
+//! - **Lock-free.** `set` never waits (one writer per cell); the install loop
+//!   retries only when another install on the stripe succeeded, each of
+//!   which raises its current page.
 //!
-//! - **One object per page.** The window's current page number only grows
-//!   (every install raises it). An install of page `p` creates page
-//!   `p − 1` only when the current page is older than `p − 1`, so page
-//!   `p − 1` was never in any window before: each page number gets exactly
-//!   one page object while it is in the window, and never returns after
-//!   leaving it.
-//! - **Never over capacity**: the snapshot keeps at most `capacity` records.
-//! - **None twice**: sequence numbers are unique, each record is set into
-//!   one slot of one page once, and a snapshot reads each slot of each of
-//!   its two pages once.
-//! - **None torn**: a record is immutable and published by `OnceLock::set`,
-//!   whose completion is a release that the reader's `get` acquires.
-//! - **Keeps the newest.** An emitter of page `p` loads windows until the
-//!   current page is at least `p`; the window then holds page `p` (as
-//!   current, or previous when the current is `p + 1`) unless the current
-//!   is `p + 2` or more — but then someone drew a `seq ≥ (p + 2)·capacity`,
-//!   so this event is not among the newest `capacity` and may be dropped.
-//!   Once every emit has returned, the window's pages are `q − 1` and `q`
-//!   with `q = (N − 1) / capacity`, they contain every `seq` in
-//!   `N − capacity .. N` (by the above and uniqueness of page objects), and
-//!   a snapshot returns exactly those: the newest `capacity` events.
-//! - **One thread's surviving events keep their order**: one thread's
-//!   `fetch_add`s on `next` are ordered in `next`'s modification order in
-//!   program order (read-modify-write coherence), so its later event has a
-//!   larger `seq`, and the snapshot sorts by `seq`.
-//! - **Lock-free**: a `set` never waits (one writer per slot); the install
-//!   loop retries only when another install succeeded, each of which raises
-//!   the current page.
-//!
-//! A snapshot taken while emits run is consistent per record, not across
-//! records: it can miss an event whose emitter has drawn its `seq` but not
-//! set it yet, and show an older one that such an event would evict. Each
-//! guarantee above still holds for every snapshot.
+//! *Stamp order is not a global sequence.* Records of different threads are
+//! ordered by their clock readings: events further apart than the clock's
+//! cross-core skew (nanoseconds on an invariant TSC) are in real-time order;
+//! closer ones may come in either order. A snapshot taken while emits run
+//! is consistent per record, not across records: it can miss an event whose
+//! emitter has taken its position but not set it yet, and show an older one
+//! instead.
 //!
 //! # Orderings
 //!
-//! `next.fetch_add` is `Relaxed`: only its atomicity (uniqueness) and
-//! per-location coherence (per-thread monotonicity) are used; it publishes
-//! nothing. Pages are published by arc-swap's compare-and-swap and acquired
-//! by its load (a page is fully built before it is installed); records by
-//! `OnceLock` (release on `set`, acquire on `get`).
+//! An owned stripe's `next` is advanced with a `Relaxed` load and store, a
+//! shared stripe's with a `Relaxed` `fetch_add`: only unique positions
+//! (one writer, or the read-modify-write's atomicity) and per-location
+//! coherence (one thread's positions increase) are used; `next` publishes
+//! nothing, and it stays on its stripe's cache line. Pages are
+//! published by arc-swap's compare-and-swap and acquired by its load (a
+//! page is fully built before it is installed); records by `OnceLock`
+//! (release on `set`, acquire on `get`). The stripe-index claim is a
+//! compare-and-swap with `Acquire`, its give-back a `fetch_and` with
+//! `Release` (see [`thread_stamp`]). The clock reading synchronizes
+//! nothing.
+//!
+//! # What `forbid(unsafe_code)` costs here
+//!
+//! A ring that overwrites its cells in place needs either a lock per cell,
+//! an atomic pointer swap per write (`arc_swap` cells: every write walks
+//! the readers' debt lists), or `unsafe` (a seqlock over `MaybeUninit`).
+//! Write-once pages avoid all three at the price of one page allocation per
+//! `capacity` records per stripe (and dropping the page two behind), and of
+//! keeping up to `2 × capacity` records per stripe.
 
-use crate::sync::{Arc, ArcSwap, AtomicU64, CachePadded, Guard, Ordering, SetOnce};
+use crate::sync::{
+    thread_stamp, Arc, ArcSwapOption, AtomicU64, CachePadded, GuardOption, Ordering, SetOnce,
+    StampClock, ThreadStamp, AUDIT_STRIPES,
+};
 
-/// One logged event and its sequence number.
+/// One logged event, its stamp and its position in its stripe.
 pub(crate) struct Record<E> {
-    seq: u64,
+    stamp: u64,
+    pos: u64,
     event: E,
 }
 
-/// The write-once slots of the sequence numbers
-/// `number · capacity .. (number + 1) · capacity`.
+/// The write-once cells of the positions
+/// `number · capacity .. (number + 1) · capacity` of one stripe.
 struct Page<E> {
     number: u64,
-    slots: Box<[SetOnce<Record<E>>]>,
+    cells: Box<[SetOnce<Record<E>>]>,
 }
 
 impl<E> Page<E> {
     fn new(number: u64, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             number,
-            slots: (0..capacity).map(|_| SetOnce::new()).collect(),
+            cells: (0..capacity).map(|_| SetOnce::new()).collect(),
         })
     }
 }
 
-/// What the ring currently holds: the newest page and the one before it.
+/// What a stripe currently holds: its newest page and the one before it.
 struct Window<E> {
     current: Arc<Page<E>>,
     /// Page `current.number − 1` (`None` only while the current page is 0).
@@ -137,66 +168,70 @@ impl<E> Window<E> {
             .map(|page| &**page)
     }
 
-    /// The window whose current page is `number` (newer than ours): ours
-    /// carried over as its previous page if it is `number − 1`, a new page
-    /// otherwise.
-    fn advanced_to(&self, number: u64, capacity: usize) -> Self {
-        let previous = if self.current.number + 1 == number {
-            Arc::clone(&self.current)
-        } else {
-            Page::new(number - 1, capacity)
+    /// The window whose current page is `number`, after `old` (older, or
+    /// none yet): `old`'s current page carried over as the previous one if
+    /// it is `number − 1`, a new page otherwise.
+    fn advanced_to(old: Option<&Self>, number: u64, capacity: usize) -> Self {
+        let previous = match old {
+            Some(old) if old.current.number + 1 == number => Some(Arc::clone(&old.current)),
+            _ => number.checked_sub(1).map(|p| Page::new(p, capacity)),
         };
         Self {
             current: Page::new(number, capacity),
-            previous: Some(previous),
+            previous,
         }
     }
 }
 
-/// A bounded, lock-free log keeping the newest `capacity` events.
-pub(crate) struct AuditRing<E> {
-    /// The next sequence number. Padded: every emit increments it.
-    next: CachePadded<AtomicU64>,
-    /// The two newest pages; `None` when the log is disabled.
-    window: Option<ArcSwap<Window<E>>>,
-    capacity: usize,
-    /// Spreads consecutive sequence numbers over cache lines: the slot of
-    /// `seq` in its page is `(seq % capacity) * stride % capacity`, a
-    /// bijection since `stride` is coprime with `capacity`. Emitters
-    /// running side by side then write different lines instead of
-    /// neighbouring cells.
-    stride: u64,
+/// One thread's part of the log.
+struct Stripe<E> {
+    /// The next position.
+    next: AtomicU64,
+    /// The two newest pages; `None` until the stripe's first record.
+    window: ArcSwapOption<Window<E>>,
 }
 
-/// The smallest stride at least 17 (more than the 8 cells of a 128-byte
-/// line) coprime with `capacity`; 1 for rings too small to spread.
-fn stride_for(capacity: u64) -> u64 {
-    fn gcd(a: u64, b: u64) -> u64 {
-        if b == 0 {
-            a
+impl<E> Stripe<E> {
+    /// The next position. `owned`: the caller is the stripe's only writer
+    /// (it holds the stripe index), so a load and a store suffice; else a
+    /// `fetch_add`. `Relaxed` either way: see the module docs.
+    #[inline]
+    fn take_position(&self, owned: bool) -> u64 {
+        if owned {
+            let pos = self.next.load(Ordering::Relaxed);
+            self.next.store(pos + 1, Ordering::Relaxed);
+            pos
         } else {
-            gcd(b, a % b)
+            self.next.fetch_add(1, Ordering::Relaxed)
         }
     }
-    if capacity <= 32 {
-        return 1;
-    }
-    (17..capacity).find(|&k| gcd(k, capacity) == 1).unwrap_or(1)
+}
+
+/// A bounded, lock-free log keeping the newest `capacity` events by stamp.
+pub(crate) struct AuditRing<E> {
+    /// One per stripe index (padded: each is written by its own thread);
+    /// empty when the log is disabled.
+    stripes: Box<[CachePadded<Stripe<E>>]>,
+    capacity: usize,
+    /// `None` when the log is disabled.
+    clock: Option<StampClock>,
 }
 
 impl<E> AuditRing<E> {
     /// A ring of `capacity` events; 0 disables logging.
     pub(crate) fn new(capacity: usize) -> Self {
+        let stripes = if capacity == 0 { 0 } else { AUDIT_STRIPES };
         Self {
-            next: CachePadded::new(AtomicU64::new(0)),
-            window: (capacity > 0).then(|| {
-                ArcSwap::from_value(Window {
-                    current: Page::new(0, capacity),
-                    previous: None,
+            stripes: (0..stripes)
+                .map(|_| {
+                    CachePadded::new(Stripe {
+                        next: AtomicU64::new(0),
+                        window: ArcSwapOption::empty(),
+                    })
                 })
-            }),
+                .collect(),
             capacity,
-            stride: stride_for(capacity as u64),
+            clock: (capacity > 0).then(StampClock::new),
         }
     }
 
@@ -207,69 +242,78 @@ impl<E> AuditRing<E> {
 
     /// Logs `event` (moved, never cloned) and runs `deliver` on it as it
     /// sits in the log (the emit path calls the handlers there).
+    #[inline]
     pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R {
-        let Some(cell) = &self.window else {
+        let Some(clock) = &self.clock else {
             return deliver(&event);
         };
-        // Relaxed: see the module docs (uniqueness and per-thread order only).
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        self.place(cell, seq, event, deliver)
+        let ThreadStamp {
+            index,
+            owned,
+            stamp,
+        } = thread_stamp(clock);
+        let Some(stripe) = self.stripes.get(index) else {
+            return deliver(&event);
+        };
+        let pos = stripe.take_position(owned);
+        self.place(stripe, Record { stamp, pos, event }, deliver)
     }
 
-    /// Puts `event` under sequence number `seq` in the window `cell` and
-    /// delivers it.
+    /// Puts `record` into its stripe's window and delivers its event.
     fn place<R: Default>(
         &self,
-        cell: &ArcSwap<Window<E>>,
-        seq: u64,
-        event: E,
+        stripe: &Stripe<E>,
+        record: Record<E>,
         deliver: impl FnOnce(&E) -> R,
     ) -> R {
-        let record = Record { seq, event };
-        let window = self.window_for(cell, seq);
-        match self.slot(&window, seq) {
-            // The only writer of this slot: `set` succeeds and never waits.
-            Some(slot) => match slot.set(record) {
-                Ok(()) => match slot.get() {
+        let window = self.window_for(stripe, record.pos);
+        match self.cell(&window, record.pos) {
+            // The only writer of this cell: `set` succeeds and never waits.
+            Some(cell) => match cell.set(record) {
+                Ok(()) => match cell.get() {
                     Some(stored) => deliver(&stored.event),
                     // Unreachable: `get` after a successful `set` is `Some`.
                     None => R::default(),
                 },
-                // Unreachable (one writer per slot); deliver it unlogged.
+                // Unreachable (one writer per cell); deliver it unlogged.
                 Err(record) => deliver(&record.event),
             },
-            // Two pages behind: not among the newest `capacity`.
+            // Two pages behind: `capacity + 1` later positions exist.
             None => deliver(&record.event),
         }
     }
 
-    /// A window holding the page of `seq` unless that page is already two
+    /// A window holding the page of `pos` unless that page is already two
     /// behind, installing the page first if needed (see the module docs).
-    fn window_for(&self, cell: &ArcSwap<Window<E>>, seq: u64) -> Guard<Window<E>> {
-        let number = seq / self.capacity as u64;
+    fn window_for(&self, stripe: &Stripe<E>, pos: u64) -> GuardOption<Window<E>> {
+        let number = pos / self.capacity as u64;
         loop {
-            let window = cell.load();
-            if window.current.number >= number {
+            let window = stripe.window.load();
+            if matches!(&*window, Some(w) if w.current.number >= number) {
                 return window;
             }
             // Whether this install or a concurrent one wins, the current
             // page has grown; load again.
-            cell.compare_and_swap(&window, Arc::new(window.advanced_to(number, self.capacity)));
+            let next = Window::advanced_to(window.as_deref(), number, self.capacity);
+            stripe
+                .window
+                .compare_and_swap(&window, Some(Arc::new(next)));
         }
     }
 
-    /// The slot of `seq` in `window`, if its page is there.
-    fn slot<'w>(&self, window: &'w Window<E>, seq: u64) -> Option<&'w SetOnce<Record<E>>> {
+    /// The cell of `pos` in `window`, if its page is there.
+    fn cell<'w>(
+        &self,
+        window: &'w Option<Arc<Window<E>>>,
+        pos: u64,
+    ) -> Option<&'w SetOnce<Record<E>>> {
         let capacity = self.capacity as u64;
-        // `… % capacity < capacity == slots.len()`: always in bounds. The
-        // product fits in u64 unless the capacity is beyond 2³²; then u128.
-        let index = match (seq % capacity).checked_mul(self.stride) {
-            Some(spread) => spread % capacity,
-            None => {
-                (u128::from(seq % capacity) * u128::from(self.stride) % u128::from(capacity)) as u64
-            }
-        } as usize;
-        window.page(seq / capacity)?.slots.get(index)
+        // `pos % capacity < capacity == cells.len()`: always in bounds.
+        window
+            .as_ref()?
+            .page(pos / capacity)?
+            .cells
+            .get((pos % capacity) as usize)
     }
 
     /// The logged events, oldest first.
@@ -277,19 +321,31 @@ impl<E> AuditRing<E> {
     where
         E: Clone,
     {
-        let Some(cell) = &self.window else {
-            return Vec::new();
-        };
-        // A full `Arc` rather than a guard: the scan is long, and arc-swap
+        // Full `Arc`s rather than guards: the scan is long, and arc-swap
         // guards are meant to be short-lived.
-        let window = cell.load_full();
-        let mut records: Vec<&Record<E>> = std::iter::once(&window.current)
-            .chain(&window.previous)
-            .flat_map(|page| page.slots.iter().filter_map(SetOnce::get))
+        let windows: Vec<(usize, Arc<Window<E>>)> = self
+            .stripes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, stripe)| Some((i, stripe.window.load_full()?)))
             .collect();
-        records.sort_unstable_by_key(|r| r.seq);
+        let mut records: Vec<(u64, usize, u64, &E)> = windows
+            .iter()
+            .flat_map(|(stripe, window)| {
+                std::iter::once(&window.current)
+                    .chain(&window.previous)
+                    .flat_map(|page| page.cells.iter().filter_map(SetOnce::get))
+                    .map(move |r| (r.stamp, *stripe, r.pos, &r.event))
+            })
+            .collect();
         let older = records.len().saturating_sub(self.capacity);
-        records[older..].iter().map(|r| r.event.clone()).collect()
+        if older > 0 {
+            records
+                .select_nth_unstable_by_key(older, |&(stamp, stripe, pos, _)| (stamp, stripe, pos));
+        }
+        let newest = &mut records[older..];
+        newest.sort_unstable_by_key(|&(stamp, stripe, pos, _)| (stamp, stripe, pos));
+        newest.iter().map(|&(.., event)| event.clone()).collect()
     }
 }
 
@@ -307,20 +363,26 @@ mod tests {
         assert_eq!(ring.capacity(), 3);
     }
 
-    fn late(ring: &AuditRing<u64>, seq: u64) {
-        let cell = ring.window.as_ref().expect("an enabled ring");
-        ring.place(cell, seq, seq, |_| ());
+    /// Places `event` at `pos` of stripe 0 with stamp `pos` (a late
+    /// emitter: its position was drawn earlier).
+    fn late(ring: &AuditRing<u64>, pos: u64) {
+        let record = Record {
+            stamp: pos,
+            pos,
+            event: pos,
+        };
+        ring.place(&ring.stripes[0], record, |_| ());
     }
 
     #[test]
     fn a_late_writer_lands_in_the_previous_page_or_is_too_old() {
         let ring = AuditRing::new(2);
-        // Sequence numbers 1 and 2 are drawn, but their emitters are late.
-        for seq in [0, 3, 4] {
-            late(&ring, seq);
+        // Positions 1 and 2 are drawn, but their emitters are late.
+        for pos in [0, 3, 4] {
+            late(&ring, pos);
         }
-        // Window: pages 1 (seq 2, 3) and 2 (seq 4, 5). Seq 2 still lands in
-        // page 1; seq 1 (page 0) is too old to be among the newest two.
+        // Window: pages 1 (pos 2, 3) and 2 (pos 4, 5). Pos 2 still lands in
+        // page 1; pos 1 (page 0) is too old to be among the newest two.
         late(&ring, 2);
         late(&ring, 1);
         assert_eq!(ring.snapshot(), vec![3, 4]);
@@ -331,34 +393,40 @@ mod tests {
     #[test]
     fn an_emitter_that_skips_a_page_creates_the_one_before() {
         let ring = AuditRing::new(2);
-        // Seq 6 (page 3) installs pages 2 and 3 over page 0; seq 5 (page 2)
-        // is still kept.
+        // Pos 6 (page 3) installs pages 2 and 3 into an empty stripe; pos 5
+        // (page 2) is still kept.
         late(&ring, 6);
         late(&ring, 5);
         assert_eq!(ring.snapshot(), vec![5, 6]);
     }
 
+    /// Records of several stripes are merged by stamp, whatever stripe
+    /// they are in, and only the newest `capacity` are kept.
     #[test]
-    fn stride_is_a_bijection() {
-        for capacity in [1_u64, 7, 32, 33, 64, 100, 1024, 1155] {
-            let stride = stride_for(capacity);
-            let mut hit = vec![false; capacity as usize];
-            for i in 0..capacity {
-                hit[(i * stride % capacity) as usize] = true;
-            }
-            assert!(hit.iter().all(|&h| h), "capacity {capacity}");
-        }
-        let ring = AuditRing::new(100);
-        for i in 0..250 {
-            ring.record(i, |_| ());
-        }
-        assert_eq!(ring.snapshot(), (150..250).collect::<Vec<_>>());
+    fn stripes_merge_by_stamp() {
+        let ring = AuditRing::new(3);
+        let put = |stripe: usize, stamp: u64, pos: u64| {
+            let record = Record {
+                stamp,
+                pos,
+                event: stamp,
+            };
+            ring.place(&ring.stripes[stripe], record, |_| ());
+        };
+        put(0, 10, 0);
+        put(1, 11, 0);
+        put(0, 14, 1);
+        put(2, 12, 0);
+        put(1, 15, 1);
+        put(2, 13, 1);
+        assert_eq!(ring.snapshot(), vec![13, 14, 15]);
     }
 
     /// Three emitters and a reader on a small ring (short under Miri, which
     /// checks the pointer handling): snapshots never exceed the capacity or
     /// repeat an event, and once quiet each thread's logged events are the
-    /// last ones it emitted, in order.
+    /// last ones it emitted, in order, and the log holds the newest by
+    /// each thread's... stamps: its length is the capacity.
     #[test]
     fn concurrent_emitters_leave_the_newest() {
         let per_thread = if cfg!(miri) { 6 } else { 2_000 };
@@ -387,6 +455,21 @@ mod tests {
         }
     }
 
+    /// One thread fills more than a page while other threads' events are
+    /// older: the log is that thread's newest `capacity` (a stripe keeps a
+    /// whole capacity's worth on its own).
+    #[test]
+    fn one_busy_thread_can_own_the_whole_log() {
+        let ring = AuditRing::new(4);
+        std::thread::scope(|s| {
+            s.spawn(|| ring.record(100, |_| ()));
+        });
+        for i in 0..9 {
+            ring.record(i, |_| ());
+        }
+        assert_eq!(ring.snapshot(), vec![5, 6, 7, 8]);
+    }
+
     #[test]
     fn disabled_ring_logs_nothing() {
         let ring = AuditRing::new(0);
@@ -395,27 +478,31 @@ mod tests {
     }
 }
 
-/// loom models of the ring itself, where the sequence numbers are visible.
-/// (`tests/loom_bus.rs` models it through the public API.)
+/// loom models of the ring itself, where stamps and positions are visible.
+/// (`tests/loom_bus.rs` models it through the public API.) Under loom the
+/// ring has three stripes: main and loom thread 1 own stripes 0 and 1,
+/// later threads share stripe 2.
 #[cfg(all(test, raceless_loom))]
 mod loom_models {
     use super::*;
 
-    /// Records `event` and returns the sequence number it drew.
+    /// Records `event` and returns its stamp.
     fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
-        let seq = ring.next.fetch_add(1, Ordering::Relaxed);
-        let cell = ring.window.as_ref().expect("an enabled ring");
-        ring.place(cell, seq, event, |_| ());
-        seq
+        let clock = ring.clock.as_ref().expect("an enabled ring");
+        let at = thread_stamp(clock);
+        let stripe = &ring.stripes[at.index];
+        let pos = stripe.take_position(at.owned);
+        let stamp = at.stamp;
+        ring.place(stripe, Record { stamp, pos, event }, |_| ());
+        stamp
     }
 
-    /// Capacity 1, so every event opens a page. After one event, two
-    /// threads record one each: their page installs race, and the one that
-    /// drew the newer number may lose the compare-and-swap to the older
-    /// one's page. Whatever the interleaving, the final log is the event
-    /// with the largest sequence number.
+    /// Capacity 1, so every event opens a page. Main records one event,
+    /// then two threads record one each: thread 1 on its own stripe,
+    /// thread 2 on the shared one. The final log is the event with the
+    /// largest stamp, whichever stripe it is in.
     #[test]
-    fn racing_page_installs_keep_the_newest() {
+    fn racing_stripes_keep_the_newest() {
         loom::model(|| {
             let ring = Arc::new(AuditRing::new(1));
             record(&ring, 0);
@@ -429,26 +516,60 @@ mod loom_models {
         });
     }
 
-    /// A snapshot racing an emit that opens a new page (capacity 2, page 0
-    /// full): it shows the two newest events before or after the emit,
-    /// never a duplicated one (with capacity 1 the truncation to the newest
-    /// would hide a page read twice).
+    /// Two threads share stripe 2 (loom threads 2 and 3) and emit at the
+    /// same time, capacity 1, after main emitted on its own: the sharers'
+    /// stamp and position orders may disagree, yet the event with the
+    /// largest stamp is kept (the window keeps `capacity + 1` positions, so
+    /// one overlapping sharer cannot push it out), and never twice.
     #[test]
-    fn snapshot_during_a_page_change() {
+    fn overlapping_emits_on_a_shared_stripe() {
+        loom::model(|| {
+            let ring = Arc::new(AuditRing::new(1));
+            let s0 = record(&ring, 0);
+            // Thread 1 takes the second owned stripe and does nothing.
+            loom::thread::spawn(|| ()).join().unwrap();
+            let spawn = |event: u32| {
+                let ring = ring.clone();
+                loom::thread::spawn(move || (record(&ring, event), event))
+            };
+            let (a, b) = (spawn(2), spawn(3));
+            let (a, b) = (a.join().unwrap(), b.join().unwrap());
+            let newest = [(s0, 0), a, b].into_iter().max().unwrap().1;
+            assert_eq!(ring.snapshot(), vec![newest]);
+        });
+    }
+
+    /// A snapshot racing emits on both stripes (capacity 2): it never shows
+    /// an event twice or out of its thread's order, and once both are done
+    /// it shows the two newest by stamp.
+    #[test]
+    fn snapshot_during_emits_on_two_stripes() {
         loom::model(|| {
             let ring = Arc::new(AuditRing::new(2));
-            record(&ring, 0);
-            record(&ring, 1);
+            let s0 = record(&ring, 0);
             let emitter = {
                 let ring = ring.clone();
                 loom::thread::spawn(move || {
-                    record(&ring, 2);
+                    let a = record(&ring, 10);
+                    let b = record(&ring, 11);
+                    (a, b)
                 })
             };
+            let s1 = record(&ring, 1);
             let seen = ring.snapshot();
-            assert!(seen == [0, 1] || seen == [1, 2], "{seen:?}");
-            emitter.join().unwrap();
-            assert_eq!(ring.snapshot(), vec![1, 2]);
+            assert!(seen.len() <= 2, "{seen:?}");
+            for (x, y) in [(0, 1), (10, 11)] {
+                let ix = seen.iter().position(|&e| e == x);
+                let iy = seen.iter().position(|&e| e == y);
+                if let (Some(ix), Some(iy)) = (ix, iy) {
+                    assert!(ix < iy, "{seen:?}");
+                }
+            }
+            let (a, b) = emitter.join().unwrap();
+            let mut all = [(s0, 0), (s1, 1), (a, 10), (b, 11)];
+            all.sort_unstable();
+            let want: Vec<u32> = all[2..].iter().map(|&(_, e)| e).collect();
+            assert_eq!(ring.snapshot(), want);
         });
     }
 }

@@ -23,10 +23,13 @@
 //!   exact [`RecvError::Lagged`] counts and a cancel-safe async
 //!   [`Receiver::recv`] on any executor (protocol in `channel.rs` and
 //!   `docs/bus.md`).
-//! - **The audit log is a lock-free bounded log** (see `audit.rs` and
-//!   `docs/bus.md`): one `fetch_add` numbers the event, which moves into its
-//!   write-once slot in a page of `capacity` slots; the handlers run on the
-//!   logged event, so there is no copy.
+//! - **The audit log is a lock-free bounded log with no shared counter**
+//!   (see `audit.rs` and `docs/bus.md`): each thread writes its own stripe;
+//!   the event, stamped with a time-stamp-counter reading, moves into a
+//!   write-once cell of its stripe, and the handlers run on the logged
+//!   event, so there is no copy. `audit_log` merges the stripes by stamp:
+//!   once emits are quiet it holds the newest `capacity` events by stamp,
+//!   each thread's in its emit order, none twice, none torn.
 //!
 //! # Guarantees
 //!
@@ -1005,8 +1008,9 @@ impl<E: Event> EventBus<E> {
     /// and counted; nothing is held that `subscribe` or `unsubscribe`
     /// would wait for.
     ///
-    /// Lock-free, and wait-free apart from the handlers it calls and the
-    /// audit log's page installs (see `docs/bus.md`).
+    /// Lock-free, and wait-free apart from the handlers it calls, the
+    /// audit log's page installs and a thread's first emit (which claims
+    /// its audit stripe); see `docs/bus.md`.
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus, EmitReport};
@@ -1033,9 +1037,13 @@ impl<E: Event> EventBus<E> {
         })
     }
 
-    /// The newest logged events, at most the capacity, oldest first. Each
-    /// emitted event appears at most once and whole; a snapshot taken
-    /// while emits run is consistent per event (see `docs/bus.md`).
+    /// The newest logged events by stamp, at most the capacity, oldest
+    /// first. Each emitted event appears at most once and whole, one
+    /// thread's events in its emit order; once no emit runs, the log is
+    /// exactly the newest `capacity` events by stamp. Events of different
+    /// threads are ordered by their time-stamp-counter readings, not by one
+    /// global sequence; a snapshot taken while emits run is consistent per
+    /// event (see `docs/bus.md`).
     ///
     /// ```
     /// use raceless::bus::{Event, EventBus};
