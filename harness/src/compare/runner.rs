@@ -15,7 +15,7 @@
 //! per-round (paired) ratios.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,11 +188,17 @@ pub fn measure(
         .unwrap_or_else(|| Err("no row".to_string()))
 }
 
-/// The threads of one row (one implementation's instance) and what they
-/// share with the main thread. The threads live as long as the cell group,
-/// so thread-local state (caches, batch sizes) carries from the warm-up
-/// into every round.
-struct Row {
+/// The worker threads of one cell group and what they share with the main
+/// thread. One pool of `threads` threads runs every row of the group (one
+/// row per phase), so the process never holds more measuring threads than
+/// the cell's thread count: per-thread state inside the libraries measured
+/// (arc-swap's debt lists, epoch participants, thread-local caches) is the
+/// size a server with that many threads would see, for every row alike.
+/// The threads live as long as the cell group, so each row's batch size
+/// and thread-local state carry from its warm-up into every round.
+struct Pool {
+    /// The row the next phase runs.
+    row: AtomicUsize,
     stop: AtomicBool,
     quit: AtomicBool,
     total: AtomicU64,
@@ -200,9 +206,10 @@ struct Row {
     barrier: Barrier,
 }
 
-impl Row {
+impl Pool {
     fn new(threads: usize) -> Self {
-        Row {
+        Pool {
+            row: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             quit: AtomicBool::new(false),
             total: AtomicU64::new(0),
@@ -212,48 +219,62 @@ impl Row {
     }
 
     /// One worker thread: waits at the barrier for each phase, runs
-    /// batches until `stop`, adds its count, waits at the barrier again.
-    fn work(&self, workload: &dyn Workload, t: usize, threads: usize, target: Duration) {
-        // Grows (doubling) during the warm-up until a batch takes about
-        // `target`, then stays.
-        let mut size = 1u64;
-        let mut warming = true;
+    /// batches of the phase's row until `stop`, adds its count, waits at
+    /// the barrier again.
+    fn work(
+        &self,
+        workloads: &[Result<&dyn Workload, String>],
+        t: usize,
+        threads: usize,
+        target: Duration,
+    ) {
+        // Per row: grows (doubling) during the row's warm-up until a batch
+        // takes about `target`, then stays.
+        let mut sizes = vec![1u64; workloads.len()];
+        let mut warming = vec![true; workloads.len()];
         loop {
             self.barrier.wait();
-            // Relaxed (here and for `stop`): the flags are written before,
-            // and read after, a barrier wait (a mutex inside), which orders
-            // them; during a phase `stop` only ends the loop, and the counts
-            // reach the main thread through the end barrier.
+            // Relaxed (here, for `row` and for `stop`): the flags are
+            // written before, and read after, a barrier wait (a mutex
+            // inside), which orders them; during a phase `stop` only ends
+            // the loop, and the counts reach the main thread through the
+            // end barrier.
             if self.quit.load(Ordering::Relaxed) {
                 break;
             }
+            let r = self.row.load(Ordering::Relaxed);
+            let (Some(Ok(workload)), Some(size)) = (workloads.get(r), sizes.get_mut(r)) else {
+                self.barrier.wait();
+                continue;
+            };
             let mut ops = 0u64;
             loop {
                 let begun = Instant::now();
-                let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, size)));
+                let ran = catch_unwind(AssertUnwindSafe(|| workload.run(t, threads, *size)));
                 if let Err(panic) = ran {
                     let mut slot = self.panicked.lock().unwrap_or_else(|e| e.into_inner());
                     slot.get_or_insert(panic_message(&panic));
                     break;
                 }
-                ops += size;
-                if warming && begun.elapsed() < target && size < MAX_BATCH {
-                    size *= 2;
+                ops += *size;
+                if warming[r] && begun.elapsed() < target && *size < MAX_BATCH {
+                    *size *= 2;
                 }
                 if self.stop.load(Ordering::Relaxed) {
                     break;
                 }
             }
-            warming = false;
+            warming[r] = false;
             self.total.fetch_add(ops, Ordering::Relaxed);
             self.barrier.wait();
         }
     }
 
-    /// One phase of `length`, run from the main thread: releases the
-    /// row's threads, stops them after `length`, and returns all threads'
-    /// operations per second (or the message of a panic).
-    fn phase(&self, length: Duration) -> Result<f64, String> {
+    /// One phase of row `row` for `length`, run from the main thread:
+    /// releases the threads, stops them after `length`, and returns all
+    /// threads' operations per second (or the message of a panic).
+    fn phase(&self, row: usize, length: Duration) -> Result<f64, String> {
+        self.row.store(row, Ordering::Relaxed);
         self.stop.store(false, Ordering::Relaxed);
         self.barrier.wait();
         let started = Instant::now();
@@ -286,18 +307,17 @@ pub fn round_order(round: usize, rows: usize) -> Vec<usize> {
 }
 
 /// Measures the rows of one cell group (one workload at one thread count)
-/// interleaved: each row (an `Err` is a row whose instance could not be
-/// built; it stays an error) gets `threads` threads, spawned once; each
-/// row is warmed up in turn (which also sizes each thread's batches), then
-/// `repeats` rounds run every row once for `duration`, in the order of
-/// [`round_order`]. Returns each row's samples, operations per second,
-/// sample `k` from round `k`, or the message of a panic in the workload
-/// (a row that panics sits out the later rounds).
+/// interleaved: one pool of `threads` threads, spawned once, runs every row
+/// (an `Err` is a row whose instance could not be built; it stays an
+/// error); each row is warmed up in turn (which also sizes each thread's
+/// batches), then `repeats` rounds run every row once for `duration`, in
+/// the order of [`round_order`]. Returns each row's samples, operations
+/// per second, sample `k` from round `k`, or the message of a panic in the
+/// workload (a row that panics sits out the later rounds).
 ///
-/// Only one row runs at a time; the others' threads wait at their
-/// barriers. A slow phase of the machine therefore hits one round of every
-/// row rather than every repetition of one row, and the ratio of two rows
-/// within a round (a *paired* ratio) cancels it.
+/// Only one row runs at a time. A slow phase of the machine therefore hits
+/// one round of every row rather than every repetition of one row, and the
+/// ratio of two rows within a round (a *paired* ratio) cancels it.
 pub fn measure_interleaved(
     workloads: &[Result<&dyn Workload, String>],
     threads: usize,
@@ -306,7 +326,7 @@ pub fn measure_interleaved(
     repeats: usize,
 ) -> Vec<Result<Vec<f64>, String>> {
     let target = (duration / 50).clamp(Duration::from_micros(20), MAX_BATCH_TIME);
-    let rows: Vec<Row> = workloads.iter().map(|_| Row::new(threads)).collect();
+    let pool = Pool::new(threads);
     let mut out: Vec<Result<Vec<f64>, String>> = workloads
         .iter()
         .map(|w| match w {
@@ -315,26 +335,24 @@ pub fn measure_interleaved(
         })
         .collect();
     std::thread::scope(|s| {
-        for (row, workload) in rows.iter().zip(workloads) {
-            let Ok(workload) = workload else { continue };
-            for t in 0..threads {
-                s.spawn(move || row.work(*workload, t, threads, target));
-            }
+        for t in 0..threads {
+            let pool = &pool;
+            s.spawn(move || pool.work(workloads, t, threads, target));
         }
         let live = |out: &[Result<Vec<f64>, String>], i: usize| out[i].is_ok();
-        for i in 0..rows.len() {
+        for i in 0..workloads.len() {
             if live(&out, i) {
-                if let Err(e) = rows[i].phase(warmup) {
+                if let Err(e) = pool.phase(i, warmup) {
                     out[i] = Err(e);
                 }
             }
         }
         for round in 0..repeats {
-            for i in round_order(round, rows.len()) {
+            for i in round_order(round, workloads.len()) {
                 if !live(&out, i) {
                     continue;
                 }
-                match rows[i].phase(duration) {
+                match pool.phase(i, duration) {
                     Ok(sample) => {
                         if let Ok(samples) = &mut out[i] {
                             samples.push(sample);
@@ -344,11 +362,7 @@ pub fn measure_interleaved(
                 }
             }
         }
-        for (row, workload) in rows.iter().zip(workloads) {
-            if workload.is_ok() {
-                row.quit();
-            }
-        }
+        pool.quit();
     });
     out
 }
