@@ -76,7 +76,7 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
     fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
         let started_at = self.clock.now();
         let installed = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
+            let current = session.slot.load_owned();
             if let Some(active) = current.active_id() {
                 if self.is_live(active) {
                     // Dropped after unlocking: a destructor is user code.
@@ -91,7 +91,7 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
                 attachments: pending.attachments,
                 started_at,
             }));
-            session.slot.store(next.clone());
+            drop(session.slot.swap(next.clone()));
             Ok((id, next))
         });
         let (id, next) = installed.map_err(|(busy, _stream)| busy)?;
@@ -108,12 +108,12 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
         }
         // Re-read under the session's lock: a start may have replaced it.
         let cleared = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
+            let current = session.slot.load_owned();
             if current.active_id() != Some(stream_id) {
                 return None;
             }
             let next = current.next(None);
-            session.slot.store(next.clone());
+            drop(session.slot.swap(next.clone()));
             Some(next)
         });
         match cleared {
@@ -127,12 +127,12 @@ impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, 
 
     fn finish(&self, session: &Session, id: StreamId) -> bool {
         let emptied = self.session_lock(session).with(|()| {
-            let current = session.slot.load_full();
+            let current = session.slot.load_owned();
             if !current.holds(id) {
                 return None;
             }
             let next = current.next(None);
-            session.slot.store(next.clone());
+            drop(session.slot.swap(next.clone()));
             Some(next)
         });
         // Dropped after unlocking: a stream's destructor is user code.

@@ -339,6 +339,24 @@ impl Saves {
             self.0.notify(&snapshot());
         }
     }
+
+    /// `snapshot()` if there is a save hook (built where the value is at
+    /// hand, e.g. under an epoch pin), for [`Saves::notify`] once the pin
+    /// is gone.
+    pub(crate) fn snapshot(
+        &self,
+        snapshot: impl FnOnce() -> SessionSnapshot,
+    ) -> Option<SessionSnapshot> {
+        (!self.0.is_empty()).then(snapshot)
+    }
+
+    /// Calls every save hook with `snapshot`, if there is one. Must be
+    /// called with no guard or pin held.
+    pub(crate) fn notify(&self, snapshot: Option<SessionSnapshot>) {
+        if let Some(snapshot) = snapshot {
+            self.0.notify(&snapshot);
+        }
+    }
 }
 
 /// The operations of the `stream` component, implemented by the lock-free
