@@ -13,37 +13,12 @@ use crate::ListenerId;
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
 /// previous process, or of another registry, never collide with ours) and a
-/// sequence number, unique within the registry.
-///
-/// Sequence numbers come in blocks: each thread takes [`ID_BLOCK`] numbers
-/// at a time from the registry's counter (one `fetch_add`) and hands them
-/// out from a thread-local cache, so starts on different threads do not
-/// all write one shared counter. Each number is handed out once (a block
-/// belongs to one thread, and its numbers leave the cache in order), so ids
-/// stay unique; they are not ordered by start time across threads.
+/// counter.
 pub(crate) struct IdSource {
     epoch: u64,
-    /// Tells the thread-local caches which source their block came from
-    /// (unique per process: a counter, not the random epoch).
-    source: u64,
-    /// The next block's first number. `Relaxed`: the numbers only need to
-    /// be unique, which the read-modify-write guarantees whatever the
-    /// ordering; an id publishes no data.
+    /// `Relaxed`: ids only need to be unique, which the read-modify-write
+    /// guarantees whatever the ordering; the id publishes no data.
     next: AtomicU64,
-}
-
-/// Sequence numbers a thread takes from a registry's counter at a time.
-const ID_BLOCK: u64 = 1024;
-
-/// Distinct numbers for the [`IdSource`]s of this process (`Relaxed`:
-/// only uniqueness matters).
-static SOURCES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-#[cfg(not(raceless_loom))]
-thread_local! {
-    /// This thread's block: (source, next number, end of the block). Source
-    /// 0 is no source, so a fresh cache is empty.
-    static BLOCK: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
 }
 
 impl IdSource {
@@ -55,7 +30,6 @@ impl IdSource {
             .hash_one((std::time::SystemTime::now(), std::process::id()));
         Self {
             epoch,
-            source: SOURCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             next: AtomicU64::new(0),
         }
     }
@@ -69,34 +43,8 @@ impl IdSource {
     pub(crate) fn next(&self) -> StreamId {
         StreamId {
             epoch: self.epoch,
-            seq: self.next_seq(),
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
         }
-    }
-
-    #[cfg(not(raceless_loom))]
-    #[inline]
-    fn next_seq(&self) -> u64 {
-        let cached = BLOCK.try_with(|block| {
-            let (source, next, end) = block.get();
-            if source == self.source && next < end {
-                block.set((source, next + 1, end));
-                return next;
-            }
-            let first = self.next.fetch_add(ID_BLOCK, Ordering::Relaxed);
-            block.set((self.source, first + 1, first + ID_BLOCK));
-            first
-        });
-        // A thread whose thread-locals are being destroyed takes a block of
-        // one (every fetch_add reserves exactly the numbers it hands out, so
-        // blocks never overlap).
-        cached.unwrap_or_else(|_| self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Under loom: one shared counter (loom's threads share the OS thread,
-    /// and its thread-locals, so a block cache would be no model of ours).
-    #[cfg(raceless_loom)]
-    fn next_seq(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
     }
 }
 
