@@ -2,9 +2,9 @@
 //! [loom] for model checking.
 //!
 //! Every lock-free protocol in this crate imports its atomics, `Arc`, sharded
-//! map and RCU cell from here, never from `std`, `dashmap` or `arc-swap`
-//! directly. Under `--cfg raceless_loom` the same names resolve to loom's
-//! atomics and `Arc`, and to small stand-ins for the two third-party
+//! map and RCU cells from here, never from `std`, `dashmap`, `arc-swap` or
+//! `sdd` directly. Under `--cfg raceless_loom` the same names resolve to
+//! loom's atomics and `Arc`, and to small stand-ins for the third-party
 //! structures:
 //!
 //! | name here        | normal build                      | `cfg(raceless_loom)`                  |
@@ -13,6 +13,7 @@
 //! | [`ShardedMap`]   | `dashmap::DashMap`                | a loom `RwLock<HashMap>`              |
 //! | [`ArcSwap`]      | `arc_swap::ArcSwap`               | a loom `RwLock<Arc<T>>`               |
 //! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
+//! | [`EpochCell`]    | `sdd::AtomicShared` (epoch-reclaimed) | a loom `RwLock<Arc<T>>`           |
 //! | [`SetOnce`]      | `std::sync::OnceLock`             | a `OnceLock` + loom `AtomicBool` flag |
 //!
 //! The stand-ins implement exactly the documented contract of the real
@@ -283,6 +284,149 @@ mod imp {
         }
     }
 
+    /// An epoch pin (`sdd::Guard`): while it lives, no value loaded from
+    /// an [`EpochCell`] under it is reclaimed, so a [`Loaded`] reference
+    /// stays valid and its address cannot be reused (no ABA for a
+    /// compare-and-swap against it). Pinning costs one thread-local
+    /// exchange; nothing shared is written. Hold it only for a few steps,
+    /// never across user code (it holds back reclamation).
+    pub(crate) struct Pin(sdd::Guard);
+
+    impl Pin {
+        #[inline]
+        pub(crate) fn new() -> Self {
+            Self(sdd::Guard::new())
+        }
+    }
+
+    /// A value loaded from an [`EpochCell`], valid while its [`Pin`] lives:
+    /// the pointer (for a compare-and-swap) and the reference.
+    pub(crate) struct Loaded<'g, T> {
+        ptr: sdd::Ptr<'g, T>,
+        value: &'g T,
+    }
+
+    impl<T> std::ops::Deref for Loaded<'_, T> {
+        type Target = T;
+        #[inline]
+        fn deref(&self) -> &T {
+            self.value
+        }
+    }
+
+    /// A reference-counted value for an [`EpochCell`] (`sdd::Shared`):
+    /// freed when the last owner drops it and no pin can still see it.
+    pub(crate) struct Owned<T>(sdd::Shared<T>);
+
+    impl<T: 'static> Owned<T> {
+        #[inline]
+        pub(crate) fn new(value: T) -> Self {
+            Self(sdd::Shared::new(value))
+        }
+    }
+
+    impl<T> Clone for Owned<T> {
+        #[inline]
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    impl<T> std::ops::Deref for Owned<T> {
+        type Target = T;
+        #[inline]
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+
+    /// An atomic pointer to an immutable shared value, never null, whose
+    /// replaced values are reclaimed by epochs (`sdd::AtomicShared`, used
+    /// through its safe API only).
+    ///
+    /// A load is one atomic load under a [`Pin`] (no reference-count or
+    /// shared write); a compare-and-swap is one `compare_exchange` of the
+    /// pointer. Unlike arc-swap, a write never visits the readers' state:
+    /// the replaced value is retired to the writer's thread-local collector
+    /// and freed once every thread has left the epochs that could see it.
+    ///
+    /// Orderings: every load and compare-and-swap is `SeqCst`. Publication
+    /// needs only `Release` on the successful compare-and-swap and `Acquire`
+    /// on the load (whatever happened before a publishing CAS — the value's
+    /// construction, a registration — is visible to whoever loads the
+    /// value); `SeqCst` puts all operations on all cells in one total order,
+    /// which the linearization arguments of the callers use, and costs the
+    /// same instructions as `Acquire`/`AcqRel` on x86-64 (a plain load, a
+    /// `lock cmpxchg`) and AArch64 (`ldar`, a release-acquire CAS).
+    pub(crate) struct EpochCell<T>(sdd::AtomicShared<T>);
+
+    impl<T: 'static> EpochCell<T> {
+        #[inline]
+        pub(crate) fn new(value: T) -> Self {
+            Self(sdd::AtomicShared::new(value))
+        }
+    }
+
+    impl<T> EpochCell<T> {
+        /// The current value, valid while `pin` lives.
+        #[inline]
+        pub(crate) fn load<'g>(&self, pin: &'g Pin) -> Loaded<'g, T> {
+            let ptr = self.0.load(Ordering::SeqCst, &pin.0);
+            match ptr.as_ref() {
+                Some(value) => Loaded { ptr, value },
+                // Every constructor and every write stores a value.
+                None => unreachable!("an EpochCell is never empty"),
+            }
+        }
+
+        /// An owned handle of the current value (a reference-count increment).
+        #[inline]
+        pub(crate) fn load_owned(&self) -> Owned<T> {
+            match self.0.get_shared(Ordering::SeqCst, &sdd::Guard::new()) {
+                Some(value) => Owned(value),
+                None => unreachable!("an EpochCell is never empty"),
+            }
+        }
+
+        /// Installs `new` if the cell still holds `current` (pointer
+        /// identity): `Ok` with the installed value, or `Err` with `new`
+        /// handed back and the value the cell holds. The replaced value is
+        /// released (freed once no pin can see it).
+        #[inline]
+        pub(crate) fn compare_exchange<'g>(
+            &self,
+            current: Loaded<'g, T>,
+            new: Owned<T>,
+            pin: &'g Pin,
+        ) -> Result<Loaded<'g, T>, (Owned<T>, Loaded<'g, T>)> {
+            match self.0.compare_exchange(
+                current.ptr,
+                (Some(new.0), sdd::Tag::None),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+                &pin.0,
+            ) {
+                Ok((_replaced, ptr)) => match ptr.as_ref() {
+                    Some(value) => Ok(Loaded { ptr, value }),
+                    None => unreachable!("an EpochCell is never empty"),
+                },
+                Err((new, ptr)) => match (new, ptr.as_ref()) {
+                    (Some(new), Some(value)) => Err((Owned(new), Loaded { ptr, value })),
+                    _ => unreachable!("an EpochCell is never empty"),
+                },
+            }
+        }
+
+        /// Installs `new` unconditionally; returns the value it replaced.
+        #[inline]
+        pub(crate) fn swap(&self, new: Owned<T>) -> Owned<T> {
+            match self.0.swap((Some(new.0), sdd::Tag::None), Ordering::SeqCst) {
+                (Some(old), _) => Owned(old),
+                (None, _) => unreachable!("an EpochCell is never empty"),
+            }
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -473,6 +617,101 @@ mod imp {
         }
     }
 
+    /// Stand-in for the epoch pin: nothing to pin (the stand-in's loaded
+    /// values are `Arc`s, which keep them alive and their addresses unused).
+    pub(crate) struct Pin(());
+
+    impl Pin {
+        pub(crate) fn new() -> Self {
+            Self(())
+        }
+    }
+
+    /// A value loaded from the stand-in [`EpochCell`]: an `Arc` of it.
+    pub(crate) struct Loaded<'g, T> {
+        value: Arc<T>,
+        _pin: std::marker::PhantomData<&'g Pin>,
+    }
+
+    impl<T> std::ops::Deref for Loaded<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.value
+        }
+    }
+
+    /// Stand-in for `sdd::Shared`: a loom `Arc`.
+    pub(crate) struct Owned<T>(Arc<T>);
+
+    impl<T: 'static> Owned<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(Arc::new(value))
+        }
+    }
+
+    impl<T> Clone for Owned<T> {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    impl<T> std::ops::Deref for Owned<T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.0
+        }
+    }
+
+    /// Stand-in for the epoch cell (`sdd::AtomicShared`): a loom
+    /// `RwLock<Arc<T>>`. Each operation is atomic and the compare-and-swap
+    /// compares pointers, the contract of the real cell with `SeqCst`
+    /// operations.
+    pub(crate) struct EpochCell<T>(RwLock<Arc<T>>);
+
+    impl<T: 'static> EpochCell<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(RwLock::new(Arc::new(value)))
+        }
+    }
+
+    impl<T> EpochCell<T> {
+        pub(crate) fn load<'g>(&self, _pin: &'g Pin) -> Loaded<'g, T> {
+            Loaded {
+                value: self.0.read().unwrap().clone(),
+                _pin: std::marker::PhantomData,
+            }
+        }
+        pub(crate) fn load_owned(&self) -> Owned<T> {
+            Owned(self.0.read().unwrap().clone())
+        }
+        pub(crate) fn compare_exchange<'g>(
+            &self,
+            current: Loaded<'g, T>,
+            new: Owned<T>,
+            _pin: &'g Pin,
+        ) -> Result<Loaded<'g, T>, (Owned<T>, Loaded<'g, T>)> {
+            let mut slot = self.0.write().unwrap();
+            if Arc::ptr_eq(&slot, &current.value) {
+                *slot = new.0.clone();
+                Ok(Loaded {
+                    value: new.0,
+                    _pin: std::marker::PhantomData,
+                })
+            } else {
+                Err((
+                    new,
+                    Loaded {
+                        value: slot.clone(),
+                        _pin: std::marker::PhantomData,
+                    },
+                ))
+            }
+        }
+        pub(crate) fn swap(&self, new: Owned<T>) -> Owned<T> {
+            Owned(std::mem::replace(&mut *self.0.write().unwrap(), new.0))
+        }
+    }
+
     /// Stand-in for `ArcSwapOption`: a loom `RwLock<Option<Arc<T>>>`.
     pub(crate) struct ArcSwapOption<T>(RwLock<Option<Arc<T>>>);
 
@@ -546,6 +785,7 @@ mod imp {
 pub(crate) use imp::{
     ArcSwap, ArcSwapOption, Guard, GuardOption, OccupiedEntry, ShardedMap, VacantEntry,
 };
+pub(crate) use imp::{EpochCell, Loaded, Owned, Pin};
 
 /// A write-once cell (`std::sync::OnceLock`): `set` succeeds for the first
 /// caller only; `get` sees the value once a `set` has completed

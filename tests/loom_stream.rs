@@ -1,7 +1,8 @@
 //! loom models of the `stream` component's races, on the public API:
 //! cleanup vs start (including the start's window between registering its
 //! stream and publishing it in the slot), start vs start, finish vs start,
-//! the slot's live flag vs the registry map, a dropped `StreamGuard` vs a
+//! the slot's live flag vs the registry map (also after a start retried),
+//! a dropped `StreamGuard` vs a
 //! cleanup and a new start, and the background store writer's queue and
 //! flush handshake.
 //!
@@ -45,6 +46,33 @@ fn clear_stale_vs_start_never_clobbers() {
         assert!(registry.is_live(new));
         assert_eq!(registry.len(), 1);
         assert_eq!(session.version(), if cleared { 3 } else { 2 });
+    });
+}
+
+/// A start whose first CAS loses to a cleanup retries against the emptied
+/// slot; the value it finally publishes must be the one whose live flag
+/// the registry clears when the stream ends (the registry entry is
+/// re-pointed at the retry value). After the new stream's worker ends it
+/// elsewhere, the session's cleanup must find it stale and clear it.
+#[test]
+fn retried_start_is_unregistered_through_its_flag() {
+    loom::model(|| {
+        let (registry, session) = stale();
+        let cleanup = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || registry.clear_stale(&session))
+        };
+        let new = registry
+            .start(&session, Pending::new("new"), 1)
+            .expect("the old stream is not live");
+        cleanup.join().unwrap();
+        assert!(!registry.finish(&Session::new("elsewhere"), new));
+        assert!(!registry.is_live(new));
+        assert!(
+            registry.clear_stale(&session),
+            "the published value still says live after its stream ended"
+        );
+        assert_eq!(session.active_id(), None);
     });
 }
 

@@ -335,35 +335,43 @@ impl<T: StreamSlots<u64>> Driver<T> {
     }
 }
 
-/// Start/finish cycles with a cleanup sweep over many sessions: 1 op in 8
-/// is a write (`start`; if the session is busy, `finish` its stream), the
-/// other 7 are the cleanup the seed runs on every session GET. The sessions
-/// start stale (restored after a restart).
+/// Start/finish cycles with a cleanup sweep over many sessions: 1 op in
+/// `every` is a write (`start`; if the session is busy, `finish` its
+/// stream), the others are the cleanup the seed runs on every session GET.
+/// The sessions start stale (restored after a restart).
 struct Cycles<T> {
     slots: T,
     sessions: Vec<Session>,
+    every: u64,
 }
 
 /// Sessions of the workloads.
 const SESSIONS: usize = 1_000;
 
+/// One write in 8 ops: `cycles-1000-sessions` and `hot-session`.
+const WRITE_HEAVY: u64 = 8;
+/// One write in 64 ops: `read-heavy-1000-sessions`.
+const READ_HEAVY: u64 = 64;
+
 /// The operation schedule of [`Cycles`] and [`SlotFloor`] over `n`
-/// sessions: one op in 8 is `write(session, op)`, the others `read(session)`.
-/// Two cursors, each sweeping the sessions from this thread's share:
-/// writes cycle every session between "live stream" and "empty", and the
-/// reads (GETs) see a mix of live, empty and stale slots.
+/// sessions: one op in `every` is `write(session, op)`, the others
+/// `read(session)`. Two cursors, each sweeping the sessions from this
+/// thread's share: writes cycle every session between "live stream" and
+/// "empty", and the reads (GETs) see a mix of live, empty and stale slots.
+#[allow(clippy::too_many_arguments)]
 fn sweep(
     thread: usize,
     threads: usize,
     n: usize,
     ops: u64,
+    every: u64,
     mut write: impl FnMut(usize, u64),
     mut read: impl FnMut(usize),
 ) {
     let mut read_at = thread * n / threads.max(1);
     let mut write_at = (read_at + n / 2) % n;
     for i in 0..ops {
-        if i % 8 == 0 {
+        if i % every == 0 {
             write(write_at, i);
             write_at = if write_at + 1 == n { 0 } else { write_at + 1 };
         } else {
@@ -381,6 +389,7 @@ impl<T: StreamSlots<u64>> Workload for Cycles<T> {
             threads,
             sessions.len(),
             ops,
+            self.every,
             |at, i| {
                 let session = &sessions[at];
                 // `Pending::default()` allocates nothing: only the
@@ -396,68 +405,120 @@ impl<T: StreamSlots<u64>> Workload for Cycles<T> {
     }
 }
 
-/// Reference row: the least the slot design the issue prescribes costs on
-/// this schedule — one bare `ArcSwapOption` per session; a cleanup is one
-/// load of it, a start one allocation and one compare-and-swap, a finish
-/// one compare-and-swap back to empty. No registry, liveness check,
-/// version, pending fields or save.
+/// Reference row: the least a slot of the shape the issue prescribes (one
+/// atomic pointer per session, so the fields change together and a
+/// cleanup's compare-and-swap compares the very value it judged) costs on
+/// this schedule, on the cell the lock-free slot uses — one bare
+/// `sdd::AtomicShared` per session: a cleanup is one pinned load, a start
+/// one allocation and one compare-and-swap, a finish one compare-and-swap
+/// back to empty. No registry, liveness check, version, pending fields or
+/// save.
 struct SlotFloor {
-    slots: Vec<arc_swap::ArcSwapOption<u64>>,
+    slots: Vec<sdd::AtomicShared<u64>>,
+    every: u64,
 }
 
 impl Workload for SlotFloor {
     fn run(&self, thread: usize, threads: usize, ops: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
         let slots = &self.slots;
         sweep(
             thread,
             threads,
             slots.len(),
             ops,
+            self.every,
             |at, i| {
-                let current = slots[at].load_full();
-                let next = match current {
-                    None => Some(std::sync::Arc::new(i)),
+                let pin = sdd::Guard::new();
+                let current = slots[at].load(SeqCst, &pin);
+                let next = match current.as_ref() {
+                    None => Some(sdd::Shared::new(i)),
                     Some(_) => None,
                 };
-                std::hint::black_box(slots[at].compare_and_swap(&current, next));
+                let swapped = slots[at].compare_exchange(
+                    current,
+                    (next, sdd::Tag::None),
+                    SeqCst,
+                    SeqCst,
+                    &pin,
+                );
+                std::hint::black_box(swapped.is_ok());
             },
             |at| {
-                std::hint::black_box(slots[at].load().is_some());
+                let pin = sdd::Guard::new();
+                std::hint::black_box(slots[at].load(SeqCst, &pin).is_null());
             },
         );
     }
 }
 
-fn make<T: StreamSlots<u64> + 'static, const SESSIONS_N: usize>() -> Box<dyn Workload> {
+fn make<T: StreamSlots<u64> + 'static, const SESSIONS_N: usize, const EVERY: u64>(
+) -> Box<dyn Workload> {
     Box::new(Cycles {
         slots: T::with_options(StreamOptions::new()),
         sessions: stale_sessions(SESSIONS_N),
+        every: EVERY,
+    })
+}
+
+fn floor<const EVERY: u64>() -> Box<dyn Workload> {
+    Box::new(SlotFloor {
+        slots: (0..SESSIONS).map(|_| sdd::AtomicShared::null()).collect(),
+        every: EVERY,
     })
 }
 
 /// The workloads of this component: start/finish cycles with a cleanup
-/// sweep (reads dominate) over 1,000 sessions, and over one hot session.
+/// sweep over 1,000 sessions (7 reads per write, and 63), and over one hot
+/// session.
 pub fn workloads() -> Vec<WorkloadDef> {
     vec![
         WorkloadDef {
             component: "stream",
             name: "cycles-1000-sessions",
-            description: "1,000 sessions: 7 of 8 ops are the cleanup run on every session GET, 1 in 8 starts a stream (or finishes the live one); floor: a bare ArcSwapOption per session",
+            description: "1,000 sessions: 7 of 8 ops are the cleanup run on every session GET, 1 in 8 starts a stream (or finishes the live one); floor: a bare epoch cell (sdd::AtomicShared) per session",
             impls: vec![
-                (impl_name::LOCK_FREE, make::<StreamRegistry<u64>, SESSIONS>),
-                (impl_name::STD_MUTEX, make::<MutexStreams<u64>, SESSIONS>),
+                (
+                    impl_name::LOCK_FREE,
+                    make::<StreamRegistry<u64>, SESSIONS, WRITE_HEAVY>,
+                ),
+                (
+                    impl_name::STD_MUTEX,
+                    make::<MutexStreams<u64>, SESSIONS, WRITE_HEAVY>,
+                ),
                 (
                     impl_name::PARKING_LOT,
-                    make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS>,
+                    make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS, WRITE_HEAVY>,
                 ),
-                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, SESSIONS>),
-                ("slot-floor", || {
-                    Box::new(SlotFloor {
-                        slots: (0..SESSIONS)
-                            .map(|_| arc_swap::ArcSwapOption::empty())
-                            .collect(),
-                    })
-                }),
+                (
+                    impl_name::SHARDED_MUTEX,
+                    make::<ShardedStreams<u64>, SESSIONS, WRITE_HEAVY>,
+                ),
+                ("slot-floor", floor::<WRITE_HEAVY>),
+            ],
+        },
+        WorkloadDef {
+            component: "stream",
+            name: "read-heavy-1000-sessions",
+            description: "1,000 sessions: 63 of 64 ops are the cleanup run on every session GET, 1 in 64 starts a stream (or finishes the live one); floor: a bare epoch cell per session",
+            impls: vec![
+                (
+                    impl_name::LOCK_FREE,
+                    make::<StreamRegistry<u64>, SESSIONS, READ_HEAVY>,
+                ),
+                (
+                    impl_name::STD_MUTEX,
+                    make::<MutexStreams<u64>, SESSIONS, READ_HEAVY>,
+                ),
+                (
+                    impl_name::PARKING_LOT,
+                    make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS, READ_HEAVY>,
+                ),
+                (
+                    impl_name::SHARDED_MUTEX,
+                    make::<ShardedStreams<u64>, SESSIONS, READ_HEAVY>,
+                ),
+                ("slot-floor", floor::<READ_HEAVY>),
             ],
         },
         WorkloadDef {
@@ -465,13 +526,13 @@ pub fn workloads() -> Vec<WorkloadDef> {
             name: "hot-session",
             description: "one session shared by every thread: 7 of 8 ops are cleanups, 1 in 8 starts a stream (or finishes the live one)",
             impls: vec![
-                (impl_name::LOCK_FREE, make::<StreamRegistry<u64>, 1>),
-                (impl_name::STD_MUTEX, make::<MutexStreams<u64>, 1>),
+                (impl_name::LOCK_FREE, make::<StreamRegistry<u64>, 1, WRITE_HEAVY>),
+                (impl_name::STD_MUTEX, make::<MutexStreams<u64>, 1, WRITE_HEAVY>),
                 (
                     impl_name::PARKING_LOT,
-                    make::<MutexStreams<u64, ParkingLotMutex>, 1>,
+                    make::<MutexStreams<u64, ParkingLotMutex>, 1, WRITE_HEAVY>,
                 ),
-                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, 1>),
+                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, 1, WRITE_HEAVY>),
             ],
         },
     ]

@@ -76,7 +76,7 @@ pub(super) fn start_locked<'a, S>(
     is_live: impl Fn(StreamId) -> bool,
     register: impl FnOnce(S) -> StreamId,
 ) -> Result<(StreamId, impl FnOnce() -> SessionSnapshot + 'a), (Busy, S)> {
-    let current = session.slot.load_full();
+    let current = session.slot.load_owned();
     if let Some(active) = current.active_id() {
         if is_live(active) {
             return Err((Busy { active }, stream));
@@ -89,7 +89,7 @@ pub(super) fn start_locked<'a, S>(
         attachments: pending.attachments,
         started_at,
     }));
-    session.slot.store(next.clone());
+    drop(session.slot.swap(next.clone()));
     Ok((id, move || session.snapshot_of(&next)))
 }
 
@@ -99,12 +99,12 @@ pub(super) fn clear_locked(
     session: &Session,
     stream_id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let current = session.slot.load_full();
+    let current = session.slot.load_owned();
     if current.active_id() != Some(stream_id) {
         return None;
     }
     let next = current.next(None);
-    session.slot.store(next.clone());
+    drop(session.slot.swap(next.clone()));
     Some(move || session.snapshot_of(&next))
 }
 
@@ -114,12 +114,12 @@ pub(super) fn finish_locked(
     session: &Session,
     id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let current = session.slot.load_full();
+    let current = session.slot.load_owned();
     if !current.holds(id) {
         return None;
     }
     let next = current.next(None);
-    session.slot.store(next.clone());
+    drop(session.slot.swap(next.clone()));
     Some(move || session.snapshot_of(&next))
 }
 

@@ -38,20 +38,30 @@
 //! its pending fields. `docs/stream.md` has the full argument.
 //!
 //! Liveness ("is the slot's stream registered?") is read from a *live
-//! flag* that the registry entry and the slot value publishing the stream
-//! share, instead of a map lookup: it is `true` from before the
-//! registration and turns `false` inside the shard's write-locked critical
-//! section that removes the entry, so flag and map agree at every
-//! observable instant and the unregistration linearizes at that store (a
-//! slot without a flag — restored, or written by the baseline — and a
-//! stream of another registry are looked up in the map).
+//! flag* inside the slot value that published the stream, which the
+//! registry entry also holds, instead of a map lookup: it is `true` from
+//! before the registration and turns `false` inside the shard's
+//! write-locked critical section that removes the entry, so flag and map
+//! agree at every observable instant and the unregistration linearizes at
+//! that store (a slot without a flag — restored, or written by the
+//! baseline — and a stream of another registry are looked up in the map).
 //!
-//! Memory orderings: the slot is an [`arc-swap`](https://docs.rs/arc-swap)
-//! cell, every operation of which contains a `SeqCst` read-modify-write (its
-//! documented "Atomic orderings"), and the registry a sharded map (a lock per
-//! shard); both are linearizable and give the happens-before we need: a
-//! registration, made before the publishing CAS, is visible to whoever loads
-//! the published value. Our own atomics: the id counter, `Relaxed` (ids only
+//! The slot is an epoch-reclaimed atomic pointer
+//! ([`sdd::AtomicShared`](https://docs.rs/sdd), through its safe API): an
+//! operation pins its thread, loads the value and compares-and-swaps
+//! against it while still pinned, so the value cannot be freed and its
+//! address reused in between (no ABA). A write is one compare-exchange and
+//! never visits other threads' state; a replaced value is freed once no
+//! pinned thread can see it. No save hook or other user code runs while a
+//! thread is pinned.
+//!
+//! Memory orderings: slot loads and compare-and-swaps are `SeqCst`
+//! (publication needs only a release CAS and an acquire load: a
+//! registration made before the publishing CAS is visible to whoever loads
+//! the published value; `SeqCst` puts all slot operations in one total
+//! order, in which the linearization points are read, and compiles to the
+//! same instructions on x86-64 and AArch64); the registry is a sharded map
+//! (a lock per shard). Our own atomics: the id counter, `Relaxed` (ids only
 //! need to be unique, which any read-modify-write guarantees), and the live
 //! flag, `Release` store / `Acquire` load (its order with the map comes from
 //! the shard lock; it publishes no data).
@@ -357,6 +367,24 @@ impl Saves {
     pub(crate) fn save(&self, snapshot: impl FnOnce() -> SessionSnapshot) {
         if !self.0.is_empty() {
             self.0.notify(&snapshot());
+        }
+    }
+
+    /// `snapshot()` if there is a save hook (built where the value is at
+    /// hand, e.g. under an epoch pin), for [`Saves::notify`] once the pin
+    /// is gone.
+    pub(crate) fn snapshot(
+        &self,
+        snapshot: impl FnOnce() -> SessionSnapshot,
+    ) -> Option<SessionSnapshot> {
+        (!self.0.is_empty()).then(snapshot)
+    }
+
+    /// Calls every save hook with `snapshot`, if there is one. Must be
+    /// called with no guard or pin held.
+    pub(crate) fn notify(&self, snapshot: Option<SessionSnapshot>) {
+        if let Some(snapshot) = snapshot {
+            self.0.notify(&snapshot);
         }
     }
 }

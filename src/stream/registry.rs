@@ -8,7 +8,7 @@ use super::{
     StreamOptions, StreamSlots,
 };
 use crate::clock::SharedClock;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, ShardedMap};
+use crate::sync::{AtomicU64, Entry, Ordering, Owned, Pin, ShardedMap};
 use crate::{CallbackError, ListenerId};
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
@@ -34,6 +34,12 @@ impl IdSource {
         }
     }
 
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    #[inline]
     pub(crate) fn next(&self) -> StreamId {
         StreamId {
             epoch: self.epoch,
@@ -42,15 +48,18 @@ impl IdSource {
     }
 }
 
-/// A registry entry: the stream and its *live flag*. The flag is `true`
-/// from before the stream can be published in a slot until `unregister`
-/// stores `false` under the shard's write lock, in the same critical section
-/// that removes the entry; the slot value that publishes the stream holds
-/// the same flag, so a cleanup or a start reads it instead of looking the id
-/// up in the map.
+/// A registry entry: the stream and the slot value that publishes it,
+/// whose *live flag* (`SlotState::live`) is `true` from its construction,
+/// before the registration, until `unregister` stores `false` under the
+/// shard's write lock, in the same critical section that removes the
+/// entry; a cleanup or a start reads the flag in the value it loaded
+/// instead of looking the id up in the map. Until the start publishes the
+/// value (its successful CAS) the entry is private to it: nobody else
+/// knows the id, so a start that must retry against a newer slot value
+/// re-points the entry at the value it retries with.
 struct Registered<S> {
     stream: S,
-    live: Arc<AtomicBool>,
+    value: Owned<SlotState>,
 }
 
 /// The live streams (`StreamId -> S`, the seed's `STREAMS`) and the
@@ -134,48 +143,73 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// # let _ = id;
     /// ```
     pub fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
-        let current = session.slot.load();
-        if let Some(active) = self.live_in(&current) {
-            return Err(Busy { active });
-        }
-        let id = self.ids.next();
-        let active = ActiveStream {
-            id,
-            pending_message: Some(pending.message),
-            attachments: pending.attachments,
-            started_at: self.clock.now(),
-        };
-        // Register first: from the moment the slot can show `id`, it is live.
-        let live = Arc::new(AtomicBool::new(true));
-        self.streams.insert(
-            id,
-            Registered {
-                stream,
-                live: Arc::clone(&live),
-            },
-        );
-        let mut next = current.next_with(Some(active), Some(live));
-        let mut installed = session.install(&current, next.clone());
-        drop(current);
-        loop {
-            match installed {
-                Ok(()) => {
-                    tracing::debug!(session = session.id(), stream = %id, "stream started");
-                    self.saves.save(|| session.snapshot_of(&next));
-                    return Ok(id);
-                }
-                Err(now) => {
-                    if let Some(winner) = self.live_in(&now) {
-                        // Ours was never visible in any slot: unregister it.
-                        self.unregister(id);
-                        return Err(Busy { active: winner });
+        // The slot protocol runs under one epoch pin (every value it loads
+        // stays allocated until the pin goes, so a compare-and-swap against
+        // it cannot suffer ABA); the save hooks and a losing stream's
+        // destructor run after the pin is dropped.
+        let (outcome, snapshot) = {
+            let pin = Pin::new();
+            let current = session.slot.load(&pin);
+            if let Some(active) = self.live_in(&current) {
+                return Err(Busy { active });
+            }
+            let id = self.ids.next();
+            let active = ActiveStream {
+                id,
+                pending_message: Some(pending.message),
+                attachments: pending.attachments,
+                started_at: self.clock.now(),
+            };
+            // Register first: from the moment the slot can show `id`, it is
+            // live (the value's flag is set from its construction).
+            let next = current.next_live(active);
+            self.streams.insert(
+                id,
+                Registered {
+                    stream,
+                    value: next.clone(),
+                },
+            );
+            let mut installed = session.install(current, next, &pin);
+            loop {
+                match installed {
+                    Ok(value) => {
+                        break (Ok(id), self.saves.snapshot(|| session.snapshot_of(&value)));
                     }
-                    // Empty or stale (a cleanup or a finish came first):
-                    // retry against it. Only a retry copies the pending
-                    // fields; the failed value was never published.
-                    next = now.next_with(next.active.clone(), next.live.clone());
-                    installed = session.install(&now, next.clone());
+                    Err((next, now)) => {
+                        if let Some(winner) = self.live_in(&now) {
+                            break (Err((id, winner)), None);
+                        }
+                        // Empty or stale (a cleanup or a finish came first):
+                        // retry against it. Only a retry copies the pending
+                        // fields; the failed value was never published.
+                        let Some(active) = next.active.clone() else {
+                            unreachable!("a start publishes a stream")
+                        };
+                        let retry = now.next_live(active);
+                        // The entry is still private to this start (the id
+                        // was never published): point it at the value to
+                        // be published, whose flag `unregister` must clear.
+                        self.streams.entry(id, |entry| {
+                            if let Entry::Occupied(mut entry) = entry {
+                                entry.get_mut().value = retry.clone();
+                            }
+                        });
+                        installed = session.install(now, retry, &pin);
+                    }
                 }
+            }
+        };
+        match outcome {
+            Ok(id) => {
+                tracing::debug!(session = session.id(), stream = %id, "stream started");
+                self.saves.notify(snapshot);
+                Ok(id)
+            }
+            Err((ours, winner)) => {
+                // Ours was never visible in any slot: unregister it.
+                self.unregister(ours);
+                Err(Busy { active: winner })
             }
         }
     }
@@ -201,18 +235,21 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// assert!(!registry.clear_stale(&session)); // already empty
     /// ```
     pub fn clear_stale(&self, session: &Session) -> bool {
-        let current = session.slot.load();
-        if current.active.is_none() || self.live_in(&current).is_some() {
-            return false;
-        }
-        let next = current.next(None);
-        let cleared = session.install(&current, next.clone()).is_ok();
-        drop(current);
-        if cleared {
-            tracing::debug!(session = session.id(), "stale stream cleared");
-            self.saves.save(|| session.snapshot_of(&next));
-        }
-        cleared
+        let snapshot = {
+            let pin = Pin::new();
+            let current = session.slot.load(&pin);
+            if current.active.is_none() || self.live_in(&current).is_some() {
+                return false;
+            }
+            let next = current.next(None);
+            match session.install(current, next, &pin) {
+                Ok(value) => self.saves.snapshot(|| session.snapshot_of(&value)),
+                Err(_) => return false,
+            }
+        };
+        tracing::debug!(session = session.id(), "stale stream cleared");
+        self.saves.notify(snapshot);
+        true
     }
 
     /// The stream `id` ended (its worker calls this): empties the session's
@@ -233,24 +270,26 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// assert!(!registry.is_live(id));
     /// ```
     pub fn finish(&self, session: &Session, id: StreamId) -> bool {
-        let mut current = session.slot.load_full();
-        let mut emptied = None;
-        while current.holds(id) {
-            let next = current.next(None);
-            match session.install(&current, next.clone()) {
-                Ok(()) => {
-                    emptied = Some(next);
-                    break;
+        // `Some(snapshot)` if this call emptied the slot.
+        let emptied = {
+            let pin = Pin::new();
+            let mut current = session.slot.load(&pin);
+            loop {
+                if !current.holds(id) {
+                    break None;
                 }
-                Err(now) => current = now,
+                let next = current.next(None);
+                match session.install(current, next, &pin) {
+                    Ok(value) => break Some(self.saves.snapshot(|| session.snapshot_of(&value))),
+                    Err((_, now)) => current = now,
+                }
             }
-        }
-        drop(current);
+        };
         self.unregister(id);
         match emptied {
-            Some(next) => {
+            Some(snapshot) => {
                 tracing::debug!(session = session.id(), stream = %id, "stream finished");
-                self.saves.save(|| session.snapshot_of(&next));
+                self.saves.notify(snapshot);
                 true
             }
             None => false,
@@ -384,7 +423,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         let id = slot.active_id()?;
         let live = match &slot.live {
             // Acquire pairs with `unregister`'s Release store (see there).
-            Some(flag) if id.epoch == self.ids.epoch => flag.load(Ordering::Acquire),
+            Some(flag) if id.epoch == self.ids.epoch() => flag.load(Ordering::Acquire),
             _ => self.is_live(id),
         };
         live.then_some(id)
@@ -404,7 +443,9 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         let removed = self.streams.remove_if(&id, |_, r| {
             // Release: pairs with `live_in`'s Acquire (only the flag's own
             // value matters; the order comes from the shard lock).
-            r.live.store(false, Ordering::Release);
+            if let Some(live) = &r.value.live {
+                live.store(false, Ordering::Release);
+            }
             true
         });
         drop(removed);

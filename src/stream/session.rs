@@ -1,53 +1,60 @@
 //! A session and its active-stream slot.
 
 use super::{ActiveStream, StreamId};
-use crate::sync::{Arc, ArcSwap, AtomicBool};
+use crate::sync::{AtomicBool, EpochCell, Loaded, Owned, Pin};
 
 /// One immutable value of a session's slot: the active stream with its
 /// pending fields (or none) and the version of this value.
 ///
 /// A value is never mutated; a change installs a new one with a
-/// compare-and-swap against the `Arc` it replaces, so pointer identity says
-/// "nothing changed since I looked". The pointer cannot be reused while the
-/// comparer holds its `Arc`, so there is no ABA.
+/// compare-and-swap against the value it replaces, so pointer identity says
+/// "nothing changed since I looked". The comparer loaded that value under an
+/// epoch pin, which it holds until the compare-and-swap: the value cannot be
+/// freed, so its address cannot be reused, and there is no ABA.
 #[derive(Debug)]
 pub(crate) struct SlotState {
     /// One more than the version of the value this one replaced.
     pub(crate) version: u64,
     /// The stream and its pending fields.
     pub(crate) active: Option<ActiveStream>,
-    /// For a stream published by a `StreamRegistry`: its *live flag*,
-    /// shared with its registry entry, `true` exactly while the stream is
-    /// registered (see `registry.rs`), so a cleanup reads one flag instead
-    /// of looking the id up. `None` for an empty slot, a restored one, or
-    /// one written by the mutex baseline: the registry looks the id up.
-    pub(crate) live: Option<Arc<AtomicBool>>,
+    /// For a value that a `StreamRegistry` published with its stream: the
+    /// stream's *live flag*, `true` exactly while the stream is registered
+    /// (the registry entry holds this value and stores `false` when it
+    /// unregisters the stream, see `registry.rs`), so a cleanup reads one
+    /// flag in the value it loaded instead of looking the id up. `None` for
+    /// an empty slot, a restored one, or one written by the mutex baseline:
+    /// the registry looks the id up.
+    pub(crate) live: Option<AtomicBool>,
 }
 
 impl SlotState {
     /// The next value: `active`, one version up (saturating: a restored
     /// snapshot at `u64::MAX` stays there rather than panic), no live flag.
-    pub(crate) fn next(&self, active: Option<ActiveStream>) -> Arc<SlotState> {
-        self.next_with(active, None)
-    }
-
-    /// The next value, with `active`'s live flag.
-    pub(crate) fn next_with(
-        &self,
-        active: Option<ActiveStream>,
-        live: Option<Arc<AtomicBool>>,
-    ) -> Arc<SlotState> {
-        Arc::new(SlotState {
+    #[inline]
+    pub(crate) fn next(&self, active: Option<ActiveStream>) -> Owned<SlotState> {
+        Owned::new(SlotState {
             version: self.version.saturating_add(1),
             active,
-            live,
+            live: None,
         })
     }
 
+    /// The next value, publishing `active` with a live flag set (`true`).
+    #[inline]
+    pub(crate) fn next_live(&self, active: ActiveStream) -> Owned<SlotState> {
+        Owned::new(SlotState {
+            version: self.version.saturating_add(1),
+            active: Some(active),
+            live: Some(AtomicBool::new(true)),
+        })
+    }
+
+    #[inline]
     pub(crate) fn active_id(&self) -> Option<StreamId> {
         self.active.as_ref().map(|a| a.id)
     }
 
+    #[inline]
     pub(crate) fn holds(&self, id: StreamId) -> bool {
         self.active_id() == Some(id)
     }
@@ -99,7 +106,7 @@ pub struct SessionSnapshot {
 /// ```
 pub struct Session {
     id: String,
-    pub(crate) slot: ArcSwap<SlotState>,
+    pub(crate) slot: EpochCell<SlotState>,
 }
 
 impl Session {
@@ -112,7 +119,7 @@ impl Session {
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            slot: ArcSwap::from_value(SlotState {
+            slot: EpochCell::new(SlotState {
                 version: 0,
                 active: None,
                 live: None,
@@ -140,7 +147,7 @@ impl Session {
     pub fn restore(snapshot: SessionSnapshot) -> Self {
         Self {
             id: snapshot.session_id,
-            slot: ArcSwap::from_value(SlotState {
+            slot: EpochCell::new(SlotState {
                 version: snapshot.version,
                 active: snapshot.active,
                 live: None,
@@ -163,7 +170,7 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active().is_none());
     /// ```
     pub fn active(&self) -> Option<ActiveStream> {
-        self.slot.load().active.clone()
+        self.slot.load(&Pin::new()).active.clone()
     }
 
     /// The active stream's id, without copying the pending fields.
@@ -172,7 +179,7 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active_id().is_none());
     /// ```
     pub fn active_id(&self) -> Option<StreamId> {
-        self.slot.load().active_id()
+        self.slot.load(&Pin::new()).active_id()
     }
 
     /// The version of the slot's current value.
@@ -181,7 +188,7 @@ impl Session {
     /// assert_eq!(raceless::stream::Session::new("s").version(), 0);
     /// ```
     pub fn version(&self) -> u64 {
-        self.slot.load().version
+        self.slot.load(&Pin::new()).version
     }
 
     /// A consistent snapshot of the slot (stream, pending fields, version).
@@ -191,8 +198,7 @@ impl Session {
     /// assert_eq!((snap.session_id.as_str(), snap.version, snap.active), ("s", 0, None));
     /// ```
     pub fn snapshot(&self) -> SessionSnapshot {
-        let slot = self.slot.load_full();
-        self.snapshot_of(&slot)
+        self.snapshot_of(&self.slot.load(&Pin::new()))
     }
 
     pub(crate) fn snapshot_of(&self, slot: &SlotState) -> SessionSnapshot {
@@ -219,28 +225,36 @@ impl Session {
     /// assert!(session.active().is_none() && registry.is_live(id));
     /// ```
     pub fn force_clear(&self) -> Option<ActiveStream> {
-        let previous = self.slot.rcu(|cur| cur.next(None));
-        previous.active.clone()
+        let pin = Pin::new();
+        let mut current = self.slot.load(&pin);
+        loop {
+            let previous = current.active.clone();
+            let next = current.next(None);
+            match self.slot.compare_exchange(current, next, &pin) {
+                Ok(_) => return previous,
+                Err((_, now)) => current = now,
+            }
+        }
     }
 
-    /// Installs `next` if the slot still holds `current` (pointer identity).
-    pub(crate) fn install(
+    /// Installs `next` if the slot still holds `current` (pointer identity):
+    /// `Ok` with the installed value, or `Err` with `next` handed back and
+    /// the value the slot holds now.
+    #[inline]
+    pub(crate) fn install<'g>(
         &self,
-        current: &Arc<SlotState>,
-        next: Arc<SlotState>,
-    ) -> Result<(), Arc<SlotState>> {
-        let previous = self.slot.compare_and_swap(current, next);
-        if Arc::ptr_eq(&previous, current) {
-            Ok(())
-        } else {
-            Err(previous)
-        }
+        current: Loaded<'g, SlotState>,
+        next: Owned<SlotState>,
+        pin: &'g Pin,
+    ) -> Result<Loaded<'g, SlotState>, (Owned<SlotState>, Loaded<'g, SlotState>)> {
+        self.slot.compare_exchange(current, next, pin)
     }
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let slot = self.slot.load();
+        let pin = Pin::new();
+        let slot = self.slot.load(&pin);
         f.debug_struct("Session")
             .field("id", &self.id)
             .field("version", &slot.version)
