@@ -239,11 +239,25 @@ fn update_docs_refreshes_generated_sections() {
         "# Benchmarks\n\n<!-- BEGIN GENERATED: results (x) -->\nold\n<!-- END GENERATED: results -->\n",
     )
     .unwrap();
+    // A component page beside it with a performance section.
+    let page = dir.path().join("demo.md");
+    std::fs::write(
+        &page,
+        "# demo\n\n## Performance\n\nprose\n\n<!-- BEGIN GENERATED: performance (x) -->\nstale\n<!-- END GENERATED: performance -->\n\n## Next\n",
+    )
+    .unwrap();
     let components = demo();
     let mut args = quick_args("demo", dir.path());
     args.extend(["--update-docs".to_string(), doc.display().to_string()]);
     let options = Options::parse_from(&components, args).unwrap();
     compare::run(&components, &options).unwrap();
+    let page = std::fs::read_to_string(&page).unwrap();
+    assert!(!page.contains("stale"), "{page}");
+    assert!(page.contains("### demo / one-counter"), "{page}");
+    assert!(
+        page.contains("prose") && page.ends_with("## Next\n"),
+        "{page}"
+    );
     let text = std::fs::read_to_string(&doc).unwrap();
     assert!(!text.contains("\nold\n"));
     assert!(text.contains("one-counter"));

@@ -512,9 +512,26 @@ pub fn splice(doc: &str, name: &str, body: &str) -> String {
     }
 }
 
+/// The generated "performance" section of `docs/<component>.md`: the
+/// component's tables of this run.
+pub fn performance_body(results: &Results, comp: &ComponentResult) -> String {
+    let section = component_section(comp, &results.settings.threads, 3);
+    let tables = section.split_once('\n').map_or("", |(_, rest)| rest);
+    format!(
+        "The latest comparison run's tables for this component (the machine, \
+         the settings, the chart and every other component: \
+         [`benchmarks.md`](benchmarks.md)). Ratios are paired (lock-free ÷ \
+         the other row in the same round, median over the rounds); above 1 \
+         the lock-free type is faster.\n\n{}",
+        tables.trim_start()
+    )
+}
+
 /// `--update-docs`: refreshes the generated sections of `doc` (the
 /// workload list from `components`' definitions, the results of this run)
-/// and copies the chart beside it as `benchmarks-throughput.svg`.
+/// and copies the chart beside it as `benchmarks-throughput.svg`; and the
+/// generated "performance" section of each `<component>.md` beside it that
+/// has the section's markers.
 pub fn update_docs(
     doc: &Path,
     components: &[Component],
@@ -528,6 +545,16 @@ pub fn update_docs(
     std::fs::write(doc, text).map_err(io_err(doc))?;
     let target = doc.with_file_name(chart_name);
     std::fs::copy(chart, &target).map_err(io_err(&target))?;
+    for comp in &results.components {
+        let page = doc.with_file_name(format!("{}.md", comp.name));
+        let Ok(text) = std::fs::read_to_string(&page) else {
+            continue;
+        };
+        if text.contains("<!-- BEGIN GENERATED: performance") {
+            let text = splice(&text, "performance", &performance_body(results, comp));
+            std::fs::write(&page, text).map_err(io_err(&page))?;
+        }
+    }
     Ok(())
 }
 
