@@ -196,6 +196,7 @@ use std::time::Duration;
 use crate::clock::SharedClock;
 use crate::listener::Listeners;
 use crate::sync::{AtomicBool, AtomicU64, CachePadded, Ordering};
+use crossbeam_utils::Backoff;
 
 use super::BreakerEvent;
 
@@ -1038,6 +1039,10 @@ impl Slot {
         let rate = shared.rate?;
         let n = u64::from(rate.window);
         let mut raw = self.word.load(Ordering::Acquire);
+        // Every recorder of a name CASes its one word: under contention a
+        // failed CAS backs off (spins, doubling) before it retries, so the
+        // word's line is not pulled back and forth on every attempt.
+        let backoff = Backoff::new();
         loop {
             let g = shared.generation.load(Ordering::Acquire);
             let w = Word(raw).under(g);
@@ -1116,7 +1121,10 @@ impl Slot {
                     }
                     return Some(self.transition(shared, w, new));
                 }
-                Err(actual) => raw = actual,
+                Err(actual) => {
+                    backoff.spin();
+                    raw = actual;
+                }
             }
         }
     }
