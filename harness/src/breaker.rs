@@ -867,12 +867,15 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "breaker",
             name: "call-path",
-            description: "every thread calls one upstream through the breaker (call by name; \
-                          1 call in 64 fails, so it stays closed); recloser and failsafe \
-                          are the crates.io breakers (one instance, no names); \
-                          lock-free-handle is BreakerHandle::call",
+            description: "every thread calls one upstream through the breaker (1 call in 64 \
+                          fails, so it stays closed): lock-free is BreakerHandle::call on the \
+                          upstream's handle, used like recloser and failsafe (the crates.io \
+                          breakers: one instance per upstream, no names); lock-free-by-name is \
+                          CircuitBreaker::call with the name (a name lookup per call)",
             impls: vec![
-                (impl_name::LOCK_FREE, || Box::new(LockFreeCall(lock_free()))),
+                (impl_name::LOCK_FREE, || {
+                    Box::new(HandleCall(lock_free().handle(CALL_PATH_NAME)))
+                }),
                 (impl_name::STD_MUTEX, || Box::new(TraitCall(std_mutex()))),
                 (impl_name::PARKING_LOT, || {
                     Box::new(TraitCall(parking_lot()))
@@ -882,17 +885,16 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 }),
                 (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
                 (impl_name::FAILSAFE, || Box::new(FailsafeCall(failsafe()))),
-                ("lock-free-handle", || {
-                    Box::new(HandleCall(lock_free().handle(CALL_PATH_NAME)))
-                }),
+                ("lock-free-by-name", || Box::new(LockFreeCall(lock_free()))),
             ],
         },
         WorkloadDef {
             component: "breaker",
             name: "rate-window",
             description: "the call path in rate mode (the last 100 calls, 50%): every call \
-                          records its outcome in the window (1 in 64 fails); recloser is \
-                          the same window on a spin-locked ring",
+                          records its outcome in the window (1 in 64 fails); lock-free and \
+                          lock-free-by-name as in call-path; recloser is the same window on \
+                          a spin-locked ring",
             impls: vec![
                 (impl_name::LOCK_FREE, || {
                     Box::new(LockFreeCall(rate_lock_free()))
@@ -907,8 +909,8 @@ pub fn workloads() -> Vec<WorkloadDef> {
                     Box::new(TraitCall(rate_sharded_mutex()))
                 }),
                 (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
-                ("lock-free-handle", || {
-                    Box::new(HandleCall(rate_lock_free().handle(CALL_PATH_NAME)))
+                ("lock-free-by-name", || {
+                    Box::new(LockFreeCall(rate_lock_free()))
                 }),
             ],
         },

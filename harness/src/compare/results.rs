@@ -18,7 +18,7 @@ pub const FORMAT: &str = "raceless-compare/2";
 /// "vs floor" columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowKind {
-    /// One of raceless's own types (`lock-free`, `lock-free-handle`, …).
+    /// One of raceless's own types (`lock-free`, `lock-free-by-name`, …).
     Raceless,
     /// A real implementation a user could pick instead: the mutex
     /// baselines, `sharded-mutex`, the crates.io peers, an `RwLock`.
