@@ -695,8 +695,10 @@ const CALL_PATH_NAME: &str = "upstream";
 
 /// The guarded call of the call-path workload: call `i` of thread `t`
 /// fails 1 time in 64 (at a per-thread offset, so threads fail at
-/// different moments), never 3 times in a row, so every breaker stays
-/// closed and the workload measures the hot path a healthy upstream costs.
+/// different moments): far below every call-path breaker's threshold
+/// (`CALL_PATH_THRESHOLD` consecutive failures; recloser a 50% rate), so
+/// every breaker stays closed and the workload measures the hot path a
+/// healthy upstream costs.
 #[inline]
 fn upstream(thread: usize, i: u64) -> Result<u64, u64> {
     let i = black_box(i);
@@ -785,13 +787,36 @@ fn recloser() -> recloser::Recloser {
         .build()
 }
 
-/// failsafe configured like our default: 3 consecutive failures open it,
-/// 60 s open.
+/// The consecutive-failure threshold of the call-path breakers. Each
+/// thread's failures are 64 calls apart, but the count is shared: with 3,
+/// the failures of three threads now and then line up with no success
+/// between them and the breaker opens for its 60 s cool-down, turning the
+/// rest of the cell into the rejection path. 20 in a row does not happen.
+const CALL_PATH_THRESHOLD: u32 = 20;
+
+fn call_path_lock_free() -> CircuitBreaker {
+    CircuitBreaker::new(CALL_PATH_THRESHOLD).expect("a valid threshold")
+}
+fn call_path_std_mutex() -> MutexBreaker<StdMutex> {
+    MutexBreaker::new(CALL_PATH_THRESHOLD).expect("a valid threshold")
+}
+fn call_path_parking_lot() -> MutexBreaker<ParkingLotMutex> {
+    MutexBreaker::new(CALL_PATH_THRESHOLD).expect("a valid threshold")
+}
+fn call_path_sharded_mutex() -> ShardedBreaker {
+    ShardedBreaker::new(CALL_PATH_THRESHOLD).expect("a valid threshold")
+}
+
+/// failsafe configured like our call-path breakers: `CALL_PATH_THRESHOLD`
+/// consecutive failures open it, 60 s open.
 fn failsafe() -> impl failsafe::CircuitBreaker + Send + Sync {
     use failsafe::{backoff, failure_policy};
     let backoff = backoff::constant(std::time::Duration::from_secs(60));
     failsafe::Config::new()
-        .failure_policy(failure_policy::consecutive_failures(3, backoff))
+        .failure_policy(failure_policy::consecutive_failures(
+            CALL_PATH_THRESHOLD,
+            backoff,
+        ))
         .build()
 }
 
@@ -868,24 +893,28 @@ pub fn workloads() -> Vec<WorkloadDef> {
             component: "breaker",
             name: "call-path",
             description: "every thread calls one upstream through the breaker (1 call in 64 \
-                          fails, so it stays closed): lock-free is BreakerHandle::call on the \
+                          fails; the consecutive-mode breakers open at 20 in a row, so every breaker stays closed): lock-free is BreakerHandle::call on the \
                           upstream's handle, used like recloser and failsafe (the crates.io \
                           breakers: one instance per upstream, no names); lock-free-by-name is \
                           CircuitBreaker::call with the name (a name lookup per call)",
             impls: vec![
                 (impl_name::LOCK_FREE, || {
-                    Box::new(HandleCall(lock_free().handle(CALL_PATH_NAME)))
+                    Box::new(HandleCall(call_path_lock_free().handle(CALL_PATH_NAME)))
                 }),
-                (impl_name::STD_MUTEX, || Box::new(TraitCall(std_mutex()))),
+                (impl_name::STD_MUTEX, || {
+                    Box::new(TraitCall(call_path_std_mutex()))
+                }),
                 (impl_name::PARKING_LOT, || {
-                    Box::new(TraitCall(parking_lot()))
+                    Box::new(TraitCall(call_path_parking_lot()))
                 }),
                 (impl_name::SHARDED_MUTEX, || {
-                    Box::new(TraitCall(sharded_mutex()))
+                    Box::new(TraitCall(call_path_sharded_mutex()))
                 }),
                 (impl_name::RECLOSER, || Box::new(RecloserCall(recloser()))),
                 (impl_name::FAILSAFE, || Box::new(FailsafeCall(failsafe()))),
-                ("lock-free-by-name", || Box::new(LockFreeCall(lock_free()))),
+                ("lock-free-by-name", || {
+                    Box::new(LockFreeCall(call_path_lock_free()))
+                }),
             ],
         },
         WorkloadDef {
