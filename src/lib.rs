@@ -52,7 +52,7 @@
 //! | component | operation | progress |
 //! |---|---|---|
 //! | `breaker` | `is_open`, `failures`, `state`, `retry_after` of a name in the thread's cache; `BreakerHandle` reads | wait-free |
-//! | | `reset_all` | wait-free (one `fetch_add`; every 2¹⁵-th call also sweeps the names, shard by shard) |
+//! | | `reset_all` | wait-free (one `fetch_add`; every 2⁷-th (128th) call also sweeps the names, shard by shard) |
 //! | | `record_failure` by name (consecutive mode, closed name) | wait-free (one `fetch_add`) |
 //! | | `call`, `call_async`, `acquire`, permits' outcomes, `record_success`, rate-mode outcomes | lock-free |
 //! | | first write of a new name, `remove`, lookups the caches miss; `metrics`, `len` | sharded lock |
