@@ -363,7 +363,10 @@ pub(crate) struct Saves(pub(crate) Listeners<SessionSnapshot>);
 impl Saves {
     /// Calls every save hook with `snapshot()` (built only if there is a
     /// hook). Must be called with no guard held; a panicking hook is
-    /// isolated and logged by the listener list.
+    /// isolated and logged by the listener list. (The baselines' path; the
+    /// lock-free registry builds the snapshot under its pin and calls
+    /// [`Saves::notify`].)
+    #[cfg(feature = "baselines")]
     pub(crate) fn save(&self, snapshot: impl FnOnce() -> SessionSnapshot) {
         if !self.0.is_empty() {
             self.0.notify(&snapshot());
