@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use raceless::stream::{Busy, Pending, Session, StreamGuard, StreamRegistry};
+use raceless::stream::{Busy, Pending, Session, StreamGuard, StreamId, StreamRegistry};
 
 /// A registry and a session whose slot holds a stale stream (its worker
 /// died without cleaning the session up).
@@ -24,6 +24,22 @@ fn stale() -> (Arc<StreamRegistry<u32>>, Arc<Session>) {
     (registry, session)
 }
 
+/// The seed's race on a [`stale`] session: a cleanup on another thread
+/// while this one starts a new stream. Returns the new stream and whether
+/// the cleanup cleared anything.
+fn cleanup_vs_start() -> (Arc<StreamRegistry<u32>>, Arc<Session>, StreamId, bool) {
+    let (registry, session) = stale();
+    let cleanup = {
+        let (registry, session) = (registry.clone(), session.clone());
+        loom::thread::spawn(move || registry.clear_stale(&session))
+    };
+    let new = registry
+        .start(&session, Pending::new("new"), 1)
+        .expect("the old stream is not live");
+    let cleared = cleanup.join().unwrap();
+    (registry, session, new, cleared)
+}
+
 /// The seed's race: a cleanup judges the old stream stale while a start
 /// registers and publishes a new one. Whatever the interleaving, the new
 /// stream and its pending fields stay in the slot; the cleanup clears only
@@ -31,15 +47,7 @@ fn stale() -> (Arc<StreamRegistry<u32>>, Arc<Session>) {
 #[test]
 fn clear_stale_vs_start_never_clobbers() {
     loom::model(|| {
-        let (registry, session) = stale();
-        let cleanup = {
-            let (registry, session) = (registry.clone(), session.clone());
-            loom::thread::spawn(move || registry.clear_stale(&session))
-        };
-        let new = registry
-            .start(&session, Pending::new("new"), 1)
-            .expect("the old stream is not live");
-        let cleared = cleanup.join().unwrap();
+        let (registry, session, new, cleared) = cleanup_vs_start();
         let active = session.active().expect("the new stream was clobbered");
         assert_eq!(active.id, new);
         assert_eq!(active.pending_message.as_deref(), Some("new"));
@@ -57,15 +65,7 @@ fn clear_stale_vs_start_never_clobbers() {
 #[test]
 fn retried_start_is_unregistered_through_its_flag() {
     loom::model(|| {
-        let (registry, session) = stale();
-        let cleanup = {
-            let (registry, session) = (registry.clone(), session.clone());
-            loom::thread::spawn(move || registry.clear_stale(&session))
-        };
-        let new = registry
-            .start(&session, Pending::new("new"), 1)
-            .expect("the old stream is not live");
-        cleanup.join().unwrap();
+        let (registry, session, new, _) = cleanup_vs_start();
         assert!(!registry.finish(&Session::new("elsewhere"), new));
         assert!(!registry.is_live(new));
         assert!(
