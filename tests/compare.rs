@@ -304,11 +304,12 @@ fn bad_options_fail_with_a_message() {
     assert!(err.to_string().contains("not a results.json"), "{err}");
     assert!(!dir.path().join("results.json").exists());
 
-    // A results file of the format before interleaving: refused, saying so.
+    // A results file of a format this version does not read: refused,
+    // saying so.
     let old = dir.path().join("old.json");
     std::fs::write(
         &old,
-        "{\"format\": \"raceless-compare/1\", \"components\": []}",
+        "{\"format\": \"raceless-compare/9\", \"components\": []}",
     )
     .unwrap();
     let mut args = quick_args("demo", dir.path());
@@ -317,7 +318,7 @@ fn bad_options_fail_with_a_message() {
     let err = compare::run(&components, &options).err().expect("an error");
     let err = err.to_string();
     assert!(
-        err.contains("raceless-compare/1") && err.contains("older version"),
+        err.contains("raceless-compare/9") && err.contains("another version"),
         "{err}"
     );
     assert!(!dir.path().join("results.json").exists());

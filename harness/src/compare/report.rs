@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::results::{
     BaselineComparison, Cell, ComponentResult, PairedRatio, Results, RowKind, Verdict,
-    WorkloadResult,
+    WorkloadResult, FORMAT_1,
 };
 use super::{io_err, CompareError, Component};
 use crate::workload::impl_name::{LOCK_FREE, PARKING_LOT, SHARDED_MUTEX, STD_MUTEX};
@@ -325,6 +325,7 @@ pub fn baseline_table(cmp: &BaselineComparison) -> String {
         "baseline ops/s",
         "now ops/s",
         "change",
+        "change vs std-mutex's",
         "",
     ]
     .map(String::from)
@@ -340,6 +341,8 @@ pub fn baseline_table(cmp: &BaselineComparison) -> String {
                 ops(c.old),
                 ops(c.new),
                 format!("{:+.1}%", c.change * 100.0),
+                c.against_std
+                    .map_or_else(String::new, |r| format!("{:+.1}%", r * 100.0)),
                 match c.verdict {
                     Verdict::Regression => "REGRESSION".to_string(),
                     Verdict::Improvement => "faster".to_string(),
@@ -350,7 +353,7 @@ pub fn baseline_table(cmp: &BaselineComparison) -> String {
         .collect();
     table(
         &headers,
-        &[false, false, true, true, true, true, false],
+        &[false, false, true, true, true, true, true, false],
         &rows,
     )
 }
@@ -363,8 +366,15 @@ fn baseline_section(cmp: &BaselineComparison) -> String {
     }
     let _ = writeln!(
         out,
-        "Against the baseline (measured on: {}). A regression is a drop larger than both runs' spreads together.\n",
-        cmp.machine.describe()
+        "Against the baseline (measured on: {}{}). A regression is a drop larger than both runs' spreads together. \
+         \"change vs std-mutex's\" divides a cell's change by the std-mutex row's change in the same workload and \
+         thread count, which cancels a machine phase that hit the whole of one run.\n",
+        cmp.machine.describe(),
+        if cmp.format == FORMAT_1 {
+            "; format 1, its rows measured one after another"
+        } else {
+            ""
+        }
     );
     out += &baseline_table(cmp);
     let _ = writeln!(

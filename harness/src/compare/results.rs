@@ -7,12 +7,19 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 use super::CompareError;
+use crate::workload::impl_name::STD_MUTEX;
 
 /// The `format` field of every results file this tool writes. Version 2:
 /// the rows of a workload and thread count are measured interleaved
 /// (sample `k` of every cell comes from round `k`), and each workload
 /// carries its paired ratios ([`WorkloadResult::ratios`]).
 pub const FORMAT: &str = "raceless-compare/2";
+
+/// The format of the first version of this tool, which measured the rows
+/// of a workload one after another (no rounds, no paired ratios). Its
+/// cells still serve as a `--baseline`: only their medians and ranges are
+/// compared.
+pub const FORMAT_1: &str = "raceless-compare/1";
 
 /// What a row of a workload is, for the summary's "vs best peer" and
 /// "vs floor" columns.
@@ -402,6 +409,9 @@ pub struct ReproductionResult {
 pub struct BaselineComparison {
     /// The baseline's machine.
     pub machine: Machine,
+    /// The baseline's format ([`FORMAT`] or [`FORMAT_1`]).
+    #[serde(default)]
+    pub format: String,
     /// One entry per cell present in both runs.
     pub changes: Vec<Change>,
 }
@@ -434,6 +444,13 @@ pub struct Change {
     pub new: f64,
     /// `new / old - 1`.
     pub change: f64,
+    /// The change relative to the `std-mutex` row's change in the same
+    /// workload and thread count, `(new / old) / (std_new / std_old) - 1`,
+    /// when both runs have that row (not for the `std-mutex` row itself).
+    /// The mutex baseline's code rarely changes, so this cancels most of
+    /// a machine phase that slowed or sped up the whole of one run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against_std: Option<f64>,
     /// Whether the change is beyond the measured spread.
     pub verdict: Verdict,
 }
@@ -450,9 +467,10 @@ pub enum Verdict {
     Unchanged,
 }
 
-/// Reads a results file written by an earlier run. A file of another
-/// format version (e.g. `raceless-compare/1`, measured one row at a time)
-/// is refused with a message that says so.
+/// Reads a results file written by an earlier run: this version's
+/// [`FORMAT`] or the first version's [`FORMAT_1`] (rows measured one after
+/// another; its cells compare like any other). A file of another format
+/// version is refused with a message that says so.
 pub fn load_baseline(path: &Path) -> Result<Results, CompareError> {
     let bad = |reason: String| CompareError::Baseline {
         path: path.to_path_buf(),
@@ -462,11 +480,11 @@ pub fn load_baseline(path: &Path) -> Result<Results, CompareError> {
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| bad(format!("not a results.json of this tool ({e})")))?;
     match value.get("format").and_then(serde_json::Value::as_str) {
-        Some(FORMAT) => {}
+        Some(FORMAT | FORMAT_1) => {}
         Some(other) if other.starts_with("raceless-compare/") => {
             return Err(bad(format!(
-                "format '{other}' of an older version of this tool; this version reads \
-                 '{FORMAT}' (rows measured interleaved): measure the baseline again"
+                "format '{other}' of another version of this tool; this version reads \
+                 '{FORMAT}' and '{FORMAT_1}': measure the baseline again"
             )))
         }
         _ => {
@@ -503,6 +521,13 @@ pub fn compare(old: &Results, new: &Results) -> BaselineComparison {
                 if old_cell.median <= 0.0 || cell.median <= 0.0 {
                     continue;
                 }
+                let std_change = (cell.implementation != STD_MUTEX)
+                    .then(|| {
+                        let now = wl.cell(STD_MUTEX, cell.threads)?.median;
+                        let then = old_wl.cell(STD_MUTEX, cell.threads)?.median;
+                        (now > 0.0 && then > 0.0).then_some(now / then)
+                    })
+                    .flatten();
                 let noise = (old_cell.max - old_cell.min) / 2.0 + (cell.max - cell.min) / 2.0;
                 let delta = cell.median - old_cell.median;
                 let verdict = if -delta > noise {
@@ -520,6 +545,7 @@ pub fn compare(old: &Results, new: &Results) -> BaselineComparison {
                     old: old_cell.median,
                     new: cell.median,
                     change: cell.median / old_cell.median - 1.0,
+                    against_std: std_change.map(|s| cell.median / old_cell.median / s - 1.0),
                     verdict,
                 });
             }
@@ -527,6 +553,7 @@ pub fn compare(old: &Results, new: &Results) -> BaselineComparison {
     }
     BaselineComparison {
         machine: old.machine.clone(),
+        format: old.format.clone(),
         changes,
     }
 }
@@ -640,21 +667,24 @@ mod tests {
     }
 
     #[test]
-    fn an_old_format_baseline_is_refused_with_a_reason() {
+    fn a_baseline_of_an_unknown_format_is_refused_with_a_reason() {
         let dir = std::env::temp_dir().join(format!("raceless-baseline-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("old.json");
         let mut r = results_with(vec![1.0]);
-        r.format = "raceless-compare/1".into();
+        r.format = "raceless-compare/0".into();
         std::fs::write(&file, serde_json::to_string(&r).unwrap()).unwrap();
         let err = load_baseline(&file).unwrap_err().to_string();
         assert!(
-            err.contains("older version") && err.contains(FORMAT),
+            err.contains("another version") && err.contains(FORMAT),
             "{err}"
         );
-        r.format = FORMAT.into();
-        std::fs::write(&file, serde_json::to_string(&r).unwrap()).unwrap();
-        assert!(load_baseline(&file).is_ok());
+        for format in [FORMAT, FORMAT_1] {
+            r.format = format.into();
+            std::fs::write(&file, serde_json::to_string(&r).unwrap()).unwrap();
+            let old = load_baseline(&file).unwrap();
+            assert_eq!(compare(&old, &r).format, format);
+        }
         std::fs::write(&file, "{\"format\": \"other\"}").unwrap();
         let err = load_baseline(&file).unwrap_err().to_string();
         assert!(err.contains("not a results.json"), "{err}");
