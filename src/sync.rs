@@ -139,6 +139,7 @@ mod imp {
         }
 
         /// Runs `f` on the slot of `key` with its shard write-locked.
+        #[inline(always)]
         pub(crate) fn entry<R>(&self, key: K, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R {
             match self.inner.entry(key) {
                 dashmap::mapref::entry::Entry::Occupied(e) => f(Entry::Occupied(OccupiedEntry(e))),
@@ -147,6 +148,7 @@ mod imp {
         }
 
         /// Runs `f` on the value of `key` with its shard read-locked.
+        #[inline(always)]
         pub(crate) fn read<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
         where
             K: Borrow<Q>,
@@ -156,6 +158,7 @@ mod imp {
         }
 
         /// Removes `key` if `pred` holds for its value, atomically.
+        #[inline(always)]
         pub(crate) fn remove_if<Q>(
             &self,
             key: &Q,
