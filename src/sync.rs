@@ -139,6 +139,12 @@ mod imp {
         }
 
         /// Runs `f` on the slot of `key` with its shard write-locked.
+        ///
+        /// `entry`, `read` and `remove_if` are `#[inline(always)]`: a
+        /// caller's closure result (a snapshot, say) then stays in
+        /// registers instead of going through the stack, where narrow
+        /// stores read back by wide loads stall (`docs/arcs.md`,
+        /// Performance).
         #[inline(always)]
         pub(crate) fn entry<R>(&self, key: K, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R {
             match self.inner.entry(key) {
