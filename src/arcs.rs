@@ -1465,40 +1465,44 @@ where
         // in `starting` under the shard lock. A displaced cell and an
         // unused kind are handed out of the closure, so that no drop of user
         // data happens under the shard lock.
-        let decision = self.map.entry(key, |e| {
-            let (snapshot, token, dead) = match e {
-                Entry::Vacant(v) => {
-                    let (snapshot, cell) = fresh(v.key(), kind);
-                    let token = cell.token;
-                    v.insert(cell);
-                    (snapshot, token, None)
-                }
-                Entry::Occupied(mut o) => {
-                    let state = o.get().state();
-                    if matches!(state.life, Life::Starting | Life::Active) {
-                        return Decision::Taken {
-                            snapshot: o.get().snapshot_of(o.key(), &state),
-                            unused: kind,
-                        };
+        let decision = self.map.entry(
+            key,
+            #[inline(always)]
+            |e| {
+                let (snapshot, token, dead) = match e {
+                    Entry::Vacant(v) => {
+                        let (snapshot, cell) = fresh(v.key(), kind);
+                        let token = cell.token;
+                        v.insert(cell);
+                        (snapshot, token, None)
                     }
-                    // Not reached: every move out of `Starting`/`Active`
-                    // (end, expiry, completion, rollback) happens inside
-                    // the `remove_if` that unlinks the cell. A dead cell
-                    // would simply be replaced.
-                    let (snapshot, cell) = fresh(o.key(), kind);
-                    let token = cell.token;
-                    (snapshot, token, Some(o.insert(cell)))
+                    Entry::Occupied(mut o) => {
+                        let state = o.get().state();
+                        if matches!(state.life, Life::Starting | Life::Active) {
+                            return Decision::Taken {
+                                snapshot: o.get().snapshot_of(o.key(), &state),
+                                unused: kind,
+                            };
+                        }
+                        // Not reached: every move out of `Starting`/`Active`
+                        // (end, expiry, completion, rollback) happens inside
+                        // the `remove_if` that unlinks the cell. A dead cell
+                        // would simply be replaced.
+                        let (snapshot, cell) = fresh(o.key(), kind);
+                        let token = cell.token;
+                        (snapshot, token, Some(o.insert(cell)))
+                    }
+                };
+                if pending {
+                    self.starting.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            if pending {
-                self.starting.fetch_add(1, Ordering::Relaxed);
-            }
-            Decision::Ours {
-                snapshot,
-                token,
-                dead,
-            }
-        });
+                Decision::Ours {
+                    snapshot,
+                    token,
+                    dead,
+                }
+            },
+        );
         Ok(match decision {
             Decision::Taken { snapshot, unused } => {
                 drop(unused);
@@ -1606,14 +1610,18 @@ where
         // linearization point) and the snapshot.
         let snapshot = self
             .map
-            .read(agents, |cell| {
-                if !cell.is(token) {
-                    return None;
-                }
-                let delta_ms = cell.delta_ms(now);
-                let next = cell.transition(|s| s.progressed(phase, delta_ms))?;
-                Some(cell.snapshot_of(agents, &next))
-            })
+            .read(
+                agents,
+                #[inline(always)]
+                |cell| {
+                    if !cell.is(token) {
+                        return None;
+                    }
+                    let delta_ms = cell.delta_ms(now);
+                    let next = cell.transition(|s| s.progressed(phase, delta_ms))?;
+                    Some(cell.snapshot_of(agents, &next))
+                },
+            )
             .flatten()
             .ok_or(ArcError::NotFound)?;
         self.events.emit(|| ArcEvent::Progressed(snapshot.clone()));
@@ -1634,15 +1642,19 @@ where
         step: impl FnOnce(&Cell<K>, &State) -> Option<State>,
     ) -> Option<ArcSnapshot<A, K>> {
         let mut last = None;
-        let (agents, cell) = self.map.remove_if(agents, |_, cell| {
-            if cell.is(token) {
-                last = cell.transition_exclusive(|s| step(cell, s));
-            }
-            if matches!(last, Some(s) if s.life == Life::Aborted) {
-                self.starting.fetch_sub(1, Ordering::Relaxed);
-            }
-            last.is_some()
-        })?;
+        let (agents, cell) = self.map.remove_if(
+            agents,
+            #[inline(always)]
+            |_, cell| {
+                if cell.is(token) {
+                    last = cell.transition_exclusive(|s| step(cell, s));
+                }
+                if matches!(last, Some(s) if s.life == Life::Aborted) {
+                    self.starting.fetch_sub(1, Ordering::Relaxed);
+                }
+                last.is_some()
+            },
+        )?;
         Some(cell.snapshot_of(&agents, &last?))
     }
 
@@ -1700,10 +1712,14 @@ where
     pub fn status(&self, a: &A, b: &A) -> Option<ArcSnapshot<A, K>> {
         let key = pair_key(a, b).ok()?;
         self.map
-            .read(&key, |cell| {
-                let state = cell.active_state()?;
-                Some(cell.snapshot_of(&key, &state))
-            })
+            .read(
+                &key,
+                #[inline(always)]
+                |cell| {
+                    let state = cell.active_state()?;
+                    Some(cell.snapshot_of(&key, &state))
+                },
+            )
             .flatten()
     }
 

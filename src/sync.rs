@@ -139,6 +139,13 @@ mod imp {
         }
 
         /// Runs `f` on the slot of `key` with its shard write-locked.
+        ///
+        /// `entry`, `read` and `remove_if` are `#[inline(always)]`: a
+        /// caller's closure result (a snapshot, say) then stays in
+        /// registers instead of going through the stack, where narrow
+        /// stores read back by wide loads stall (`docs/arcs.md`,
+        /// Performance).
+        #[inline(always)]
         pub(crate) fn entry<R>(&self, key: K, f: impl FnOnce(Entry<'_, K, V>) -> R) -> R {
             match self.inner.entry(key) {
                 dashmap::mapref::entry::Entry::Occupied(e) => f(Entry::Occupied(OccupiedEntry(e))),
@@ -147,6 +154,7 @@ mod imp {
         }
 
         /// Runs `f` on the value of `key` with its shard read-locked.
+        #[inline(always)]
         pub(crate) fn read<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
         where
             K: Borrow<Q>,
@@ -156,6 +164,7 @@ mod imp {
         }
 
         /// Removes `key` if `pred` holds for its value, atomically.
+        #[inline(always)]
         pub(crate) fn remove_if<Q>(
             &self,
             key: &Q,
