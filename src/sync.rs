@@ -13,7 +13,7 @@
 //! | [`ShardedMap`]   | `dashmap::DashMap`                | a loom `RwLock<HashMap>`              |
 //! | [`ArcSwap`]      | `arc_swap::ArcSwap`               | a loom `RwLock<Arc<T>>`               |
 //! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
-//! | [`EpochCell`]    | `sdd::AtomicShared` (epoch-reclaimed) | a loom `RwLock<Arc<T>>`           |
+//! | [`EpochCell`]    | `sdd::AtomicShared` (epoch-reclaimed, a mark in its tag bits) | a loom `RwLock<(Arc<T>, bool)>` |
 //! | [`SetOnce`]      | `std::sync::OnceLock`             | a `OnceLock` + loom `AtomicBool` flag |
 //!
 //! The stand-ins implement exactly the documented contract of the real
@@ -323,6 +323,14 @@ mod imp {
         }
     }
 
+    impl<T> Loaded<'_, T> {
+        /// Whether the cell held this value *marked* ([`EpochCell::mark`]).
+        #[inline]
+        pub(crate) fn marked(&self) -> bool {
+            self.ptr.tag() != sdd::Tag::None
+        }
+    }
+
     /// A reference-counted value for an [`EpochCell`] (`sdd::Shared`):
     /// freed when the last owner drops it and no pin can still see it.
     pub(crate) struct Owned<T>(sdd::Shared<T>);
@@ -388,13 +396,49 @@ mod imp {
             }
         }
 
-        /// An owned handle of the current value (a reference-count increment).
+        /// An owned handle of the current value (a reference-count
+        /// increment), and whether it is marked ([`EpochCell::mark`]).
         #[inline]
-        pub(crate) fn load_owned(&self) -> Owned<T> {
-            match self.0.get_shared(Ordering::SeqCst, &sdd::Guard::new()) {
-                Some(value) => Owned(value),
-                None => unreachable!("an EpochCell is never empty"),
+        pub(crate) fn load_owned(&self) -> (Owned<T>, bool) {
+            let guard = sdd::Guard::new();
+            loop {
+                let ptr = self.0.load(Ordering::SeqCst, &guard);
+                if ptr.is_null() {
+                    unreachable!("an EpochCell is never empty");
+                }
+                // `None` only if the value was replaced and released since
+                // the load: read the new one.
+                if let Some(value) = ptr.get_shared() {
+                    return (Owned(value), ptr.tag() != sdd::Tag::None);
+                }
             }
+        }
+
+        /// Marks the cell if it still holds `current` unmarked: one
+        /// compare-and-swap of the cell's word (the pointer and its tag bits,
+        /// `sdd::Tag::First`), no allocation; `true` if it marked. The value
+        /// stays; a mark is never removed, and a marked value leaves the cell
+        /// only through [`compare_exchange`](Self::compare_exchange) or
+        /// [`swap`](Self::swap), which install a new value unmarked. So a
+        /// cell's word never returns to a (pointer, mark) pair it left while
+        /// a pin keeps the pointer allocated: the mark, like a new value, is
+        /// a change that every compare-and-swap against the old word sees.
+        #[inline]
+        pub(crate) fn mark<'g>(&self, current: &Loaded<'g, T>, _pin: &'g Pin) -> bool {
+            if current.marked() {
+                return false;
+            }
+            let expected = current.ptr;
+            // One `compare_exchange_weak` loop of the word (`fetch_update`),
+            // which sets the tag only while the word equals `expected`
+            // (pointer and tag): a compare-and-swap. `SeqCst` like every
+            // other cell operation.
+            self.0.update_tag_if(
+                sdd::Tag::First,
+                |now| now == expected,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
         }
 
         /// Installs `new` if the cell still holds `current` (pointer
@@ -636,9 +680,11 @@ mod imp {
         }
     }
 
-    /// A value loaded from the stand-in [`EpochCell`]: an `Arc` of it.
+    /// A value loaded from the stand-in [`EpochCell`]: an `Arc` of it and
+    /// its mark.
     pub(crate) struct Loaded<'g, T> {
         value: Arc<T>,
+        marked: bool,
         _pin: std::marker::PhantomData<&'g Pin>,
     }
 
@@ -646,6 +692,12 @@ mod imp {
         type Target = T;
         fn deref(&self) -> &T {
             &self.value
+        }
+    }
+
+    impl<T> Loaded<'_, T> {
+        pub(crate) fn marked(&self) -> bool {
+            self.marked
         }
     }
 
@@ -672,26 +724,39 @@ mod imp {
     }
 
     /// Stand-in for the epoch cell (`sdd::AtomicShared`): a loom
-    /// `RwLock<Arc<T>>`. Each operation is atomic and the compare-and-swap
-    /// compares pointers, the contract of the real cell with `SeqCst`
-    /// operations.
-    pub(crate) struct EpochCell<T>(RwLock<Arc<T>>);
+    /// `RwLock<(Arc<T>, bool)>`, the value and its mark. Each operation is
+    /// atomic and the compare-and-swaps compare the pointer and the mark,
+    /// the contract of the real cell (pointer and tag in one word) with
+    /// `SeqCst` operations.
+    pub(crate) struct EpochCell<T>(RwLock<(Arc<T>, bool)>);
 
     impl<T: 'static> EpochCell<T> {
         pub(crate) fn new(value: T) -> Self {
-            Self(RwLock::new(Arc::new(value)))
+            Self(RwLock::new((Arc::new(value), false)))
         }
     }
 
     impl<T> EpochCell<T> {
         pub(crate) fn load<'g>(&self, _pin: &'g Pin) -> Loaded<'g, T> {
+            let slot = self.0.read().unwrap();
             Loaded {
-                value: self.0.read().unwrap().clone(),
+                value: slot.0.clone(),
+                marked: slot.1,
                 _pin: std::marker::PhantomData,
             }
         }
-        pub(crate) fn load_owned(&self) -> Owned<T> {
-            Owned(self.0.read().unwrap().clone())
+        pub(crate) fn load_owned(&self) -> (Owned<T>, bool) {
+            let slot = self.0.read().unwrap();
+            (Owned(slot.0.clone()), slot.1)
+        }
+        pub(crate) fn mark<'g>(&self, current: &Loaded<'g, T>, _pin: &'g Pin) -> bool {
+            let mut slot = self.0.write().unwrap();
+            if Arc::ptr_eq(&slot.0, &current.value) && !slot.1 && !current.marked {
+                slot.1 = true;
+                true
+            } else {
+                false
+            }
         }
         pub(crate) fn compare_exchange<'g>(
             &self,
@@ -700,24 +765,26 @@ mod imp {
             _pin: &'g Pin,
         ) -> Result<Loaded<'g, T>, (Owned<T>, Loaded<'g, T>)> {
             let mut slot = self.0.write().unwrap();
-            if Arc::ptr_eq(&slot, &current.value) {
-                *slot = new.0.clone();
+            if Arc::ptr_eq(&slot.0, &current.value) && slot.1 == current.marked {
+                *slot = (new.0.clone(), false);
                 Ok(Loaded {
                     value: new.0,
+                    marked: false,
                     _pin: std::marker::PhantomData,
                 })
             } else {
                 Err((
                     new,
                     Loaded {
-                        value: slot.clone(),
+                        value: slot.0.clone(),
+                        marked: slot.1,
                         _pin: std::marker::PhantomData,
                     },
                 ))
             }
         }
         pub(crate) fn swap(&self, new: Owned<T>) -> Owned<T> {
-            Owned(std::mem::replace(&mut *self.0.write().unwrap(), new.0))
+            Owned(std::mem::replace(&mut *self.0.write().unwrap(), (new.0, false)).0)
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::{Lock, MutexKind, StdMutex};
 use crate::clock::SharedClock;
 use crate::stream::registry::IdSource;
+use crate::stream::session::View;
 use crate::stream::{
     ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId, StreamOptions,
     StreamSlots,
@@ -76,7 +77,11 @@ pub(super) fn start_locked<'a, S>(
     is_live: impl Fn(StreamId) -> bool,
     register: impl FnOnce(S) -> StreamId,
 ) -> Result<(StreamId, impl FnOnce() -> SessionSnapshot + 'a), (Busy, S)> {
-    let current = session.slot.load_owned();
+    let (current, emptied) = session.slot.load_owned();
+    let current = View {
+        value: &current,
+        emptied,
+    };
     if let Some(active) = current.active_id() {
         if is_live(active) {
             return Err((Busy { active }, stream));
@@ -90,7 +95,7 @@ pub(super) fn start_locked<'a, S>(
         started_at,
     }));
     drop(session.slot.swap(next.clone()));
-    Ok((id, move || session.snapshot_of(&next)))
+    Ok((id, move || session.snapshot_of(View::installed(&next))))
 }
 
 /// `clear_stale`'s step under the session's lock: empties the slot if it
@@ -99,13 +104,17 @@ pub(super) fn clear_locked(
     session: &Session,
     stream_id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let current = session.slot.load_owned();
+    let (current, emptied) = session.slot.load_owned();
+    let current = View {
+        value: &current,
+        emptied,
+    };
     if current.active_id() != Some(stream_id) {
         return None;
     }
     let next = current.next(None);
     drop(session.slot.swap(next.clone()));
-    Some(move || session.snapshot_of(&next))
+    Some(move || session.snapshot_of(View::installed(&next)))
 }
 
 /// `finish`'s step under the session's lock: empties the slot if it holds
@@ -114,13 +123,17 @@ pub(super) fn finish_locked(
     session: &Session,
     id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let current = session.slot.load_owned();
+    let (current, emptied) = session.slot.load_owned();
+    let current = View {
+        value: &current,
+        emptied,
+    };
     if !current.holds(id) {
         return None;
     }
     let next = current.next(None);
     drop(session.slot.swap(next.clone()));
-    Some(move || session.snapshot_of(&next))
+    Some(move || session.snapshot_of(View::installed(&next)))
 }
 
 impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, M> {

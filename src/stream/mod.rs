@@ -9,9 +9,12 @@
 //! cleanup clobbered it.
 //!
 //! Here a session's active stream, its pending fields and a version live in
-//! **one immutable value behind one atomic pointer** (the *slot*). Every
-//! change installs a new value with a compare-and-swap against the value it
-//! judged, by pointer identity:
+//! **one immutable value behind one atomic pointer** (the *slot*), whose
+//! word also carries an *emptied* mark. Every change is a compare-and-swap
+//! of that word against the word it judged (pointer identity and mark): a
+//! start installs a new value; a finish or a cleanup marks the value it
+//! judged emptied (no allocation), which shows no stream at one version
+//! more:
 //!
 //! - [`StreamRegistry::start`]: if the slot's stream is live, [`Busy`] (the
 //!   seed's 409). Otherwise the new stream is **registered first**, then
@@ -20,12 +23,12 @@
 //!   and returns [`Busy`]. Linearization point: the successful CAS (or, for
 //!   `Busy`, the liveness read of the winner).
 //! - [`StreamRegistry::clear_stale`]: reads the slot, finds its stream not
-//!   registered, and clears with a CAS against *that very value*. If anything
+//!   registered, and clears by marking *that very value* emptied (a CAS). If anything
 //!   changed the slot in between, the CAS fails and nothing is cleared.
 //!   Linearization point: the successful CAS (or the read that decided
 //!   `false`).
-//! - [`StreamRegistry::finish`]: empties the slot with a CAS if it still
-//!   holds the id, then unregisters the stream. Linearization point: the CAS
+//! - [`StreamRegistry::finish`]: empties the slot (marks its value) if it
+//!   still holds the id, then unregisters the stream. Linearization point: the CAS
 //!   (or the read that saw another stream).
 //!
 //! Why no interleaving clobbers: a stream id is fresh (never reused, not even
@@ -33,8 +36,8 @@
 //! registered *before* any slot can hold it, so "in a slot but not
 //! registered" only ever means "finished or from a previous process" — a
 //! state it can never leave. A cleanup that saw it there may therefore clear
-//! it at any later moment, and its pointer CAS succeeds only if the slot
-//! still holds that exact value, so it can never remove a newer stream or
+//! it at any later moment, and its CAS succeeds only if the slot still
+//! holds that exact value, unmarked, so it can never remove a newer stream or
 //! its pending fields. `docs/stream.md` has the full argument.
 //!
 //! Liveness ("is the slot's stream registered?") is read from a *live
@@ -50,9 +53,10 @@
 //! ([`sdd::AtomicShared`](https://docs.rs/sdd), through its safe API): an
 //! operation pins its thread, loads the value and compares-and-swaps
 //! against it while still pinned, so the value cannot be freed and its
-//! address reused in between (no ABA). A write is one compare-exchange and
-//! never visits other threads' state; a replaced value is freed once no
-//! pinned thread can see it. No save hook or other user code runs while a
+//! address reused in between (no ABA). A write is one compare-exchange of
+//! the cell's word (the mark lives in the pointer's tag bits) and never
+//! visits other threads' state; a replaced value is freed once no pinned
+//! thread can see it. No save hook or other user code runs while a
 //! thread is pinned.
 //!
 //! Memory orderings: slot loads and compare-and-swaps are `SeqCst`
@@ -103,7 +107,7 @@
 
 mod guard;
 pub(crate) mod registry;
-mod session;
+pub(crate) mod session;
 #[cfg(feature = "file-store")]
 mod store;
 #[cfg(feature = "file-store")]

@@ -2,7 +2,7 @@
 
 use std::hash::BuildHasher;
 
-use super::session::SlotState;
+use super::session::{SlotState, View};
 use super::{
     save_listener, ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId,
     StreamOptions, StreamSlots,
@@ -150,7 +150,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         let (outcome, snapshot) = {
             let pin = Pin::new();
             let current = session.slot.load(&pin);
-            if let Some(active) = self.live_in(&current) {
+            if let Some(active) = self.live_in(View::of(&current)) {
                 return Err(Busy { active });
             }
             let id = self.ids.next();
@@ -162,7 +162,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
             };
             // Register first: from the moment the slot can show `id`, it is
             // live (the value's flag is set from its construction).
-            let next = current.next_live(active);
+            let next = View::of(&current).next_live(active);
             self.streams.insert(
                 id,
                 Registered {
@@ -174,10 +174,11 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
             loop {
                 match installed {
                     Ok(value) => {
-                        break (Ok(id), self.saves.snapshot(|| session.snapshot_of(&value)));
+                        let value = View::installed(&value);
+                        break (Ok(id), self.saves.snapshot(|| session.snapshot_of(value)));
                     }
                     Err((next, now)) => {
-                        if let Some(winner) = self.live_in(&now) {
+                        if let Some(winner) = self.live_in(View::of(&now)) {
                             break (Err((id, winner)), None);
                         }
                         // Empty or stale (a cleanup or a finish came first):
@@ -186,7 +187,7 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
                         let Some(active) = next.active.clone() else {
                             unreachable!("a start publishes a stream")
                         };
-                        let retry = now.next_live(active);
+                        let retry = View::of(&now).next_live(active);
                         // The entry is still private to this start (the id
                         // was never published): point it at the value to
                         // be published, whose flag `unregister` must clear.
@@ -217,10 +218,11 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// Empties the session's slot if its stream is no longer live (the
     /// seed's `_clear_stale_stream_state`); `true` if it did.
     ///
-    /// Protocol: read the slot; if its stream is not registered, CAS the
-    /// very value read to an empty one. "Not registered" is final for a
-    /// value in a slot (ids are fresh and registered before they are
-    /// published), and the CAS fails if anything replaced the value, so a
+    /// Protocol: read the slot; if its stream is not registered, mark the
+    /// very value read emptied (a CAS of the slot's word). "Not registered"
+    /// is final for a value in a slot (ids are fresh and registered before
+    /// they are published), and the CAS fails if anything replaced or
+    /// emptied the value, so a
     /// live, starting or newer stream is never cleared. Linearization point:
     /// the successful CAS, or the read that decided `false`.
     ///
@@ -238,14 +240,20 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
         let snapshot = {
             let pin = Pin::new();
             let current = session.slot.load(&pin);
-            if current.active.is_none() || self.live_in(&current).is_some() {
+            let view = View::of(&current);
+            if view.active().is_none() || self.live_in(view).is_some() {
                 return false;
             }
-            let next = current.next(None);
-            match session.install(current, next, &pin) {
-                Ok(value) => self.saves.snapshot(|| session.snapshot_of(&value)),
-                Err(_) => return false,
+            // Empty the slot by marking the very value judged stale (no
+            // allocation); fails if anything changed the slot since.
+            if !session.empty(&current, &pin) {
+                return false;
             }
+            let emptied = View {
+                emptied: true,
+                ..view
+            };
+            self.saves.snapshot(|| session.snapshot_of(emptied))
         };
         tracing::debug!(session = session.id(), "stale stream cleared");
         self.saves.notify(snapshot);
@@ -275,14 +283,19 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
             let pin = Pin::new();
             let mut current = session.slot.load(&pin);
             loop {
-                if !current.holds(id) {
+                let view = View::of(&current);
+                if !view.holds(id) {
                     break None;
                 }
-                let next = current.next(None);
-                match session.install(current, next, &pin) {
-                    Ok(value) => break Some(self.saves.snapshot(|| session.snapshot_of(&value))),
-                    Err((_, now)) => current = now,
+                // Empty the slot by marking its value (no allocation).
+                if session.empty(&current, &pin) {
+                    let emptied = View {
+                        emptied: true,
+                        ..view
+                    };
+                    break Some(self.saves.snapshot(|| session.snapshot_of(emptied)));
                 }
+                current = session.slot.load(&pin);
             }
         };
         self.unregister(id);
@@ -419,9 +432,9 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// The stream in `slot` if it is live here: its live flag if this
     /// registry published it (the id's epoch is this registry's), else a
     /// lookup (a restored slot, or one the baseline wrote).
-    fn live_in(&self, slot: &SlotState) -> Option<StreamId> {
+    fn live_in(&self, slot: View<'_>) -> Option<StreamId> {
         let id = slot.active_id()?;
-        let live = match &slot.live {
+        let live = match &slot.value.live {
             // Acquire pairs with `unregister`'s Release store (see there).
             Some(flag) if id.epoch == self.ids.epoch() => flag.load(Ordering::Acquire),
             _ => self.is_live(id),

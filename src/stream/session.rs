@@ -6,11 +6,12 @@ use crate::sync::{AtomicBool, EpochCell, Loaded, Owned, Pin};
 /// One immutable value of a session's slot: the active stream with its
 /// pending fields (or none) and the version of this value.
 ///
-/// A value is never mutated; a change installs a new one with a
-/// compare-and-swap against the value it replaces, so pointer identity says
-/// "nothing changed since I looked". The comparer loaded that value under an
-/// epoch pin, which it holds until the compare-and-swap: the value cannot be
-/// freed, so its address cannot be reused, and there is no ABA.
+/// A value is never mutated; a start installs a new one with a
+/// compare-and-swap against the cell's word it read (pointer and mark), an
+/// emptying marks the value in place ([`View`]), so the word's identity
+/// says "nothing changed since I looked". The comparer loaded that value
+/// under an epoch pin, which it holds until the compare-and-swap: the value
+/// cannot be freed, so its address cannot be reused, and there is no ABA.
 #[derive(Debug)]
 pub(crate) struct SlotState {
     /// One more than the version of the value this one replaced.
@@ -27,13 +28,74 @@ pub(crate) struct SlotState {
     pub(crate) live: Option<AtomicBool>,
 }
 
-impl SlotState {
-    /// The next value: `active`, one version up (saturating: a restored
-    /// snapshot at `u64::MAX` stays there rather than panic), no live flag.
+/// What a slot shows: the value its cell holds and whether the cell marks
+/// that value *emptied* (`EpochCell::mark`). An emptied value shows no
+/// stream at one version more than its own: `finish` and `clear_stale`
+/// empty a slot by marking its value (one compare-and-swap of the cell's
+/// word, no allocation) instead of installing a new empty value. A marked
+/// value is only ever replaced by a new value, so a (value, mark) pair
+/// never comes back while a pin keeps the value allocated.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) value: &'a SlotState,
+    pub(crate) emptied: bool,
+}
+
+impl<'a> View<'a> {
+    /// The view of a loaded value.
     #[inline]
-    pub(crate) fn next(&self, active: Option<ActiveStream>) -> Owned<SlotState> {
+    pub(crate) fn of(loaded: &'a Loaded<'_, SlotState>) -> Self {
+        Self {
+            value: loaded,
+            emptied: loaded.marked(),
+        }
+    }
+
+    /// The view of a value just installed (installs never mark).
+    #[inline]
+    pub(crate) fn installed(value: &'a SlotState) -> Self {
+        Self {
+            value,
+            emptied: false,
+        }
+    }
+
+    /// The version of what the slot shows (saturating: a restored snapshot
+    /// at `u64::MAX` stays there rather than panic).
+    #[inline]
+    pub(crate) fn version(self) -> u64 {
+        if self.emptied {
+            self.value.version.saturating_add(1)
+        } else {
+            self.value.version
+        }
+    }
+
+    /// The stream the slot shows, if any.
+    #[inline]
+    pub(crate) fn active(self) -> Option<&'a ActiveStream> {
+        if self.emptied {
+            None
+        } else {
+            self.value.active.as_ref()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn active_id(self) -> Option<StreamId> {
+        self.active().map(|a| a.id)
+    }
+
+    #[inline]
+    pub(crate) fn holds(self, id: StreamId) -> bool {
+        self.active_id() == Some(id)
+    }
+
+    /// The next value: `active`, one version up, no live flag.
+    #[inline]
+    pub(crate) fn next(self, active: Option<ActiveStream>) -> Owned<SlotState> {
         Owned::new(SlotState {
-            version: self.version.saturating_add(1),
+            version: self.version().saturating_add(1),
             active,
             live: None,
         })
@@ -41,22 +103,12 @@ impl SlotState {
 
     /// The next value, publishing `active` with a live flag set (`true`).
     #[inline]
-    pub(crate) fn next_live(&self, active: ActiveStream) -> Owned<SlotState> {
+    pub(crate) fn next_live(self, active: ActiveStream) -> Owned<SlotState> {
         Owned::new(SlotState {
-            version: self.version.saturating_add(1),
+            version: self.version().saturating_add(1),
             active: Some(active),
             live: Some(AtomicBool::new(true)),
         })
-    }
-
-    #[inline]
-    pub(crate) fn active_id(&self) -> Option<StreamId> {
-        self.active.as_ref().map(|a| a.id)
-    }
-
-    #[inline]
-    pub(crate) fn holds(&self, id: StreamId) -> bool {
-        self.active_id() == Some(id)
     }
 }
 
@@ -170,7 +222,7 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active().is_none());
     /// ```
     pub fn active(&self) -> Option<ActiveStream> {
-        self.slot.load(&Pin::new()).active.clone()
+        View::of(&self.slot.load(&Pin::new())).active().cloned()
     }
 
     /// The active stream's id, without copying the pending fields.
@@ -179,7 +231,7 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active_id().is_none());
     /// ```
     pub fn active_id(&self) -> Option<StreamId> {
-        self.slot.load(&Pin::new()).active_id()
+        View::of(&self.slot.load(&Pin::new())).active_id()
     }
 
     /// The version of the slot's current value.
@@ -188,7 +240,7 @@ impl Session {
     /// assert_eq!(raceless::stream::Session::new("s").version(), 0);
     /// ```
     pub fn version(&self) -> u64 {
-        self.slot.load(&Pin::new()).version
+        View::of(&self.slot.load(&Pin::new())).version()
     }
 
     /// A consistent snapshot of the slot (stream, pending fields, version).
@@ -198,14 +250,14 @@ impl Session {
     /// assert_eq!((snap.session_id.as_str(), snap.version, snap.active), ("s", 0, None));
     /// ```
     pub fn snapshot(&self) -> SessionSnapshot {
-        self.snapshot_of(&self.slot.load(&Pin::new()))
+        self.snapshot_of(View::of(&self.slot.load(&Pin::new())))
     }
 
-    pub(crate) fn snapshot_of(&self, slot: &SlotState) -> SessionSnapshot {
+    pub(crate) fn snapshot_of(&self, slot: View<'_>) -> SessionSnapshot {
         SessionSnapshot {
             session_id: self.id.clone(),
-            version: slot.version,
-            active: slot.active.clone(),
+            version: slot.version(),
+            active: slot.active().cloned(),
         }
     }
 
@@ -228,8 +280,9 @@ impl Session {
         let pin = Pin::new();
         let mut current = self.slot.load(&pin);
         loop {
-            let previous = current.active.clone();
-            let next = current.next(None);
+            let view = View::of(&current);
+            let previous = view.active().cloned();
+            let next = view.next(None);
             match self.slot.compare_exchange(current, next, &pin) {
                 Ok(_) => return previous,
                 Err((_, now)) => current = now,
@@ -237,7 +290,15 @@ impl Session {
         }
     }
 
-    /// Installs `next` if the slot still holds `current` (pointer identity):
+    /// Marks the slot's value *emptied* if the slot still holds `current`
+    /// unmarked (see [`View`]): `true` if it did.
+    #[inline]
+    pub(crate) fn empty<'g>(&self, current: &Loaded<'g, SlotState>, pin: &'g Pin) -> bool {
+        self.slot.mark(current, pin)
+    }
+
+    /// Installs `next` if the slot still holds `current` (pointer identity
+    /// and mark):
     /// `Ok` with the installed value, or `Err` with `next` handed back and
     /// the value the slot holds now.
     #[inline]
@@ -254,10 +315,11 @@ impl Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pin = Pin::new();
-        let slot = self.slot.load(&pin);
+        let loaded = self.slot.load(&pin);
+        let slot = View::of(&loaded);
         f.debug_struct("Session")
             .field("id", &self.id)
-            .field("version", &slot.version)
+            .field("version", &slot.version())
             .field("active", &slot.active_id())
             .finish()
     }
