@@ -599,3 +599,23 @@ pub fn reproduction() -> Reproduction {
         lock_free,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thread 0 rotates every `every` of its operations even when the
+    /// runner hands them out in batches shorter than `every`.
+    #[test]
+    fn rotation_counts_across_batches() {
+        let rot = Rotating::new(ChangesetLog::<Entry>::new(), 8, 0);
+        let first = rot.current.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            rot.run(0, 2, 3);
+            rot.run(1, 2, 3);
+        }
+        // 30 operations of thread 0: rotations at its 8th, 16th and 24th.
+        assert_eq!(rot.current.load(Ordering::Relaxed), first + 3);
+        assert_eq!(rot.log.len(), 2, "the reference and the current one");
+    }
+}
