@@ -333,6 +333,10 @@ struct Rotating<S> {
     read_every: u64,
     current: AtomicU64,
     reference: ChangesetId,
+    /// Thread 0's operations in earlier batches (only thread 0 touches
+    /// it), so that it rotates every `every` of *its* operations even when
+    /// the runner's batches are shorter than `every`.
+    thread0_ops: AtomicU64,
 }
 
 impl<S: ChangesetStore<Entry>> Rotating<S> {
@@ -349,7 +353,20 @@ impl<S: ChangesetStore<Entry>> Rotating<S> {
             read_every,
             current: AtomicU64::new(current.raw()),
             reference,
+            thread0_ops: AtomicU64::new(0),
         }
+    }
+
+    /// Where thread `thread`'s batch of `ops` starts in thread 0's count
+    /// of operations (0 for the others), advancing that count.
+    fn batch_start(&self, thread: usize, ops: u64) -> u64 {
+        if thread != 0 {
+            return 0;
+        }
+        // Relaxed: only thread 0 reads or writes it.
+        let done = self.thread0_ops.load(Ordering::Relaxed);
+        self.thread0_ops.store(done + ops, Ordering::Relaxed);
+        done
     }
 
     fn rotate(&self) {
@@ -364,8 +381,9 @@ impl<S: ChangesetStore<Entry>> Rotating<S> {
 impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
     fn run(&self, thread: usize, _threads: usize, ops: u64) {
         let tag = (thread as u64) << 40;
+        let start = self.batch_start(thread, ops);
         for i in 0..ops {
-            if thread == 0 && i % self.every == self.every - 1 {
+            if thread == 0 && (start + i) % self.every == self.every - 1 {
                 self.rotate();
             } else if self.read_every != 0 && i % self.read_every != 0 {
                 if i % 4 == 1 {
@@ -388,8 +406,9 @@ impl<S: ChangesetStore<Entry>> Workload for RecorderRecord<S> {
         let rot = &self.0;
         let mut recorder = Recorder::new(&rot.log);
         let tag = (thread as u64) << 40;
+        let start = rot.batch_start(thread, ops);
         for i in 0..ops {
-            if thread == 0 && i % rot.every == rot.every - 1 {
+            if thread == 0 && (start + i) % rot.every == rot.every - 1 {
                 rot.rotate();
             } else {
                 let _ = std::hint::black_box(recorder.record(tag | i));
@@ -578,5 +597,25 @@ pub fn reproduction() -> Reproduction {
         what_is_lost: "entries recorded into a sealed changeset (or lost)",
         racy,
         lock_free,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Thread 0 rotates every `every` of its operations even when the
+    /// runner hands them out in batches shorter than `every`.
+    #[test]
+    fn rotation_counts_across_batches() {
+        let rot = Rotating::new(ChangesetLog::<Entry>::new(), 8, 0);
+        let first = rot.current.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            rot.run(0, 2, 3);
+            rot.run(1, 2, 3);
+        }
+        // 30 operations of thread 0: rotations at its 8th, 16th and 24th.
+        assert_eq!(rot.current.load(Ordering::Relaxed), first + 3);
+        assert_eq!(rot.log.len(), 2, "the reference and the current one");
     }
 }
