@@ -130,6 +130,11 @@
 //! evicts a success — writes only the word: the cell it reads is written
 //! once per failure, so its line stays shared in every core's cache.
 //!
+//! A tag keeps 24 bits of the global generation (the word keeps 8), so a
+//! failure an older window left in a cell reads as that window's until
+//! 2²⁴ `reset_all`s have passed; within a generation the epoch tells windows
+//! apart as it does for permits.
+//!
 //! **Limit (bounded tags).** Tags are compared modulo `M`: a helper that
 //! sleeps between its load of a cell and its CAS on it while the same
 //! window records `M / 2` (at least 2²²) outcomes could take a later
@@ -622,13 +627,18 @@ fn stamp_tag(w: Word) -> u64 {
 }
 
 /// The ring-cell tag of failed outcome number `seq` of the window of
-/// `ticket`: `generation (8) · epoch (14) · outcome number (24) · present ·
-/// failed` (an empty cell is 0).
+/// `ticket`: `generation (24) · epoch (14) · outcome number (24) · present
+/// · failed` (an empty cell is 0). The tag keeps 24 bits of the global
+/// generation (the word keeps 8): a failure left in a cell by a window
+/// 2⁸ `reset_all`s older must not read as the same window's.
 #[inline]
 fn failure_tag(ticket: Ticket, seq: u64) -> u64 {
-    let window = ((ticket.0 >> 16) & 0xff) << EPOCH_BITS | ticket.epoch();
+    let window = ((ticket.0 >> 16) & TAG_GEN_MASK) << EPOCH_BITS | ticket.epoch();
     window << (WINDOW_SEQ_BITS + 2) | seq << 2 | 3
 }
+
+/// The generation bits of a ring-cell tag: what the tag's 64 bits leave.
+const TAG_GEN_MASK: u64 = (1 << (64 - EPOCH_BITS - WINDOW_SEQ_BITS - 2)) - 1;
 
 impl Slot {
     pub(crate) fn new(
