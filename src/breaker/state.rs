@@ -1129,6 +1129,10 @@ impl Slot {
                         let at = &self.ring[rate.cell_of(before.seq)];
                         let held = found.unwrap_or_else(|| at.load(Ordering::Acquire));
                         self.put_failure(&rate, ticket, before.seq, held);
+                        return Some(None); // closed before and after
+                    }
+                    if new.phase() == COUNTING {
+                        return Some(None); // closed before and after
                     }
                     return Some(self.transition(shared, w, new));
                 }
