@@ -909,3 +909,35 @@ proptest! {
         matches_the_reference(builder, &ops)?;
     }
 }
+
+/// Rate mode: a window of 4 opening at 75 % records a failure, then 256
+/// `reset_all`s bring the word's 8 generation bits back to the same value
+/// with the same (fresh) epoch, so the failure left in ring cell 0 would
+/// carry the tag of the new window's outcome 0 if the tag kept only those 8
+/// bits. Outcomes 0–3 of the new window are S F F S and outcome 4 fails: 3
+/// failures of the last 4 open the name (reading the stale failure as
+/// outcome 0 evicts a failure and counts 2).
+#[test]
+fn a_window_does_not_read_an_older_windows_failures() {
+    let b = CircuitBreaker::builder()
+        .sliding_window(4)
+        .minimum_calls(4)
+        .failure_rate_threshold(75.0)
+        .build()
+        .unwrap();
+    b.record_failure("x");
+    for _ in 0..256 {
+        b.reset_all();
+    }
+    assert_eq!(b.failures("x"), 0);
+    for failed in [false, true, true, false] {
+        if failed {
+            b.record_failure("x");
+        } else {
+            b.record_success("x");
+        }
+    }
+    assert_eq!(b.state("x"), State::Closed);
+    b.record_failure("x");
+    assert_eq!(b.state("x"), State::Open, "3 of the last 4 failed");
+}

@@ -362,3 +362,38 @@ fn evicting_an_outcome_still_on_its_way_to_the_ring() {
         }
     });
 }
+
+/// Rate mode, window of 2 holding two successes, 100 %: a success ends on
+/// another thread that read the word while a failure was the latest outcome
+/// and may reach that failure's cell only after the window recorded past
+/// it and put a later failure in the same cell (a window of 2: every other
+/// outcome shares it). The late helper must not put the earlier failure
+/// over the later one, or that failure would leave the window counted as a
+/// success: the last two outcomes are successes, so the window ends empty
+/// of failures. Fails (reads 1) when the help step replaces any other tag.
+#[test]
+fn a_late_helper_vs_a_later_failure_in_its_cell() {
+    loom::model(|| {
+        let b = window_of_two_successes();
+        let h = b.handle("x");
+        let end = |failed: bool| {
+            let p = h.try_acquire().unwrap();
+            if failed {
+                p.failure();
+            } else {
+                p.success();
+            }
+        };
+        end(true);
+        let late = h.try_acquire().unwrap();
+        let helper = thread::spawn(move || late.success());
+        end(false);
+        end(true);
+        end(false);
+        helper.join().unwrap();
+        end(false);
+        end(false);
+        assert_eq!(h.state(), State::Closed, "never two failures in a row");
+        assert_eq!(h.failures(), 0, "the failures left the window");
+    });
+}

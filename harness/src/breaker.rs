@@ -675,6 +675,32 @@ impl Workload for BareFetchAdd {
     }
 }
 
+/// The floor of `rate-window`: every call moves one shared word with a CAS
+/// loop that backs off like the breaker's (`Backoff::spin` after a failed
+/// CAS) — what recording an outcome costs at the least when it writes one
+/// word and nothing else (the breaker's common call, a success evicting a
+/// success, writes exactly that).
+struct WordCasFloor(AtomicU64);
+
+impl Workload for WordCasFloor {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        for i in 0..ops {
+            let add = if upstream(thread, i).is_err() { 2 } else { 1 };
+            let backoff = crossbeam_utils::Backoff::new();
+            let mut cur = self.0.load(Ordering::Acquire);
+            while let Err(actual) = self.0.compare_exchange_weak(
+                cur,
+                cur.wrapping_add(add),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                backoff.spin();
+                cur = actual;
+            }
+        }
+    }
+}
+
 fn lock_free() -> CircuitBreaker {
     CircuitBreaker::new(3).expect("3 is a valid threshold")
 }
@@ -923,7 +949,8 @@ pub fn workloads() -> Vec<WorkloadDef> {
             description: "the call path in rate mode (the last 100 calls, 50%): every call \
                           records its outcome in the window (1 in 64 fails); lock-free and \
                           lock-free-by-name as in call-path; recloser is the same window on \
-                          a spin-locked ring",
+                          a spin-locked ring; word-cas-floor is one CAS loop on one shared \
+                          word per call",
             impls: vec![
                 (impl_name::LOCK_FREE, || {
                     Box::new(LockFreeCall(rate_lock_free()))
@@ -941,6 +968,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 ("lock-free-by-name", || {
                     Box::new(LockFreeCall(rate_lock_free()))
                 }),
+                ("word-cas-floor", || Box::new(WordCasFloor(AtomicU64::new(0)))),
             ],
         },
     ]

@@ -91,42 +91,57 @@
 //! largest multiple of `n` below 2²⁴); `full`, whether `n` were ever
 //! recorded (then the window holds `n`, else `seq`); the number of
 //! `failures` among them; and `last`, whether the latest outcome (number
-//! `seq - 1`) failed. Outcome `k` lives in cell `k % n` of a ring of `n`
-//! cells beside the word, tagged `(generation, epoch, k)` — except the
-//! latest, which may still be on its way there. Invariant: while the word
-//! reads `seq`, every earlier outcome still in the window is in its cell.
+//! `seq - 1`) failed. A ring of `n` cells beside the word holds the
+//! failures: a failed outcome `k` puts its tag `(generation, epoch, k)` in
+//! cell `k % n`; a success writes no cell, so outcome `k` failed iff cell
+//! `k % n` holds `k`'s tag (a cell holds at most one tag; an older one, an
+//! empty cell or another window's tag all read "succeeded"). The latest
+//! outcome's failure may still be on its way to its cell. Invariant: while
+//! the word reads `seq`, every earlier failure still in the window is in
+//! its cell.
 //!
 //! Recording an outcome of a call admitted in epoch `e` is one CAS loop:
 //!
 //! 1. Load the word; if it is no longer counting in epoch `e`, the outcome
 //!    is ignored.
-//! 2. **Help**: make sure the latest outcome (`seq - 1`, its result from
-//!    `last`) is in its cell (a CAS that replaces only outcome `seq - 1 - n`
-//!    or a cell of another window).
+//! 2. **Help**: if the latest outcome (`seq - 1`) failed (`last`), make
+//!    sure its tag is in its cell (a CAS that replaces only an earlier
+//!    outcome's tag, an empty cell or a cell of another window). After a
+//!    success there is nothing to help.
 //! 3. **Evict**: if the window is full, the outcome leaving it is number
-//!    `seq - n`, read from cell `seq % n` (for `n = 1` it is `last`). A cell
-//!    with another tag means the word has moved on: start again.
+//!    `seq - n`: it failed iff cell `seq % n` holds its tag (for `n = 1`
+//!    it is `last`).
 //! 4. **Add, evict and judge in one CAS**: `seq + 1`, `last` = this
 //!    outcome, `failures` + this − the evicted one; if the new window
 //!    trips the threshold (at least `minimum_calls` outcomes and the failure
 //!    rate reached) the same CAS opens the name instead (the window is
-//!    discarded). Then put this outcome in its cell, so that the next
-//!    recorder usually finds it there (step 2 is then one load).
+//!    discarded). Then, if this outcome failed, put its tag in its cell, so
+//!    that the next recorder usually finds it there (step 2 is then one
+//!    load).
 //!
 //! Step 2 keeps the invariant: the word moves from `seq` to `seq + 1` only
-//! after outcome `seq - 1` is in its cell, and that cell is overwritten only
-//! by outcome `seq - 1 + n`, which is put there only once the word reads
-//! `seq + n`. So the CAS of step 4 is the whole operation: the window it
-//! installs is exactly the sequential window (append, drop the oldest
-//! beyond `n`, judge), and a stale load fails the CAS. The loop is
-//! lock-free: a retry follows another thread's successful CAS on the word.
+//! after a failed outcome `seq - 1` is in its cell, and a tag is replaced
+//! only by a later outcome's, which is put there only once the word reads
+//! past `seq - 1 + n`, after `seq - 1` left the window. So the CAS of step
+//! 4 is the whole operation: the window it installs is exactly the
+//! sequential window (append, drop the oldest beyond `n`, judge), and a
+//! stale load fails the CAS. The loop is lock-free: a retry follows another
+//! thread's successful CAS on the word. The common call — a success that
+//! evicts a success — writes only the word: the cell it reads is written
+//! once per failure, so its line stays shared in every core's cache.
 //!
-//! **Limit (bounded tags).** A helper that sleeps between its load of a
-//! cell and its CAS on it while the same window records `M` (at least 2²³)
-//! outcomes could put an outcome a whole wrap too early. Step 3 detects
-//! the wrong tag on an unchanged word and counts the lost outcome as a
-//! success: the failure count of that window may be one too low. Like the
-//! epoch's wrap, this needs one thread stalled for millions of operations.
+//! A tag keeps 24 bits of the global generation (the word keeps 8), so a
+//! failure an older window left in a cell reads as that window's until
+//! 2²⁴ `reset_all`s have passed; within a generation the epoch tells windows
+//! apart as it does for permits.
+//!
+//! **Limit (bounded tags).** Tags are compared modulo `M`: a helper that
+//! sleeps between its load of a cell and its CAS on it while the same
+//! window records `M / 2` (at least 2²²) outcomes could take a later
+//! failure for an earlier one and put its own over it, and that failure
+//! then leaves the window as a success: the failure count of that window
+//! may be one too low. Like the epoch's wrap, this needs one thread
+//! stalled for millions of operations.
 //!
 //! # Half-open
 //!
@@ -179,7 +194,7 @@
 //!   Release/Acquire carries the generation the writer read, which the
 //!   coherence argument above needs.
 //! - Global generation: `fetch_add` `AcqRel`, loads `Acquire`.
-//! - Ring cells: loads `Acquire`, CAS `AcqRel`. A cell is put (step 2)
+//! - Ring cells: loads `Acquire`, CAS `AcqRel`. A failure is put (step 2)
 //!   before the word CAS that moves `seq` past it (`AcqRel`, so the put
 //!   happens-before every later load of that word, through the word's chain
 //!   of read-modify-writes); an evictor that loads the word `Acquire` and
@@ -341,6 +356,8 @@ struct Window {
 const WINDOW_FAILURE_BITS: u32 = 14;
 const WINDOW_SEQ_SHIFT: u32 = WINDOW_FAILURE_BITS + 2;
 const WINDOW_SEQ_BITS: u32 = DATA_BITS - WINDOW_SEQ_SHIFT;
+/// The outcome-number bits of a ring cell (after its two flag bits).
+const SEQ_MASK: u64 = (1 << WINDOW_SEQ_BITS) - 1;
 
 impl Window {
     #[inline]
@@ -437,6 +454,18 @@ impl RateConfig {
         } else {
             k + self.seq_modulus - d
         }
+    }
+
+    /// Whether outcome number `a` comes before `b` (wrapped: less than
+    /// half the numbers behind it).
+    #[inline]
+    fn precedes(&self, a: u64, b: u64) -> bool {
+        let behind = if b >= a {
+            b - a
+        } else {
+            b + self.seq_modulus - a
+        };
+        behind != 0 && behind < self.seq_modulus / 2
     }
 
     /// Whether `failed` of a round's `trials` trip the threshold (a trial
@@ -568,7 +597,7 @@ pub(crate) struct Slot {
     rejected: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
-    /// Rate mode: the ring of the window's outcomes (see "Rate mode").
+    /// Rate mode: the ring of the window's failures (see "Rate mode").
     ring: Box<[AtomicU64]>,
     /// Set once the name was removed from its breaker: lookups that still
     /// find this slot in a cache treat it as absent.
@@ -597,13 +626,19 @@ fn stamp_tag(w: Word) -> u64 {
     ((w.generation() & 0xff) << EPOCH_BITS) | w.epoch()
 }
 
-/// A ring cell: `generation (8) · epoch (14) · outcome number (24) ·
-/// present · failed`, the outcome number `seq` of the window of `ticket`.
+/// The ring-cell tag of failed outcome number `seq` of the window of
+/// `ticket`: `generation (24) · epoch (14) · outcome number (24) · present
+/// · failed` (an empty cell is 0). The tag keeps 24 bits of the global
+/// generation (the word keeps 8): a failure left in a cell by a window
+/// 2⁸ `reset_all`s older must not read as the same window's.
 #[inline]
-fn cell(ticket: Ticket, seq: u64, failed: bool) -> u64 {
-    let window = ((ticket.0 >> 16) & 0xff) << EPOCH_BITS | ticket.epoch();
-    window << (WINDOW_SEQ_BITS + 2) | seq << 2 | 2 | u64::from(failed)
+fn failure_tag(ticket: Ticket, seq: u64) -> u64 {
+    let window = ((ticket.0 >> 16) & TAG_GEN_MASK) << EPOCH_BITS | ticket.epoch();
+    window << (WINDOW_SEQ_BITS + 2) | seq << 2 | 3
 }
+
+/// The generation bits of a ring-cell tag: what the tag's 64 bits leave.
+const TAG_GEN_MASK: u64 = (1 << (64 - EPOCH_BITS - WINDOW_SEQ_BITS - 2)) - 1;
 
 impl Slot {
     pub(crate) fn new(
@@ -1050,39 +1085,25 @@ impl Slot {
                 return None; // the window the call was admitted in is gone
             }
             let before = Window::of(w.data());
-            // 1. The latest outcome into its cell (helping its recorder).
-            if before.seq > 0 || before.full {
-                self.put(
-                    &rate,
-                    ticket,
-                    rate.before(before.seq, 1),
-                    before.last_failed,
-                );
+            // 1. The latest outcome into its cell if it failed (helping its
+            //    recorder); a success has nothing to put.
+            if before.last_failed && (before.seq > 0 || before.full) {
+                let seq = rate.before(before.seq, 1);
+                let at = &self.ring[rate.cell_of(seq)];
+                self.put_failure(&rate, ticket, seq, at.load(Ordering::Acquire));
             }
-            // 2. The outcome that leaves the window, if it is full.
-            // `Some(cell)`: what our own outcome's cell holds (the evicted).
-            let mut ours = None;
+            // 2. The outcome that leaves the window, if it is full: a
+            //    failure iff its cell holds its failure tag. `found`: what
+            //    our own outcome's cell holds.
+            let mut found = None;
             let evicted = if !before.full {
                 0
             } else if n == 1 {
                 u64::from(before.last_failed)
             } else {
-                let expected = cell(ticket, rate.before(before.seq, n), false);
-                let found = self.ring[rate.cell_of(before.seq)].load(Ordering::Acquire);
-                if found & !1 == expected {
-                    ours = Some(found);
-                    found & 1
-                } else {
-                    let now = self.word.load(Ordering::Acquire);
-                    if now != raw {
-                        raw = now; // the word moved on since we loaded it
-                        continue;
-                    }
-                    // The cell was clobbered by a helper that slept through
-                    // a wrap of the outcome numbers (see "Rate mode"): the
-                    // outcome's result is lost; it leaves as a success.
-                    0
-                }
+                let held = self.ring[rate.cell_of(before.seq)].load(Ordering::Acquire);
+                found = Some(held);
+                u64::from(held == failure_tag(ticket, rate.before(before.seq, n)))
             };
             let seq = rate.after(before.seq);
             let after = Window {
@@ -1102,22 +1123,16 @@ impl Slot {
                 .compare_exchange_weak(raw, new.0, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    // Our own outcome into its cell, so that the next
-                    // recorder finds it there. The cell held the evicted
-                    // outcome (if we read it): replace exactly that; a
-                    // failed CAS means a helper was first.
-                    match ours {
-                        _ if new.phase() != COUNTING => {}
-                        Some(found) => {
-                            let target = cell(ticket, before.seq, failed);
-                            let _ = self.ring[rate.cell_of(before.seq)].compare_exchange(
-                                found,
-                                target,
-                                Ordering::AcqRel,
-                                Ordering::Relaxed,
-                            );
-                        }
-                        None => self.put(&rate, ticket, before.seq, failed),
+                    // A failure into its cell, so that the next recorder
+                    // usually finds it there (its step 1 is then one load).
+                    if failed && new.phase() == COUNTING {
+                        let at = &self.ring[rate.cell_of(before.seq)];
+                        let held = found.unwrap_or_else(|| at.load(Ordering::Acquire));
+                        self.put_failure(&rate, ticket, before.seq, held);
+                        return Some(None); // closed before and after
+                    }
+                    if new.phase() == COUNTING {
+                        return Some(None); // closed before and after
                     }
                     return Some(self.transition(shared, w, new));
                 }
@@ -1129,20 +1144,20 @@ impl Slot {
         }
     }
 
-    /// Makes cell `seq % n` hold outcome `seq` of the ticket's window,
-    /// unless it already does or has moved past it (then the word has moved
-    /// on too, and the caller's CAS fails). Only the outcome `n` numbers
-    /// earlier, or a cell of another window, is replaced.
+    /// Makes cell `seq % n` hold the failure tag of outcome `seq` of the
+    /// ticket's window, unless it already holds it or a later outcome's
+    /// (then the word has moved on too, and the caller's CAS fails).
+    /// `found`: what the caller last read from the cell. Only an earlier
+    /// outcome's tag, an empty cell or a cell of another window is
+    /// replaced, so a late helper never takes a failure out of the window.
     #[inline]
-    fn put(&self, rate: &RateConfig, ticket: Ticket, seq: u64, failed: bool) {
-        let target = cell(ticket, seq, failed);
-        let previous = cell(ticket, rate.before(seq, u64::from(rate.window)), false);
+    fn put_failure(&self, rate: &RateConfig, ticket: Ticket, seq: u64, mut found: u64) {
+        let target = failure_tag(ticket, seq);
         let same_window = !((1 << (WINDOW_SEQ_BITS + 2)) - 1);
         let at = &self.ring[rate.cell_of(seq)];
-        let mut found = at.load(Ordering::Acquire);
         loop {
             let live = found & 2 != 0 && found & same_window == target & same_window;
-            if found == target || (live && found & !1 != previous) {
+            if found == target || (live && !rate.precedes((found >> 2) & SEQ_MASK, seq)) {
                 return;
             }
             match at.compare_exchange(found, target, Ordering::AcqRel, Ordering::Acquire) {
