@@ -471,6 +471,31 @@ macro_rules! impls {
     };
 }
 
+/// Records each thread of a floor row keeps before it moves them out (the
+/// `record` workload's rotation interval): a changeset of the log holds
+/// every thread's records between two rotations and `take` moves them
+/// into a `Vec`, so a floor that dropped a small, cached buffer instead
+/// would measure a working set the design cannot have.
+const FLOOR_RETAINED: usize = 65_536;
+
+/// A floor row's per-thread storage, kept between the runner's batches
+/// (each thread takes its own out for a batch and puts it back after:
+/// two uncontended lock operations per batch of thousands of records).
+struct PerThread<S>(Mutex<HashMap<usize, S>>);
+
+impl<S: Default> PerThread<S> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn with(&self, thread: usize, f: impl FnOnce(&mut S)) {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut storage = lock().remove(&thread).unwrap_or_default();
+        f(&mut storage);
+        lock().insert(thread, storage);
+    }
+}
+
 /// Reference row: the least a record can cost on std's write-once cell.
 /// An entry must be published to readers the moment `record_change`
 /// returns, and std's non-blocking write-once cell for a generic value is
@@ -478,39 +503,56 @@ macro_rules! impls {
 /// concurrent seal must then be told apart from the write without waiting,
 /// which takes one compare-and-swap on the slot's state. So per record: one
 /// `OnceLock::set` and one compare-and-swap on a slot of the thread's own
-/// preallocated chunk — no changeset, no lease, no root, nothing shared.
-/// ([`BoxcarFloor`] is the same on `boxcar`, which the log uses.)
-struct WriteOnceFloor;
+/// preallocated chunk, which holds [`FLOOR_RETAINED`] records before they
+/// are moved out into a `Vec` — no changeset, no lease, no root, nothing
+/// shared. ([`BoxcarFloor`] is the same on `boxcar`, which the log uses.)
+struct WriteOnceFloor(PerThread<WriteOnceChunk>);
 
-/// Slots per chunk of [`WriteOnceFloor`] (allocation amortized as in the
-/// real log's large chunks).
-const FLOOR_CHUNK: usize = 4096;
+/// A [`WriteOnceFloor`] thread's chunk and its next free slot.
+struct WriteOnceChunk {
+    slots: Box<[(AtomicU32, OnceLock<Entry>)]>,
+    next: usize,
+}
+
+impl Default for WriteOnceChunk {
+    fn default() -> Self {
+        Self {
+            slots: (0..FLOOR_RETAINED)
+                .map(|_| (AtomicU32::new(0), OnceLock::new()))
+                .collect(),
+            next: 0,
+        }
+    }
+}
 
 impl Workload for WriteOnceFloor {
     fn run(&self, thread: usize, _threads: usize, ops: u64) {
         const EMPTY: u32 = 0;
         const WRITTEN: u32 = 1;
-        let new_chunk = || -> Box<[(AtomicU32, OnceLock<Entry>)]> {
-            (0..FLOOR_CHUNK)
-                .map(|_| (AtomicU32::new(EMPTY), OnceLock::new()))
-                .collect()
-        };
         let tag = (thread as u64) << 40;
-        let mut chunk = new_chunk();
-        for i in 0..ops {
-            let index = (i % FLOOR_CHUNK as u64) as usize;
-            if index == 0 && i > 0 {
-                chunk = new_chunk();
+        self.0.with(thread, |chunk| {
+            for i in 0..ops {
+                if chunk.next == FLOOR_RETAINED {
+                    let full = std::mem::take(chunk);
+                    let taken: Vec<Entry> = full
+                        .slots
+                        .into_vec()
+                        .into_iter()
+                        .filter_map(|(_, value)| value.into_inner())
+                        .collect();
+                    drop(std::hint::black_box(taken));
+                }
+                let (state, value) = &chunk.slots[chunk.next];
+                chunk.next += 1;
+                let _ = std::hint::black_box(value.set(tag | i));
+                let _ = std::hint::black_box(state.compare_exchange(
+                    EMPTY,
+                    WRITTEN,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ));
             }
-            let (state, value) = &chunk[index];
-            let _ = std::hint::black_box(value.set(tag | i));
-            let _ = std::hint::black_box(state.compare_exchange(
-                EMPTY,
-                WRITTEN,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ));
-        }
+        });
     }
 }
 
@@ -522,31 +564,48 @@ impl Workload for WriteOnceFloor {
 /// and one compare-and-swap of a slot state, in a preallocated chunk of
 /// the thread's own, to `WRITTEN | index` (what a concurrent seal must be
 /// able to race with) — no changeset, no lease, no root, nothing shared.
-struct BoxcarFloor;
+/// The vector holds [`FLOOR_RETAINED`] records before they are moved out
+/// into a `Vec`, as `take` moves a changeset's.
+struct BoxcarFloor(PerThread<BoxcarChunk>);
+
+/// A [`BoxcarFloor`] thread's slot states and values.
+struct BoxcarChunk {
+    states: Box<[AtomicU64]>,
+    values: boxcar::Vec<Entry>,
+    next: usize,
+}
+
+impl Default for BoxcarChunk {
+    fn default() -> Self {
+        Self {
+            states: (0..FLOOR_RETAINED).map(|_| AtomicU64::new(0)).collect(),
+            values: boxcar::Vec::new(),
+            next: 0,
+        }
+    }
+}
 
 impl Workload for BoxcarFloor {
     fn run(&self, thread: usize, _threads: usize, ops: u64) {
         const EMPTY: u64 = 0;
-        let new_states =
-            || -> Box<[AtomicU64]> { (0..FLOOR_CHUNK).map(|_| AtomicU64::new(EMPTY)).collect() };
         let tag = (thread as u64) << 40;
-        let mut states = new_states();
-        let mut values = boxcar::Vec::new();
-        for i in 0..ops {
-            let index = (i % FLOOR_CHUNK as u64) as usize;
-            if index == 0 && i > 0 {
-                states = new_states();
-                values = boxcar::Vec::new();
+        self.0.with(thread, |chunk| {
+            for i in 0..ops {
+                if chunk.next == FLOOR_RETAINED {
+                    let full = std::mem::take(chunk);
+                    let taken: Vec<Entry> = full.values.into_iter().collect();
+                    drop(std::hint::black_box(taken));
+                }
+                let at = chunk.values.push(tag | i);
+                let _ = std::hint::black_box(chunk.states[chunk.next].compare_exchange(
+                    EMPTY,
+                    (at as u64) << 2 | 1,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ));
+                chunk.next += 1;
             }
-            let at = values.push(tag | i);
-            let _ = std::hint::black_box(states[index].compare_exchange(
-                EMPTY,
-                (at as u64) << 2 | 1,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ));
-        }
-        drop(std::hint::black_box(values));
+        });
     }
 }
 
@@ -556,11 +615,13 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record",
+            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept and then moved out into a Vec",
             impls: {
                 let mut rows = impls!(65_536, 0);
-                rows.push(("write-once-floor", || Box::new(WriteOnceFloor)));
-                rows.push(("boxcar-floor", || Box::new(BoxcarFloor)));
+                rows.push(("write-once-floor", || {
+                    Box::new(WriteOnceFloor(PerThread::new()))
+                }));
+                rows.push(("boxcar-floor", || Box::new(BoxcarFloor(PerThread::new()))));
                 rows
             },
         },
