@@ -1016,12 +1016,6 @@ pub(crate) fn cache_page(ring: u64, page: CachedPage) {
     drop(previous);
 }
 
-/// Under loom the cache is off: every write loads its window (the
-/// protocol loom checks; the cache only skips a load whose result the
-/// owner already knows).
-#[cfg(raceless_loom)]
-pub(crate) fn cache_page(_ring: u64, _page: CachedPage) {}
-
 /// The audit log's clock: a cheap reading that every thread can compare.
 ///
 /// Normally `quanta::Clock::raw`: the CPU's time-stamp counter where it is

@@ -152,9 +152,11 @@
 //! `capacity` records per stripe (and dropping the page two behind), and of
 //! keeping up to `2 × capacity` records per stripe.
 
+#[cfg(not(raceless_loom))]
+use crate::sync::cache_page;
 use crate::sync::{
-    cache_page, thread_stamp, AppendVec, Arc, ArcSwapOption, AtomicU64, CachePadded, CachedPage,
-    GuardOption, Ordering, StampClock, ThreadStamp, AUDIT_STRIPES,
+    thread_stamp, AppendVec, Arc, ArcSwapOption, AtomicU64, CachePadded, CachedPage, GuardOption,
+    Ordering, StampClock, ThreadStamp, AUDIT_STRIPES,
 };
 
 /// One logged event, its stamp and its position in its stripe.
