@@ -15,6 +15,7 @@
 //! | [`ArcSwapOption`]| `arc_swap::ArcSwapOption`         | a loom `RwLock<Option<Arc<T>>>`       |
 //! | [`EpochCell`]    | `sdd::AtomicShared` (epoch-reclaimed, a mark in its tag bits) | a loom `RwLock<(Arc<T>, bool)>` |
 //! | [`SetOnce`]      | `std::sync::OnceLock`             | a `OnceLock` + loom `AtomicBool` flag |
+//! | [`AppendVec`]    | `boxcar::Vec` (bounded use)       | `SetOnce` cells + a loom index counter |
 //!
 //! The stand-ins implement exactly the documented contract of the real
 //! structures (each map operation and each cell operation is atomic and
@@ -924,6 +925,68 @@ impl<T> SetOnce<T> {
     }
 }
 
+/// A bounded append-only vector (`boxcar::Vec`, its buckets allocated up
+/// front): `push` takes a unique index (one `fetch_add`), writes the value
+/// in place and publishes it (release store of the entry's flag, then a
+/// `fetch_add` of the count); `get` and `iter` see a value once its push
+/// published it (acquire). Lock-free; no dynamic call, unlike a
+/// `OnceLock` per cell. Used with at most `capacity` pushes.
+#[cfg(not(raceless_loom))]
+pub(crate) struct AppendVec<T>(boxcar::Vec<T>);
+
+#[cfg(not(raceless_loom))]
+impl<T> AppendVec<T> {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self(boxcar::Vec::with_capacity(capacity))
+    }
+    /// Appends `value`; returns its index.
+    #[inline]
+    pub(crate) fn push(&self, value: T) -> usize {
+        self.0.push(value)
+    }
+    /// The value at `index`, once its push has published it.
+    #[inline]
+    pub(crate) fn get(&self, index: usize) -> Option<&T> {
+        self.0.get(index)
+    }
+    /// Every published value.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, value)| value)
+    }
+}
+
+/// Stand-in under loom: `capacity` [`SetOnce`] cells and a loom counter
+/// handing out the indices (`Relaxed`: only uniqueness), so loom explores
+/// the publication (release on `set`, acquire on `get`) of every value.
+#[cfg(raceless_loom)]
+pub(crate) struct AppendVec<T> {
+    cells: Box<[SetOnce<T>]>,
+    next: AtomicUsize,
+}
+
+#[cfg(raceless_loom)]
+impl<T> AppendVec<T> {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            cells: (0..capacity).map(|_| SetOnce::new()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+    pub(crate) fn push(&self, value: T) -> usize {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        match self.cells.get(index).map(|cell| cell.set(value)) {
+            Some(Ok(())) => index,
+            _ => panic!("AppendVec: more pushes than its capacity"),
+        }
+    }
+    pub(crate) fn get(&self, index: usize) -> Option<&T> {
+        self.cells.get(index)?.get()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.cells.iter().filter_map(SetOnce::get)
+    }
+}
+
 impl<K: Eq + Hash, V: Clone> ShardedMap<K, V> {
     /// A clone of the value of `key` (for `Arc` values: a reference-count
     /// bump), taken with the shard read-locked and released at once.
@@ -991,6 +1054,42 @@ pub(crate) struct ThreadStamp {
     pub(crate) owned: bool,
     /// `max(clock, the thread's previous stamp)`.
     pub(crate) stamp: u64,
+    /// The page the thread cached for the log `ring` it asked about (see
+    /// [`PageCache`]), moved out of the cache: the caller puts it back
+    /// with [`cache_page`].
+    pub(crate) cached: Option<CachedPage>,
+}
+
+/// A page of an audit log, type-erased so that one thread-local cache
+/// serves logs of every event type (a `std` `Arc` even under loom, where
+/// the cache is off).
+pub(crate) type CachedPage = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// The calling thread's cache of the audit page it writes: the log's id
+/// and the current page of the thread's own stripe in that log. Only the
+/// thread that holds a stripe index installs pages on that stripe, so
+/// while it owns it the page it installed last stays the stripe's current
+/// page until it installs the next one: the owner finds its page here
+/// instead of loading the stripe's window (an arc-swap read, two
+/// read-modify-writes). One entry: a thread emitting on two logs in turn
+/// misses and loads the window, as without the cache. The entry keeps one
+/// page (at most `capacity` events) of the last log the thread wrote
+/// alive until the thread writes another log or exits.
+#[cfg(not(raceless_loom))]
+type PageCache = std::cell::Cell<Option<(u64, CachedPage)>>;
+
+/// Puts `page` of log `ring` into the calling thread's cache (after
+/// [`thread_stamp`] moved it out, or after a miss). Whatever the cache
+/// held before is dropped after the cache is updated, so a destructor it
+/// runs (an event's) may use the log again.
+#[cfg(not(raceless_loom))]
+#[inline]
+pub(crate) fn cache_page(ring: u64, page: CachedPage) {
+    let previous = THREAD_STRIPE
+        .try_with(|slot| slot.pages.replace(Some((ring, page))))
+        .ok()
+        .flatten();
+    drop(previous);
 }
 
 /// The audit log's clock: a cheap reading that every thread can compare.
@@ -1069,18 +1168,29 @@ impl StampClock {
 /// is held, a thread uses one of the shared stripes (by a hash of an
 /// address on its stack), as does an emit during thread teardown: see the audit module
 /// for what sharing costs.
+///
+/// `ring`: the id of the log asking; its cached page, if the thread has
+/// one, is moved out into [`ThreadStamp::cached`] (owned stripes only).
 #[cfg(not(raceless_loom))]
 #[inline]
-pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
+pub(crate) fn thread_stamp(clock: &StampClock, ring: u64) -> ThreadStamp {
     let now = clock.read();
     THREAD_STRIPE
         .try_with(|slot| {
             let stamp = now.max(slot.last.get());
             slot.last.set(stamp);
+            let cached = match slot.pages.take() {
+                Some((id, page)) if id == ring && slot.owned => Some(page),
+                other => {
+                    slot.pages.set(other);
+                    None
+                }
+            };
             ThreadStamp {
                 index: slot.index,
                 owned: slot.owned,
                 stamp,
+                cached,
             }
         })
         // During thread teardown (an emit from another thread-local's
@@ -1090,6 +1200,7 @@ pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
             index: AUDIT_OWNED_STRIPES,
             owned: false,
             stamp: now,
+            cached: None,
         })
 }
 
@@ -1113,6 +1224,8 @@ mod stripes {
         /// Whether `index` is this thread's own (to give back on exit).
         pub(crate) owned: bool,
         pub(crate) last: Cell<u64>,
+        /// See [`PageCache`](super::PageCache).
+        pub(crate) pages: super::PageCache,
     }
 
     impl ThreadStripe {
@@ -1126,6 +1239,7 @@ mod stripes {
                         index: super::shared_stripe(),
                         owned: false,
                         last: Cell::new(0),
+                        pages: Cell::new(None),
                     };
                 }
                 let index = free.trailing_zeros() as usize;
@@ -1144,6 +1258,7 @@ mod stripes {
                             owned: true,
                             // Relaxed: ordered by the Acquire above.
                             last: Cell::new(FLOOR[index].load(Ordering::Relaxed)),
+                            pages: Cell::new(None),
                         };
                     }
                     Err(now) => claimed = now,
@@ -1184,7 +1299,7 @@ fn shared_stripe() -> usize {
 /// spawn order), so models have threads alone on their stripes and threads
 /// sharing one; the previous stamp lives in a loom thread-local.
 #[cfg(raceless_loom)]
-pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
+pub(crate) fn thread_stamp(clock: &StampClock, _ring: u64) -> ThreadStamp {
     loom::thread_local! {
         static LAST: std::cell::Cell<u64> = std::cell::Cell::new(0);
     }
@@ -1205,5 +1320,6 @@ pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
         index: if owned { number } else { AUDIT_OWNED_STRIPES },
         owned,
         stamp,
+        cached: None,
     }
 }

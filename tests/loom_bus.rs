@@ -215,6 +215,39 @@ fn recv_is_woken_by_emit() {
     });
 }
 
+/// A receiver waiting in `recv` on a channel of capacity 1 while two
+/// emitters push: the second push can find the queue full and evict, and
+/// wakes only if its lag count is the first unreported one, yet the
+/// receiver is never left asleep with its events unaccounted for (loom
+/// reports a deadlock if it is): it gets both events, or one and a lag of
+/// one. Fails (deadlock) when evicting pushes never wake — the receiver
+/// takes the new event and sleeps before the eviction's unit is added —
+/// and when a push that does not evict skips its wake.
+#[test]
+fn evicting_pushes_lose_no_wake_up() {
+    loom::model(|| {
+        let bus = Arc::new(EventBus::<Ev>::new(0));
+        let mut rx = bus.subscribe_channel(1, 1).unwrap();
+        let emitters: Vec<_> = (0..2)
+            .map(|n| {
+                let bus = bus.clone();
+                thread::spawn(move || assert_eq!(bus.emit(ev(1, n)).delivered, 1))
+            })
+            .collect();
+        let mut accounted = 0;
+        while accounted < 2 {
+            match loom::future::block_on(rx.recv()) {
+                Ok(_) => accounted += 1,
+                Err(RecvError::Lagged(n)) => accounted += n,
+                Err(other) => panic!("the bus is alive: {other:?}"),
+            }
+        }
+        for emitter in emitters {
+            emitter.join().unwrap();
+        }
+    });
+}
+
 /// Dropping the bus wakes a receiver waiting in `recv` on another thread
 /// with `Closed` (after the event queued before), and the receiver does
 /// not keep the bus alive.

@@ -14,11 +14,12 @@
 //! decrease. The log orders records by the key
 //! `(stamp, stripe, position)` and keeps the newest `capacity` by that key.
 //!
-//! A stripe is the write-once paged ring a single log would be, used by its
-//! own thread: its `next` counter gives each record a *position* in the
-//! stripe (dense, from 0), positions are grouped into *pages* of
-//! `capacity` write-once cells ([`SetOnce`], i.e. `std::sync::OnceLock`), and
-//! the stripe holds a *window* of its two newest pages in an RCU cell:
+//! A stripe is the paged ring a single log would be, used by its own
+//! thread: its `next` counter gives each record a *position* in the stripe
+//! (dense, from 0), positions are grouped into *pages* of `capacity`
+//! positions whose records are appended to the page's bounded append-only
+//! vector ([`AppendVec`], i.e. `boxcar::Vec`, at most `capacity` pushes),
+//! and the stripe holds a *window* of its two newest pages in an RCU cell:
 //!
 //! ```text
 //! record(event, deliver):                         # on every emit
@@ -27,18 +28,22 @@
 //!     else:     pos = stripe[s].next.fetch_add(1, Relaxed)               # a shared stripe
 //!     rec = Record { stamp, pos, event }          # the event is moved, not copied
 //!     p = pos / capacity
-//!     loop:
-//!         w = stripe[s].window.load()             # arc-swap
-//!         if w.current.number >= p: break
-//!         window.compare_and_swap(w, w advanced to p)   # the first record of page p installs it
-//!     if w has page p: cell = w.page(p)[pos % capacity]; cell.set(rec); deliver(&cell.get().event)
+//!     if owned and the thread's cached page is (this log, page p):
+//!         page = cached                           # no window load (see "The owner's page cache")
+//!     else:
+//!         loop:
+//!             w = stripe[s].window.load()         # arc-swap
+//!             if w.current.number >= p: break
+//!             window.compare_and_swap(w, w advanced to p)   # the first record of page p installs it
+//!         page = w.page(p)                        # an owner caches it
+//!     if page: i = page.records.push(rec); deliver(&page.records.get(i).event)
 //!     else: deliver(&rec.event)                   # two pages behind (only when a stripe is shared)
 //!
 //! advanced to p:  current = new page p,
 //!                 previous = old current if it is page p − 1, else a new page p − 1
 //!
 //! snapshot():
-//!     for every stripe: w = window.load(); collect every set cell of both pages
+//!     for every stripe: w = window.load(); collect every published record of both pages
 //!     sort by (stamp, stripe, pos), keep the last `capacity`, clone the events out
 //! ```
 //!
@@ -46,18 +51,35 @@
 //! bus pays only for the stripes its emitting threads use: at most
 //! `2 × capacity` events per stripe in use.
 //!
+//! # The owner's page cache
+//!
+//! Only the thread that holds a stripe index installs pages on that
+//! stripe (shared stripes excepted), so the page it installed last stays
+//! the stripe's current page until it installs the next one. The thread
+//! keeps that page with the log's id in its thread-local stripe state
+//! (`PageCache` in `sync`, one entry): when the record's page number is
+//! the cached page's, it appends there without loading the window (an
+//! arc-swap read: two read-modify-writes); otherwise it loads the window
+//! as above and caches the page it finds. The cached page is the window's
+//! page object of that number (each page number has one page object while
+//! it is in its stripe's window, below), so appending to it is appending
+//! to the window's. A new owner of an index starts with no cached page.
+//! The cache changes no shared state and no ordering: it replaces a load
+//! whose result only this thread could have changed. Under loom it is off.
+//!
 //! # Guarantees and why they hold
 //!
 //! - **None twice.** A stripe's positions are unique (an owned stripe has
 //!   one writer at a time, and a new owner's claim acquires the previous
 //!   owner's stores; a shared stripe draws them with `fetch_add`), each
-//!   record is set into one cell once, each page number has one page
+//!   record is pushed into one page once, each page number has one page
 //!   object while it is in its stripe's window (an install of page `p`
 //!   creates page `p − 1` only when the current page is older than `p − 1`,
-//!   so no window held it before), and a snapshot reads each cell of each
-//!   page it loaded once.
-//! - **None torn.** A record is immutable once set; `OnceLock::set`
-//!   publishes it (release) and `get` acquires it.
+//!   so no window held it before), and a snapshot reads each record of
+//!   each page it loaded once.
+//! - **None torn.** A record is immutable once pushed; the push publishes
+//!   it (a release store of its entry's flag) and `get` and iteration
+//!   acquire it.
 //! - **Never over capacity.** A snapshot keeps at most `capacity` records.
 //! - **One thread's events keep their order.** A thread keeps its stripe
 //!   index for its life, its stamps never decrease, and its records take
@@ -73,8 +95,9 @@
 //!   `capacity` records with the largest keys. Every later position of its
 //!   stripe has a larger key, so fewer than `capacity` positions follow
 //!   `r`'s; an emitter of page `p` loads windows until the current page is
-//!   at least `p` and sets its record into page `p` unless the current page
-//!   has reached `p + 2` (`capacity + 1` positions later), so once every
+//!   at least `p` (or, as the owner, finds page `p` in its cache: the page
+//!   it installed, still current) and appends its record to page `p`
+//!   unless the current page has reached `p + 2` (`capacity + 1` positions later), so once every
 //!   emit has returned, the stripe's window holds `r`. The snapshot sorts
 //!   all windows by key and keeps the last `capacity`: exactly the newest.
 //!   *Shared stripes* (used only while more than
@@ -89,7 +112,9 @@
 //!   after the thread's stripe state is gone uses the first shared stripe
 //!   and the clock as it is: its place among the thread's earlier events
 //!   then rests on the clock being monotonic across cores.
-//! - **Lock-free.** `set` never waits (one writer per cell); the install loop
+//! - **Lock-free.** A push never waits or allocates (a page gets at most
+//!   `capacity` pushes, one per position, into buckets allocated with the
+//!   page); the install loop
 //!   retries only when another install on the stripe succeeded, each of
 //!   which raises its current page.
 //!
@@ -98,7 +123,7 @@
 //! cross-core skew (nanoseconds on an invariant TSC) are in real-time order;
 //! closer ones may come in either order. A snapshot taken while emits run
 //! is consistent per record, not across records: it can miss an event whose
-//! emitter has taken its position but not set it yet, and show an older one
+//! emitter has taken its position but not pushed it yet, and show an older one
 //! instead.
 //!
 //! # Orderings
@@ -109,8 +134,11 @@
 //! coherence (one thread's positions increase) are used; `next` publishes
 //! nothing, and it stays on its stripe's cache line. Pages are
 //! published by arc-swap's compare-and-swap and acquired by its load (a
-//! page is fully built before it is installed); records by `OnceLock`
-//! (release on `set`, acquire on `get`). The stripe-index claim is a
+//! page is fully built before it is installed); records by the page's
+//! push (boxcar: a `Relaxed` `fetch_add` for the index, a release store of
+//! the entry's flag after the write; `get` and iteration load it with
+//! acquire). The owner's page cache is thread-local and orders nothing:
+//! its page was acquired by a window load or built by this thread. The stripe-index claim is a
 //! compare-and-swap with `Acquire`, its give-back a `fetch_and` with
 //! `Release` (see [`thread_stamp`]). The clock reading synchronizes
 //! nothing.
@@ -120,13 +148,15 @@
 //! A ring that overwrites its cells in place needs either a lock per cell,
 //! an atomic pointer swap per write (`arc_swap` cells: every write walks
 //! the readers' debt lists), or `unsafe` (a seqlock over `MaybeUninit`).
-//! Write-once pages avoid all three at the price of one page allocation per
+//! Append-only pages avoid all three at the price of one page allocation per
 //! `capacity` records per stripe (and dropping the page two behind), and of
 //! keeping up to `2 × capacity` records per stripe.
 
+#[cfg(not(raceless_loom))]
+use crate::sync::cache_page;
 use crate::sync::{
-    thread_stamp, Arc, ArcSwapOption, AtomicU64, CachePadded, GuardOption, Ordering, SetOnce,
-    StampClock, ThreadStamp, AUDIT_STRIPES,
+    thread_stamp, AppendVec, Arc, ArcSwapOption, AtomicU64, CachePadded, CachedPage, GuardOption,
+    Ordering, StampClock, ThreadStamp, AUDIT_STRIPES,
 };
 
 /// One logged event, its stamp and its position in its stripe.
@@ -136,18 +166,19 @@ pub(crate) struct Record<E> {
     event: E,
 }
 
-/// The write-once cells of the positions
-/// `number · capacity .. (number + 1) · capacity` of one stripe.
+/// The records of the positions
+/// `number · capacity .. (number + 1) · capacity` of one stripe, in the
+/// order their emitters appended them (at most `capacity`).
 struct Page<E> {
     number: u64,
-    cells: Box<[SetOnce<Record<E>>]>,
+    records: AppendVec<Record<E>>,
 }
 
 impl<E> Page<E> {
     fn new(number: u64, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             number,
-            cells: (0..capacity).map(|_| SetOnce::new()).collect(),
+            records: AppendVec::with_capacity(capacity),
         })
     }
 }
@@ -215,6 +246,16 @@ pub(crate) struct AuditRing<E> {
     capacity: usize,
     /// `None` when the log is disabled.
     clock: Option<StampClock>,
+    /// Unique per log in the process: the key of the threads' page caches.
+    id: u64,
+}
+
+/// The ids of audit logs. A plain `std` atomic even under loom: it only
+/// has to hand out distinct numbers (`Relaxed`), and the cache it keys is
+/// off under loom.
+fn next_ring_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<E> AuditRing<E> {
@@ -232,6 +273,7 @@ impl<E> AuditRing<E> {
                 .collect(),
             capacity,
             clock: (capacity > 0).then(StampClock::new),
+            id: if capacity > 0 { next_ring_id() } else { 0 },
         }
     }
 
@@ -243,7 +285,10 @@ impl<E> AuditRing<E> {
     /// Logs `event` (moved, never cloned) and runs `deliver` on it as it
     /// sits in the log (the emit path calls the handlers there).
     #[inline]
-    pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R {
+    pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R
+    where
+        E: Send + Sync + 'static,
+    {
         let Some(clock) = &self.clock else {
             return deliver(&event);
         };
@@ -251,12 +296,79 @@ impl<E> AuditRing<E> {
             index,
             owned,
             stamp,
-        } = thread_stamp(clock);
+            cached,
+        } = thread_stamp(clock, self.id);
         let Some(stripe) = self.stripes.get(index) else {
             return deliver(&event);
         };
         let pos = stripe.take_position(owned);
-        self.place(stripe, Record { stamp, pos, event }, deliver)
+        let record = Record { stamp, pos, event };
+        if owned {
+            self.place_owned(stripe, record, cached, deliver)
+        } else {
+            self.place(stripe, record, deliver)
+        }
+    }
+
+    /// [`place`](Self::place) for the stripe's owner: its cached page, if
+    /// it is the page of the record's position, is the stripe's current
+    /// page (see `PageCache` in `sync`), so the window is not loaded.
+    #[cfg(not(raceless_loom))]
+    #[inline]
+    fn place_owned<R: Default>(
+        &self,
+        stripe: &Stripe<E>,
+        record: Record<E>,
+        cached: Option<CachedPage>,
+        deliver: impl FnOnce(&E) -> R,
+    ) -> R
+    where
+        E: Send + Sync + 'static,
+    {
+        let number = record.pos / self.capacity as u64;
+        let page = match cached.map(CachedPage::downcast::<Page<E>>) {
+            Some(Ok(page)) if page.number == number => page,
+            _ => {
+                let window = self.window_for(stripe, record.pos);
+                match &*window {
+                    Some(w) if w.current.number == number => Arc::clone(&w.current),
+                    // Not for an owner (its positions are consecutive and
+                    // it alone installs pages); placed through the window.
+                    _ => return self.place(stripe, record, deliver),
+                }
+            }
+        };
+        let out = Self::append_and_deliver(&page, record, deliver);
+        cache_page(self.id, page);
+        out
+    }
+
+    /// Under loom the page cache is off (see `cache_page` in `sync`).
+    #[cfg(raceless_loom)]
+    fn place_owned<R: Default>(
+        &self,
+        stripe: &Stripe<E>,
+        record: Record<E>,
+        _cached: Option<CachedPage>,
+        deliver: impl FnOnce(&E) -> R,
+    ) -> R {
+        self.place(stripe, record, deliver)
+    }
+
+    /// Appends `record` to `page` (the page of its position) and delivers
+    /// the stored event.
+    #[inline]
+    fn append_and_deliver<R: Default>(
+        page: &Page<E>,
+        record: Record<E>,
+        deliver: impl FnOnce(&E) -> R,
+    ) -> R {
+        let index = page.records.push(record);
+        match page.records.get(index) {
+            Some(stored) => deliver(&stored.event),
+            // Unreachable: a push's own value is published when it returns.
+            None => R::default(),
+        }
     }
 
     /// Puts `record` into its stripe's window and delivers its event.
@@ -267,17 +379,9 @@ impl<E> AuditRing<E> {
         deliver: impl FnOnce(&E) -> R,
     ) -> R {
         let window = self.window_for(stripe, record.pos);
-        match self.cell(&window, record.pos) {
-            // The only writer of this cell: `set` succeeds and never waits.
-            Some(cell) => match cell.set(record) {
-                Ok(()) => match cell.get() {
-                    Some(stored) => deliver(&stored.event),
-                    // Unreachable: `get` after a successful `set` is `Some`.
-                    None => R::default(),
-                },
-                // Unreachable (one writer per cell); deliver it unlogged.
-                Err(record) => deliver(&record.event),
-            },
+        let number = record.pos / self.capacity as u64;
+        match window.as_ref().and_then(|w| w.page(number)) {
+            Some(page) => Self::append_and_deliver(page, record, deliver),
             // Two pages behind: `capacity + 1` later positions exist.
             None => deliver(&record.event),
         }
@@ -301,21 +405,6 @@ impl<E> AuditRing<E> {
         }
     }
 
-    /// The cell of `pos` in `window`, if its page is there.
-    fn cell<'w>(
-        &self,
-        window: &'w Option<Arc<Window<E>>>,
-        pos: u64,
-    ) -> Option<&'w SetOnce<Record<E>>> {
-        let capacity = self.capacity as u64;
-        // `pos % capacity < capacity == cells.len()`: always in bounds.
-        window
-            .as_ref()?
-            .page(pos / capacity)?
-            .cells
-            .get((pos % capacity) as usize)
-    }
-
     /// The logged events, oldest first.
     pub(crate) fn snapshot(&self) -> Vec<E>
     where
@@ -334,7 +423,7 @@ impl<E> AuditRing<E> {
             .flat_map(|(stripe, window)| {
                 std::iter::once(&window.current)
                     .chain(&window.previous)
-                    .flat_map(|page| page.cells.iter().filter_map(SetOnce::get))
+                    .flat_map(|page| page.records.iter())
                     .map(move |r| (r.stamp, *stripe, r.pos, &r.event))
             })
             .collect();
@@ -489,7 +578,7 @@ mod loom_models {
     /// Records `event` and returns its stamp.
     fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
         let clock = ring.clock.as_ref().expect("an enabled ring");
-        let at = thread_stamp(clock);
+        let at = thread_stamp(clock, ring.id);
         let stripe = &ring.stripes[at.index];
         let pos = stripe.take_position(at.owned);
         let stamp = at.stamp;

@@ -15,8 +15,10 @@
 //!
 //! **push** (inside `emit`, once per channel subscribed to the kind):
 //! `queue.force_push(event.clone())`; if it evicted the oldest event,
-//! `lagged.fetch_add(1)`; then `waker.wake()`. Nothing here waits: a full
-//! queue is not a reason to block, it costs the consumer its oldest event.
+//! `lagged.fetch_add(1)`, and `waker.wake()` only if that found 0; a push
+//! that did not evict always wakes. Nothing here waits: a full queue is
+//! not a reason to block, it costs the consumer its oldest event. See *no
+//! lost wake-up* below for the wakes evicting pushes skip.
 //!
 //! **try_recv**: `missed = lagged.swap(0)`; `missed > 0` → `Lagged(missed)`;
 //! else `queue.pop()` → the event; else if `closed` → pop once more (an
@@ -30,6 +32,35 @@
 //! `AtomicWaker` documents (its `register` and `wake` synchronize through
 //! its `AcqRel` state word), so no wake-up is lost (loom model
 //! `recv_is_woken_by_emit`).
+//!
+//! *No lost wake-up with silent evictions:* a receiver returns `Pending`
+//! only after its second check found no lag to report and the queue
+//! empty, with its waker registered before that check. Two things can
+//! make it ready again, and each one wakes it:
+//! - *an event.* A push that evicts found the queue full, so between that
+//!   check and this push at least `capacity` pushes into a queue that was
+//!   not full took place after the check (evictions do not change the
+//!   length, pops only shorten it); each of those wakes, and the first of
+//!   them is after the check, so it wakes the registered waker (the
+//!   argument above). Its emit may still be running when the evicting one
+//!   returns, but it waits for nothing before its `wake`.
+//! - *a lag count.* An eviction adds its unit after its `force_push`, so
+//!   the receiver may have taken the new event and gone to sleep before
+//!   the unit is added. The push whose `fetch_add` finds 0 wakes after
+//!   adding: its unit is after every earlier `swap` in `lagged`'s
+//!   modification order, the woken receiver's next `swap` comes after the
+//!   add (the add, the wake's `AcqRel` read-modify-write of the waker
+//!   state and the receiver's registration or poll are ordered), and a
+//!   `swap` takes every unit before it. A push whose `fetch_add` finds
+//!   `n > 0` needs no wake: no `swap` came between the add that found 0
+//!   and its own, so the `swap` that takes that unit — which the first
+//!   push's wake guarantees — takes its unit too.
+//!
+//! (loom model `evicting_pushes_lose_no_wake_up`, which deadlocks if an
+//! evicting push never wakes, or if a push that does not evict skips its
+//! wake.) The emits into a full queue nobody drains thus never touch the
+//! waker's state word (two read-modify-writes per `wake` on a line every
+//! emitter shares): the lag count stays above 0.
 //!
 //! *Linearization points:* an event is delivered at the `force_push` that
 //! puts it in the queue, received at the `pop` that takes it out, and lost
@@ -295,12 +326,21 @@ impl<E> Channel<E> {
     /// Queues `event`, evicting (and counting) the oldest if full, and
     /// wakes the receiver. Never waits. The evicted event is dropped after
     /// the queue operation, outside anything shared.
+    ///
+    /// A push that evicts wakes only if its count is the first one not yet
+    /// reported (the `fetch_add` found 0); see the module docs. On a full
+    /// queue nobody drains, the emits then touch no waker state at all.
     pub(crate) fn push(&self, event: E) {
-        if let Some(evicted) = self.queue.force_push(event) {
-            self.lagged.fetch_add(1, Ordering::Relaxed);
-            drop(evicted);
+        match self.queue.force_push(event) {
+            Some(evicted) => {
+                let unreported = self.lagged.fetch_add(1, Ordering::Relaxed);
+                drop(evicted);
+                if unreported == 0 {
+                    self.waker.wake();
+                }
+            }
+            None => self.waker.wake(),
         }
-        self.waker.wake();
     }
 
     /// Marks the channel closed and wakes the receiver: it drains what is
