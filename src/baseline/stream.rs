@@ -16,12 +16,13 @@ use std::sync::Arc;
 use super::{Lock, MutexKind, StdMutex};
 use crate::clock::SharedClock;
 use crate::stream::registry::IdSource;
+use crate::stream::session::SlotState;
 use crate::stream::session::View;
 use crate::stream::{
     ActiveStream, Busy, Pending, Saves, Session, SessionSnapshot, StreamId, StreamOptions,
     StreamSlots,
 };
-use crate::sync::MapHasher;
+use crate::sync::{Loaded, MapHasher, Pin};
 
 /// One lock per session id (the seed's `_get_session_agent_lock`).
 type SessionLocks<M> = HashMap<String, Arc<<M as MutexKind>::Mutex<()>>, MapHasher>;
@@ -104,17 +105,12 @@ pub(super) fn clear_locked(
     session: &Session,
     stream_id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let (current, emptied) = session.slot.load_owned();
-    let current = View {
-        value: &current,
-        emptied,
-    };
-    if current.active_id() != Some(stream_id) {
+    let pin = Pin::new();
+    let current = session.slot.load(&pin);
+    if View::of(&current).active_id() != Some(stream_id) {
         return None;
     }
-    let next = current.next(None);
-    drop(session.slot.swap(next.clone()));
-    Some(move || session.snapshot_of(View::installed(&next)))
+    Some(empty_locked(session, &current, &pin))
 }
 
 /// `finish`'s step under the session's lock: empties the slot if it holds
@@ -123,17 +119,33 @@ pub(super) fn finish_locked(
     session: &Session,
     id: StreamId,
 ) -> Option<impl FnOnce() -> SessionSnapshot + '_> {
-    let (current, emptied) = session.slot.load_owned();
-    let current = View {
-        value: &current,
-        emptied,
-    };
-    if !current.holds(id) {
+    let pin = Pin::new();
+    let current = session.slot.load(&pin);
+    if !View::of(&current).holds(id) {
         return None;
     }
-    let next = current.next(None);
-    drop(session.slot.swap(next.clone()));
-    Some(move || session.snapshot_of(View::installed(&next)))
+    Some(empty_locked(session, &current, &pin))
+}
+
+/// Empties the slot by marking its value `current` *emptied*, as the
+/// lock-free registry does (no allocation: the baselines pay no more for
+/// the shared [`Session`] slot than the type under test). The session's
+/// lock excludes every other writer of the slot, so the mark succeeds.
+/// Returns the emptied slot's snapshot, to be taken after unlocking.
+fn empty_locked<'s>(
+    session: &'s Session,
+    current: &Loaded<'_, SlotState>,
+    pin: &Pin,
+) -> impl FnOnce() -> SessionSnapshot + 's {
+    let marked = session.empty(current, pin);
+    debug_assert!(marked, "the session's lock excludes other writers");
+    let (value, emptied) = session.slot.load_owned();
+    move || {
+        session.snapshot_of(View {
+            value: &value,
+            emptied,
+        })
+    }
 }
 
 impl<S: Send + Sync + 'static, M: MutexKind> StreamSlots<S> for MutexStreams<S, M> {
