@@ -903,7 +903,7 @@ fn stripe_hint() -> usize {
 /// closes must cancel and readers must skip, which loom checks.
 const LEASE: u32 = if cfg!(raceless_loom) { 2 } else { 32 };
 
-/// A process-wide id per log, for matching a thread's lease to its log. A
+/// A process-wide id per log, for matching a [`Recorder`]'s lease to its log. A
 /// std atomic on purpose: not part of the protocol (loom never sees it).
 fn next_log_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -496,19 +496,51 @@ impl<S: Default> PerThread<S> {
     }
 }
 
-/// Reference row: the least a record can cost on std's write-once cell.
-/// An entry must be published to readers the moment `record_change`
-/// returns, and std's non-blocking write-once cell for a generic value is
-/// `OnceLock` (two read-modify-writes inside `Once`, behind a dyn call); a
-/// concurrent seal must then be told apart from the write without waiting,
-/// which takes one compare-and-swap on the slot's state. So per record: one
-/// `OnceLock::set` and one compare-and-swap on a slot of the thread's own
-/// preallocated chunk, which holds [`FLOOR_RETAINED`] records before they
-/// are moved out into a `Vec` — no changeset, no lease, no root, nothing
-/// shared. ([`BoxcarFloor`] is the same on `boxcar`, which the log uses.)
-struct WriteOnceFloor(PerThread<WriteOnceChunk>);
+/// One thread's storage of a floor row: [`FLOOR_RETAINED`] records, each
+/// published and committed as a record must be, then moved out.
+trait FloorChunk: Default + Send + 'static {
+    /// Publishes `entry` in the next slot and commits the slot with one
+    /// compare-and-swap (what a concurrent seal must be able to race with).
+    fn record(&mut self, entry: Entry);
+    /// Whether all [`FLOOR_RETAINED`] slots are used.
+    fn is_full(&self) -> bool;
+    /// The records, moved out into a `Vec` as `take` moves a changeset's.
+    fn take(self) -> Vec<Entry>;
+}
 
-/// A [`WriteOnceFloor`] thread's chunk and its next free slot.
+/// Reference row: per record one [`FloorChunk::record`] into the thread's
+/// own chunk, which holds [`FLOOR_RETAINED`] records before they are moved
+/// out — no changeset, no lease, no root, nothing shared.
+struct Floor<S>(PerThread<S>);
+
+impl<S: FloorChunk> Floor<S> {
+    fn row() -> Box<dyn Workload> {
+        Box::new(Self(PerThread::new()))
+    }
+}
+
+impl<S: FloorChunk> Workload for Floor<S> {
+    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+        let tag = (thread as u64) << 40;
+        self.0.with(thread, |chunk| {
+            for i in 0..ops {
+                if chunk.is_full() {
+                    drop(std::hint::black_box(std::mem::take(chunk).take()));
+                }
+                chunk.record(tag | i);
+            }
+        });
+    }
+}
+
+/// [`Floor`] on std's write-once cell. An entry must be published to
+/// readers the moment `record_change` returns, and std's non-blocking
+/// write-once cell for a generic value is `OnceLock` (two read-modify-writes
+/// inside `Once`, behind a dyn call); a concurrent seal must then be told
+/// apart from the write without waiting, which takes one compare-and-swap
+/// on the slot's state. So per record: one `OnceLock::set` and one
+/// compare-and-swap on a slot of the thread's own preallocated chunk.
+/// ([`BoxcarChunk`] is the same on `boxcar`, which the log uses.)
 struct WriteOnceChunk {
     slots: Box<[(AtomicU32, OnceLock<Entry>)]>,
     next: usize,
@@ -525,50 +557,40 @@ impl Default for WriteOnceChunk {
     }
 }
 
-impl Workload for WriteOnceFloor {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+impl FloorChunk for WriteOnceChunk {
+    fn record(&mut self, entry: Entry) {
         const EMPTY: u32 = 0;
         const WRITTEN: u32 = 1;
-        let tag = (thread as u64) << 40;
-        self.0.with(thread, |chunk| {
-            for i in 0..ops {
-                if chunk.next == FLOOR_RETAINED {
-                    let full = std::mem::take(chunk);
-                    let taken: Vec<Entry> = full
-                        .slots
-                        .into_vec()
-                        .into_iter()
-                        .filter_map(|(_, value)| value.into_inner())
-                        .collect();
-                    drop(std::hint::black_box(taken));
-                }
-                let (state, value) = &chunk.slots[chunk.next];
-                chunk.next += 1;
-                let _ = std::hint::black_box(value.set(tag | i));
-                let _ = std::hint::black_box(state.compare_exchange(
-                    EMPTY,
-                    WRITTEN,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ));
-            }
-        });
+        let (state, value) = &self.slots[self.next];
+        self.next += 1;
+        let _ = std::hint::black_box(value.set(entry));
+        let _ = std::hint::black_box(state.compare_exchange(
+            EMPTY,
+            WRITTEN,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ));
+    }
+
+    fn is_full(&self) -> bool {
+        self.next == FLOOR_RETAINED
+    }
+
+    fn take(self) -> Vec<Entry> {
+        self.slots
+            .into_vec()
+            .into_iter()
+            .filter_map(|(_, value)| value.into_inner())
+            .collect()
     }
 }
 
-/// Reference row: the least a record can cost on `boxcar` (the fastest
-/// safe publication of a generic value we measured): per record one
-/// `boxcar::Vec::push` of the entry into the thread's own vector (a
-/// `fetch_add` for the index, the value written in place, a release store,
-/// a `fetch_add` of its count)
-/// and one compare-and-swap of a slot state, in a preallocated chunk of
-/// the thread's own, to `WRITTEN | index` (what a concurrent seal must be
-/// able to race with) — no changeset, no lease, no root, nothing shared.
-/// The vector holds [`FLOOR_RETAINED`] records before they are moved out
-/// into a `Vec`, as `take` moves a changeset's.
-struct BoxcarFloor(PerThread<BoxcarChunk>);
-
-/// A [`BoxcarFloor`] thread's slot states and values.
+/// [`Floor`] on `boxcar` (the fastest safe publication of a generic value
+/// we measured): per record one `boxcar::Vec::push` of the entry into the
+/// thread's own vector (a `fetch_add` for the index, the value written in
+/// place, a release store, a `fetch_add` of its count) and one
+/// compare-and-swap of a slot state, in a preallocated chunk of the
+/// thread's own, to `WRITTEN | index`.
 struct BoxcarChunk {
     states: Box<[AtomicU64]>,
     values: boxcar::Vec<Entry>,
@@ -585,27 +607,25 @@ impl Default for BoxcarChunk {
     }
 }
 
-impl Workload for BoxcarFloor {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+impl FloorChunk for BoxcarChunk {
+    fn record(&mut self, entry: Entry) {
         const EMPTY: u64 = 0;
-        let tag = (thread as u64) << 40;
-        self.0.with(thread, |chunk| {
-            for i in 0..ops {
-                if chunk.next == FLOOR_RETAINED {
-                    let full = std::mem::take(chunk);
-                    let taken: Vec<Entry> = full.values.into_iter().collect();
-                    drop(std::hint::black_box(taken));
-                }
-                let at = chunk.values.push(tag | i);
-                let _ = std::hint::black_box(chunk.states[chunk.next].compare_exchange(
-                    EMPTY,
-                    (at as u64) << 2 | 1,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                ));
-                chunk.next += 1;
-            }
-        });
+        let at = self.values.push(entry);
+        let _ = std::hint::black_box(self.states[self.next].compare_exchange(
+            EMPTY,
+            (at as u64) << 2 | 1,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ));
+        self.next += 1;
+    }
+
+    fn is_full(&self) -> bool {
+        self.next == FLOOR_RETAINED
+    }
+
+    fn take(self) -> Vec<Entry> {
+        self.values.into_iter().collect()
     }
 }
 
@@ -618,10 +638,8 @@ pub fn workloads() -> Vec<WorkloadDef> {
             description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept and then moved out into a Vec",
             impls: {
                 let mut rows = impls!(65_536, 0);
-                rows.push(("write-once-floor", || {
-                    Box::new(WriteOnceFloor(PerThread::new()))
-                }));
-                rows.push(("boxcar-floor", || Box::new(BoxcarFloor(PerThread::new()))));
+                rows.push(("write-once-floor", Floor::<WriteOnceChunk>::row));
+                rows.push(("boxcar-floor", Floor::<BoxcarChunk>::row));
                 rows
             },
         },

@@ -12,7 +12,7 @@ use raceless::stream::{
 
 use crate::model::SequentialSpec;
 use crate::threads::run_concurrently;
-use crate::workload::{impl_name, Reproduction, Workload, WorkloadDef};
+use crate::workload::{impl_name, MakeWorkload, Reproduction, Workload, WorkloadDef};
 
 /// The seed's bug (hermes-webui #1533): `clear_stale` checks that the
 /// session's stream is not live, then writes "no stream" without checking
@@ -472,69 +472,52 @@ fn floor<const EVERY: u64>() -> Box<dyn Workload> {
 /// sweep over 1,000 sessions (7 reads per write, and 63), and over one hot
 /// session.
 pub fn workloads() -> Vec<WorkloadDef> {
+    let with_floor = |mut rows: Vec<(&'static str, MakeWorkload)>, floor: MakeWorkload| {
+        rows.push(("slot-floor", floor));
+        rows
+    };
     vec![
         WorkloadDef {
             component: "stream",
             name: "cycles-1000-sessions",
             description: "1,000 sessions: 7 of 8 ops are the cleanup run on every session GET, 1 in 8 starts a stream (or finishes the live one); floor: a bare epoch cell (sdd::AtomicShared) per session",
-            impls: vec![
-                (
-                    impl_name::LOCK_FREE,
-                    make::<StreamRegistry<u64>, SESSIONS, WRITE_HEAVY>,
-                ),
-                (
-                    impl_name::STD_MUTEX,
-                    make::<MutexStreams<u64>, SESSIONS, WRITE_HEAVY>,
-                ),
-                (
-                    impl_name::PARKING_LOT,
-                    make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS, WRITE_HEAVY>,
-                ),
-                (
-                    impl_name::SHARDED_MUTEX,
-                    make::<ShardedStreams<u64>, SESSIONS, WRITE_HEAVY>,
-                ),
-                ("slot-floor", floor::<WRITE_HEAVY>),
-            ],
+            impls: with_floor(rows::<SESSIONS, WRITE_HEAVY>(), floor::<WRITE_HEAVY>),
         },
         WorkloadDef {
             component: "stream",
             name: "read-heavy-1000-sessions",
             description: "1,000 sessions: 63 of 64 ops are the cleanup run on every session GET, 1 in 64 starts a stream (or finishes the live one); floor: a bare epoch cell per session",
-            impls: vec![
-                (
-                    impl_name::LOCK_FREE,
-                    make::<StreamRegistry<u64>, SESSIONS, READ_HEAVY>,
-                ),
-                (
-                    impl_name::STD_MUTEX,
-                    make::<MutexStreams<u64>, SESSIONS, READ_HEAVY>,
-                ),
-                (
-                    impl_name::PARKING_LOT,
-                    make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS, READ_HEAVY>,
-                ),
-                (
-                    impl_name::SHARDED_MUTEX,
-                    make::<ShardedStreams<u64>, SESSIONS, READ_HEAVY>,
-                ),
-                ("slot-floor", floor::<READ_HEAVY>),
-            ],
+            impls: with_floor(rows::<SESSIONS, READ_HEAVY>(), floor::<READ_HEAVY>),
         },
         WorkloadDef {
             component: "stream",
             name: "hot-session",
             description: "one session shared by every thread: 7 of 8 ops are cleanups, 1 in 8 starts a stream (or finishes the live one)",
-            impls: vec![
-                (impl_name::LOCK_FREE, make::<StreamRegistry<u64>, 1, WRITE_HEAVY>),
-                (impl_name::STD_MUTEX, make::<MutexStreams<u64>, 1, WRITE_HEAVY>),
-                (
-                    impl_name::PARKING_LOT,
-                    make::<MutexStreams<u64, ParkingLotMutex>, 1, WRITE_HEAVY>,
-                ),
-                (impl_name::SHARDED_MUTEX, make::<ShardedStreams<u64>, 1, WRITE_HEAVY>),
-            ],
+            impls: rows::<1, WRITE_HEAVY>(),
         },
+    ]
+}
+
+/// The lock-free registry and the three baselines on `SESSIONS_N`
+/// sessions, one start or finish in `EVERY` operations.
+fn rows<const SESSIONS_N: usize, const EVERY: u64>() -> Vec<(&'static str, MakeWorkload)> {
+    vec![
+        (
+            impl_name::LOCK_FREE,
+            make::<StreamRegistry<u64>, SESSIONS_N, EVERY>,
+        ),
+        (
+            impl_name::STD_MUTEX,
+            make::<MutexStreams<u64>, SESSIONS_N, EVERY>,
+        ),
+        (
+            impl_name::PARKING_LOT,
+            make::<MutexStreams<u64, ParkingLotMutex>, SESSIONS_N, EVERY>,
+        ),
+        (
+            impl_name::SHARDED_MUTEX,
+            make::<ShardedStreams<u64>, SESSIONS_N, EVERY>,
+        ),
     ]
 }
 
