@@ -1199,7 +1199,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// let id = log.start_changeset();
     /// assert_eq!(log.record_change('a'), Ok(id));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
         // The lease fast path is inlined into the caller: a call returning
         // the 16-byte `Result` through memory cost a store-forwarding stall
@@ -1631,6 +1631,9 @@ impl<C: Clone + Send + Sync + 'static> ChangesetStore<C> for ChangesetLog<C> {
     fn start_changeset(&self) -> ChangesetId {
         ChangesetLog::start_changeset(self)
     }
+    // Inlined with the lease fast path, so that a caller through the
+    // trait gets the result in registers, not through memory.
+    #[inline(always)]
     fn record_change(&self, entry: C) -> Result<ChangesetId, ChangesetError> {
         ChangesetLog::record_change(self, entry)
     }
