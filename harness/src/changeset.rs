@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use crossbeam_utils::CachePadded;
+
 use raceless::baseline::{MutexChangesets, ParkingLotMutex, StdMutex};
 use raceless::changeset::{ChangesetError, ChangesetId, ChangesetLog, ChangesetStore, Recorder};
 
@@ -323,20 +325,25 @@ pub fn seal_race<S: ChangesetStore<u64>>(
 /// entry handle would be.
 pub type Entry = u64;
 
+/// Most threads a [`Rotating`] workload keeps separate counts for (more
+/// share them modulo this, which only shifts their turns).
+const COUNTED_THREADS: usize = 64;
+
 struct Rotating<S> {
     log: S,
-    /// Thread 0 starts a new changeset and seals (and frees) the previous
-    /// one every `every` of its operations.
+    /// A rotation (start a new changeset, seal and take the previous one)
+    /// every `every` operations of a thread, on average: the threads take
+    /// turns (see [`Rotating::until_turn`]).
     every: u64,
     /// One operation in `read_every` is a read (`changes` of a small sealed
     /// changeset, or `active`) instead of a record; 0: records only.
     read_every: u64,
     current: AtomicU64,
     reference: ChangesetId,
-    /// Thread 0's operations in earlier batches (only thread 0 touches
-    /// it), so that it rotates every `every` of *its* operations even when
-    /// the runner's batches are shorter than `every`.
-    thread0_ops: AtomicU64,
+    /// Each thread's operations in earlier batches (a thread touches only
+    /// its own line), so that its turns count *its* operations even when
+    /// the runner's batches are shorter than the period.
+    done: Box<[CachePadded<AtomicU64>]>,
 }
 
 impl<S: ChangesetStore<Entry>> Rotating<S> {
@@ -353,38 +360,52 @@ impl<S: ChangesetStore<Entry>> Rotating<S> {
             read_every,
             current: AtomicU64::new(current.raw()),
             reference,
-            thread0_ops: AtomicU64::new(0),
+            done: (0..COUNTED_THREADS)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
     }
 
-    /// Where thread `thread`'s batch of `ops` starts in thread 0's count
-    /// of operations (0 for the others), advancing that count.
-    fn batch_start(&self, thread: usize, ops: u64) -> u64 {
-        if thread != 0 {
-            return 0;
-        }
-        // Relaxed: only thread 0 reads or writes it.
-        let done = self.thread0_ops.load(Ordering::Relaxed);
-        self.thread0_ops.store(done + ops, Ordering::Relaxed);
-        done
+    /// Advances thread `thread`'s count by its batch of `ops` and returns
+    /// how many of the batch's operations come before its next turn to
+    /// rotate, and the period of its turns.
+    ///
+    /// Thread `t` of `n` rotates at its operations `t·every + every − 1`
+    /// modulo `n·every`: one rotation per `every` operations of a thread
+    /// on average, the same rate as one thread rotating every `every` of
+    /// its own, but the threads share the `take`s. (A single rotating
+    /// thread moves every thread's records in its `take`s, so it falls
+    /// behind the others, the changesets it takes grow with its lag, and
+    /// from about 4 threads on the rotation no longer bounds their size.)
+    fn until_turn(&self, thread: usize, threads: usize, ops: u64) -> (u64, u64) {
+        let count = &self.done[thread % COUNTED_THREADS];
+        // Relaxed: only this thread reads or writes its count.
+        let done = count.load(Ordering::Relaxed);
+        count.store(done + ops, Ordering::Relaxed);
+        let threads = threads.max(1) as u64;
+        let period = self.every * threads;
+        let phase = (thread as u64 % threads) * self.every + self.every - 1;
+        ((phase + period - done % period) % period, period)
     }
 
+    /// Starts a new changeset and seals and takes the one it replaces
+    /// (concurrent rotations each take the one they swapped out).
     fn rotate(&self) {
-        let old = ChangesetId::from_raw(self.current.load(Ordering::Relaxed));
         let new = self.log.start_changeset();
-        self.current.store(new.raw(), Ordering::Relaxed);
+        let old = ChangesetId::from_raw(self.current.swap(new.raw(), Ordering::Relaxed));
         let _ = self.log.seal(old);
         let _ = self.log.take(old);
     }
 }
 
 impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
         let tag = (thread as u64) << 40;
-        let start = self.batch_start(thread, ops);
+        let (mut until, period) = self.until_turn(thread, threads, ops);
         for i in 0..ops {
-            if thread == 0 && (start + i) % self.every == self.every - 1 {
+            if until == 0 {
                 self.rotate();
+                until = period;
             } else if self.read_every != 0 && i % self.read_every != 0 {
                 if i % 4 == 1 {
                     std::hint::black_box(self.log.active());
@@ -394,6 +415,7 @@ impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
             } else {
                 let _ = std::hint::black_box(self.log.record_change(tag | i));
             }
+            until -= 1;
         }
     }
 }
@@ -402,17 +424,19 @@ impl<S: ChangesetStore<Entry>> Workload for Rotating<S> {
 struct RecorderRecord<S>(Rotating<S>);
 
 impl<S: ChangesetStore<Entry>> Workload for RecorderRecord<S> {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
         let rot = &self.0;
         let mut recorder = Recorder::new(&rot.log);
         let tag = (thread as u64) << 40;
-        let start = rot.batch_start(thread, ops);
+        let (mut until, period) = rot.until_turn(thread, threads, ops);
         for i in 0..ops {
-            if thread == 0 && (start + i) % rot.every == rot.every - 1 {
+            if until == 0 {
                 rot.rotate();
+                until = period;
             } else {
                 let _ = std::hint::black_box(recorder.record(tag | i));
             }
+            until -= 1;
         }
     }
 }
@@ -635,7 +659,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; thread 0 rotates (start, seal, take) every 65536 of its ops, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept and then moved out into a Vec",
+            description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept and then moved out into a Vec",
             impls: {
                 let mut rows = impls!(65_536, 0);
                 rows.push(("write-once-floor", Floor::<WriteOnceChunk>::row));
@@ -646,13 +670,13 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "changeset",
             name: "record-rotating",
-            description: "every thread records; thread 0 starts a new changeset and seals and takes the previous one every 256 of its ops",
+            description: "every thread records; the threads take turns starting a new changeset and sealing and taking the previous one, one rotation per 256 ops of a thread",
             impls: impls!(256, 0),
         },
         WorkloadDef {
             component: "changeset",
             name: "read-heavy",
-            description: "7 of 8 ops read (active() or changes() of a 16-entry sealed changeset), 1 records; thread 0 rotates every 4096 ops",
+            description: "7 of 8 ops read (active() or changes() of a 16-entry sealed changeset), 1 records; the threads take turns rotating, one rotation per 4096 ops of a thread",
             impls: impls!(4096, 8),
         },
     ]
@@ -683,17 +707,26 @@ pub fn reproduction() -> Reproduction {
 mod tests {
     use super::*;
 
-    /// Thread 0 rotates every `every` of its operations even when the
-    /// runner hands them out in batches shorter than `every`.
+    /// The threads take turns rotating, one rotation per `every`
+    /// operations of a thread, counted across the runner's batches even
+    /// when they are shorter than `every`.
     #[test]
-    fn rotation_counts_across_batches() {
+    fn rotations_take_turns_across_batches() {
         let rot = Rotating::new(ChangesetLog::<Entry>::new(), 8, 0);
         let first = rot.current.load(Ordering::Relaxed);
         for _ in 0..10 {
             rot.run(0, 2, 3);
             rot.run(1, 2, 3);
         }
-        // 30 operations of thread 0: rotations at its 8th, 16th and 24th.
+        // 30 operations per thread, period 16: thread 0 rotates at its
+        // 8th and 24th, thread 1 at its 16th.
+        assert_eq!(rot.current.load(Ordering::Relaxed), first + 3);
+        // One thread alone rotates every 8 of its operations.
+        let rot = Rotating::new(ChangesetLog::<Entry>::new(), 8, 0);
+        let first = rot.current.load(Ordering::Relaxed);
+        for _ in 0..10 {
+            rot.run(0, 1, 3);
+        }
         assert_eq!(rot.current.load(Ordering::Relaxed), first + 3);
         assert_eq!(rot.log.len(), 2, "the reference and the current one");
     }
