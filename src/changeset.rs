@@ -163,7 +163,7 @@
 //! read racing with the `take` can leave a taken changeset in its slot,
 //! unreadable, until the slot is reused: at most 64 per log). An entry
 //! whose commit was cancelled stays in its stripe's `values` (it was cloned
-//! back to the recorder, which retried) until the changeset is freed. Limits: 2³² − 1 reservations per stripe of one changeset
+//! back to the recorder, which retried) until the changeset is freed. Limits: 2³² − 3 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
@@ -255,7 +255,7 @@ pub enum ChangesetError {
     /// `take` was called on a changeset that is still open.
     #[error("{0} is still open")]
     StillOpen(ChangesetId),
-    /// One stripe of the changeset holds 2³² − 1 entries already.
+    /// One stripe of the changeset holds 2³² − 3 entries already.
     #[error("{0} is full")]
     CapacityExceeded(ChangesetId),
 }
@@ -496,9 +496,13 @@ impl<C, L: fmt::Debug> fmt::Debug for Recorder<C, L> {
 /// A slot's state: `EMPTY` (reserved or not yet reserved), `CANCELLED` (by
 /// a close, never to be written), or `WRITTEN_BASE + j`: committed, its
 /// entry is `values[j]` of the slot's stripe.
-const EMPTY: u64 = 0;
-const CANCELLED: u64 = 1;
-const WRITTEN_BASE: u64 = 2;
+const EMPTY: u32 = 0;
+const CANCELLED: u32 = 1;
+const WRITTEN_BASE: u32 = 2;
+/// Most slots a stripe of one changeset reserves, so that every entry
+/// index `j` (at most one push per reserved slot) fits in a state
+/// `WRITTEN_BASE + j`.
+const MAX_SLOTS: u32 = u32::MAX - WRITTEN_BASE;
 
 /// log2 of the first chunk's length; chunk `k` holds `FIRST << k` slots.
 /// Small under loom, to keep the number of modelled atomics low.
@@ -542,7 +546,7 @@ fn newer(a: u32, b: u32) -> bool {
 }
 
 /// The index in `values` of a slot state that is `WRITTEN`.
-fn written(state: u64) -> Option<usize> {
+fn written(state: u32) -> Option<usize> {
     state.checked_sub(WRITTEN_BASE).map(|j| j as usize)
 }
 
@@ -561,7 +565,7 @@ struct Stripe<C> {
     /// close scan only the slots reserved since the previous close).
     settled: AtomicU32,
     /// The slots' states, in geometrically growing chunks.
-    chunks: [OnceLock<Box<[AtomicU64]>>; CHUNKS],
+    chunks: [OnceLock<Box<[AtomicU32]>>; CHUNKS],
     /// The entries: a slot's reserver pushes its entry here, then commits
     /// the slot with the entry's index. `boxcar::Vec::push` is the
     /// publication (index by `fetch_add`, value written in place, then a
@@ -593,7 +597,7 @@ impl<C: Clone> Stripe<C> {
     }
 
     /// Chunk `k`, allocating it if needed.
-    fn chunk(&self, k: usize) -> &[AtomicU64] {
+    fn chunk(&self, k: usize) -> &[AtomicU32] {
         match self.chunks[k].get() {
             Some(c) => c,
             None => self.alloc_chunk(k),
@@ -602,8 +606,8 @@ impl<C: Clone> Stripe<C> {
 
     #[cold]
     #[inline(never)]
-    fn alloc_chunk(&self, k: usize) -> &[AtomicU64] {
-        let fresh: Box<[AtomicU64]> = (0..(FIRST << k)).map(|_| AtomicU64::new(EMPTY)).collect();
+    fn alloc_chunk(&self, k: usize) -> &[AtomicU32] {
+        let fresh: Box<[AtomicU32]> = (0..(FIRST << k)).map(|_| AtomicU32::new(EMPTY)).collect();
         // Losing the race drops `fresh`; either way the cell is set.
         let _ = self.chunks[k].set(fresh);
         self.chunks[k]
@@ -613,7 +617,7 @@ impl<C: Clone> Stripe<C> {
 
     /// The slot `index`, allocating its chunk if needed.
     #[inline]
-    fn slot(&self, index: u32) -> &AtomicU64 {
+    fn slot(&self, index: u32) -> &AtomicU32 {
         let (k, off) = locate(index);
         &self.chunk(k)[off]
     }
@@ -628,7 +632,7 @@ impl<C: Clone> Stripe<C> {
                 // Closed for our root, or our root is stale.
                 return Err(Missed::Retry(()));
             }
-            let got = want.min(u32::MAX - n);
+            let got = want.min(MAX_SLOTS.saturating_sub(n));
             if got == 0 {
                 return Err(Missed::Full);
             }
@@ -659,7 +663,8 @@ impl<C: Clone> Stripe<C> {
         let j = self.values.push(entry);
         match slot.compare_exchange(
             EMPTY,
-            WRITTEN_BASE + j as u64,
+            // `j` < MAX_SLOTS: at most one push per reserved slot.
+            WRITTEN_BASE + j as u32,
             Ordering::Release,
             Ordering::Relaxed,
         ) {
