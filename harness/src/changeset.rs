@@ -613,10 +613,10 @@ impl FloorChunk for WriteOnceChunk {
 /// we measured): per record one `boxcar::Vec::push` of the entry into the
 /// thread's own vector (a `fetch_add` for the index, the value written in
 /// place, a release store, a `fetch_add` of its count) and one
-/// compare-and-swap of a slot state, in a preallocated chunk of the
+/// compare-and-swap of a 32-bit slot state (as the log's), in a preallocated chunk of the
 /// thread's own, to `WRITTEN | index`.
 struct BoxcarChunk {
-    states: Box<[AtomicU64]>,
+    states: Box<[AtomicU32]>,
     values: boxcar::Vec<Entry>,
     next: usize,
 }
@@ -624,7 +624,7 @@ struct BoxcarChunk {
 impl Default for BoxcarChunk {
     fn default() -> Self {
         Self {
-            states: (0..FLOOR_RETAINED).map(|_| AtomicU64::new(0)).collect(),
+            states: (0..FLOOR_RETAINED).map(|_| AtomicU32::new(0)).collect(),
             values: boxcar::Vec::new(),
             next: 0,
         }
@@ -633,11 +633,11 @@ impl Default for BoxcarChunk {
 
 impl FloorChunk for BoxcarChunk {
     fn record(&mut self, entry: Entry) {
-        const EMPTY: u64 = 0;
+        const EMPTY: u32 = 0;
         let at = self.values.push(entry);
         let _ = std::hint::black_box(self.states[self.next].compare_exchange(
             EMPTY,
-            (at as u64) << 2 | 1,
+            (at as u32) << 2 | 1,
             Ordering::Release,
             Ordering::Relaxed,
         ));
