@@ -564,6 +564,13 @@ struct Stripe<C> {
     /// Every slot below this is `WRITTEN` or `CANCELLED` (a hint that lets a
     /// close scan only the slots reserved since the previous close).
     settled: AtomicU32,
+    /// Whether every entry pushed so far was committed into the slot of
+    /// its own index (`values[j]` in slot `j`): cleared by a commit into
+    /// another slot and by a push whose commit failed. While it holds,
+    /// the committed slots are exactly `0..values.count()`, so the sole
+    /// owner moves `values` out whole without walking the slots. Relaxed:
+    /// only that owner reads it, after `Arc`'s unique-ownership handover.
+    in_order: AtomicBool,
     /// The slots' states, in geometrically growing chunks.
     chunks: [OnceLock<Box<[AtomicU32]>>; CHUNKS],
     /// The entries: a slot's reserver pushes its entry here, then commits
@@ -581,6 +588,7 @@ impl<C: Clone> Stripe<C> {
         let stripe = Self {
             word: AtomicU64::new(0),
             settled: AtomicU32::new(0),
+            in_order: AtomicBool::new(true),
             chunks: std::array::from_fn(|_| OnceLock::new()),
             values: boxcar::Vec::new(),
         };
@@ -661,6 +669,9 @@ impl<C: Clone> Stripe<C> {
         // commit is a release), so a reader that loads the committed state
         // with acquire finds the entry published.
         let j = self.values.push(entry);
+        if j != index as usize {
+            self.in_order.store(false, Ordering::Relaxed);
+        }
         match slot.compare_exchange(
             EMPTY,
             // `j` < MAX_SLOTS: at most one push per reserved slot.
@@ -670,7 +681,10 @@ impl<C: Clone> Stripe<C> {
         ) {
             Ok(_) => Ok(()),
             // Cancelled by a close in between: a copy back (rare).
-            Err(_) => Err(self.entry(j)),
+            Err(_) => {
+                self.in_order.store(false, Ordering::Relaxed);
+                Err(self.entry(j))
+            }
         }
     }
 
@@ -749,8 +763,19 @@ impl<C: Clone> Stripe<C> {
     /// [`collect_into`](Self::collect_into) for the sole owner of a final
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
-        let (_, count) = unpack(self.word.load(Ordering::Relaxed));
         let values = std::mem::take(&mut self.values);
+        // Every push committed into the slot of its own index: the entries
+        // are `values` as they are (the usual case: one writer per stripe,
+        // nothing cancelled below a commit).
+        if self.in_order.load(Ordering::Relaxed) {
+            if out.is_empty() {
+                *out = values.into_iter().collect();
+            } else {
+                out.extend(values);
+            }
+            return;
+        }
+        let (_, count) = unpack(self.word.load(Ordering::Relaxed));
         let committed = || {
             chunks_below(count)
                 .filter_map(|(k, len)| self.chunks[k].get().map(|chunk| &chunk[..len]))
@@ -758,9 +783,9 @@ impl<C: Clone> Stripe<C> {
                 .filter_map(|s| written(s.load(Ordering::Relaxed)))
         };
         // Sole owner: every push has completed, so `values` is dense and
-        // its iterator yields `values[0], values[1], …`. The usual case (no
-        // cancelled write; one writer per stripe, or writers that did not
-        // interleave) is the identity: move them all at once.
+        // its iterator yields `values[0], values[1], …`. If the committed
+        // slots, in slot order, still hold `values[0], values[1], …` (slots
+        // cancelled before any later commit, say), move them all at once.
         let mut n = 0;
         if committed().all(|j| {
             n += 1;
@@ -1671,6 +1696,25 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::mpsc;
+
+    /// Two recorders in one stripe interleave their pushes, so entries sit
+    /// in `values` out of slot order: the sole owner's `take` must give
+    /// them in slot order (each recorder's run in turn), not push order.
+    #[test]
+    fn take_keeps_slot_order_when_pushes_interleave() {
+        let log = ChangesetLog::with_stripes(1);
+        let id = log.start_changeset();
+        let mut a = Recorder::new(&log);
+        let mut b = Recorder::new(&log);
+        for i in 0..4 {
+            a.record(("a", i)).unwrap();
+            b.record(("b", i)).unwrap();
+        }
+        drop((a, b));
+        log.seal(id).unwrap();
+        let want: Vec<_> = (0..4).map(|i| ("a", i)).chain((0..4).map(|i| ("b", i))).collect();
+        assert_eq!(log.take(id).unwrap(), want);
+    }
 
     #[test]
     fn locate_covers_every_index_once() {
