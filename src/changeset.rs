@@ -768,11 +768,7 @@ impl<C: Clone> Stripe<C> {
         // are `values` as they are (the usual case: one writer per stripe,
         // nothing cancelled below a commit).
         if self.in_order.load(Ordering::Relaxed) {
-            if out.is_empty() {
-                *out = values.into_iter().collect();
-            } else {
-                out.extend(values);
-            }
+            out.extend(values);
             return;
         }
         let (_, count) = unpack(self.word.load(Ordering::Relaxed));
@@ -792,11 +788,7 @@ impl<C: Clone> Stripe<C> {
             j == n - 1
         }) && n == values.count()
         {
-            if out.is_empty() {
-                *out = values.into_iter().collect();
-            } else {
-                out.extend(values);
-            }
+            out.extend(values);
             return;
         }
         let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
