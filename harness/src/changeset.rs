@@ -534,22 +534,46 @@ trait FloorChunk: Default + Send + 'static {
 
 /// Reference row: per record one [`FloorChunk::record`] into the thread's
 /// own chunk, which holds [`FLOOR_RETAINED`] records before they are moved
-/// out — no changeset, no lease, no root, nothing shared.
-struct Floor<S>(PerThread<S>);
+/// out — no changeset, no lease, no root, nothing shared on the record
+/// path. With more than one thread, a full chunk is first exchanged for
+/// the one another thread left in a hand-off slot (one uncontended lock
+/// per [`FLOOR_RETAINED`] records), and that one is moved out: a `take`
+/// moves out records other threads wrote, from other CPUs' caches, and a
+/// floor that only ever read back its own would skip that cost.
+struct Floor<S> {
+    chunks: PerThread<S>,
+    handoff: Mutex<Option<S>>,
+}
 
 impl<S: FloorChunk> Floor<S> {
     fn row() -> Box<dyn Workload> {
-        Box::new(Self(PerThread::new()))
+        Box::new(Self {
+            chunks: PerThread::new(),
+            handoff: Mutex::new(None),
+        })
+    }
+
+    /// The chunk to move out in place of the thread's full `chunk`: at
+    /// more than one thread, the one another thread handed off (`None`
+    /// while the slot is still empty: `chunk` waits there instead).
+    fn exchange(&self, chunk: S, threads: usize) -> Option<S> {
+        if threads < 2 {
+            return Some(chunk);
+        }
+        let mut slot = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
+        slot.replace(chunk)
     }
 }
 
 impl<S: FloorChunk> Workload for Floor<S> {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
+    fn run(&self, thread: usize, threads: usize, ops: u64) {
         let tag = (thread as u64) << 40;
-        self.0.with(thread, |chunk| {
+        self.chunks.with(thread, |chunk| {
             for i in 0..ops {
                 if chunk.is_full() {
-                    drop(std::hint::black_box(std::mem::take(chunk).take()));
+                    if let Some(full) = self.exchange(std::mem::take(chunk), threads) {
+                        drop(std::hint::black_box(full.take()));
+                    }
                 }
                 chunk.record(tag | i);
             }
@@ -659,7 +683,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept and then moved out into a Vec",
+            description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept, then (at 2+ threads) exchanged for another thread's and moved out into a Vec",
             impls: {
                 let mut rows = impls!(65_536, 0);
                 rows.push(("write-once-floor", Floor::<WriteOnceChunk>::row));
