@@ -61,8 +61,8 @@ fn clear_stale_vs_start_never_clobbers() {
 
 /// A start whose first CAS loses to a cleanup retries against the emptied
 /// slot; the value it finally publishes must be the one whose live flag
-/// the registry clears when the stream ends (the registry entry is
-/// re-pointed at the retry value). After the new stream's worker ends it
+/// the registry clears when the stream ends (the one the registry entry
+/// holds: a retry reuses it). After the new stream's worker ends it
 /// elsewhere, the session's cleanup must find it stale and clear it.
 #[test]
 fn retried_start_is_unregistered_through_its_flag() {

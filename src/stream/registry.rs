@@ -57,9 +57,10 @@ impl IdSource {
 /// shard's write lock, in the same critical section that removes the
 /// entry; a cleanup or a start reads the flag in the value it loaded
 /// instead of looking the id up in the map. Until the start publishes the
-/// value (its successful CAS) the entry is private to it: nobody else
-/// knows the id, so a start that must retry against a newer slot value
-/// re-points the entry at the value it retries with.
+/// value (its successful CAS) the entry and the value are private to it
+/// (nobody else knows the id), and a start that must retry against a newer
+/// slot value retries with the same value (only its version is set again),
+/// so the value published is always the one the entry holds.
 struct Registered<S> {
     stream: S,
     value: Owned<SlotState>,
@@ -128,13 +129,15 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// live (and `stream` is dropped); otherwise a stale or empty slot is
     /// replaced by the new stream and its pending fields in one step.
     ///
-    /// Protocol: read the slot; if its stream is live, `Busy`. Otherwise
-    /// register the new stream under a fresh id, then publish it with a CAS
-    /// against the value read. On a failed CAS, re-read: a live stream there
-    /// won (unregister ours, `Busy`); a stale or empty value is retried.
-    /// Since ours is registered before it can be seen in the slot, no
-    /// cleanup can judge it stale. Linearization point: the successful CAS;
-    /// for `Busy`, the read that found the winner live.
+    /// Protocol: read the slot (an emptied slot: one load of its word, no
+    /// pin); if its stream is live, `Busy`. Otherwise build and register the
+    /// new stream under a fresh id with no pin held, then, under one pin,
+    /// read the slot again and publish with a CAS against the value read,
+    /// one version above it. A live stream there (read again, or after a
+    /// failed CAS) won: unregister ours, `Busy`; a stale or empty value is
+    /// replaced. Since ours is registered before it can be seen in the
+    /// slot, no cleanup can judge it stale. Linearization point: the
+    /// successful CAS; for `Busy`, the read that found the winner live.
     ///
     /// ```
     /// use raceless::stream::{Pending, Session, StreamRegistry};
@@ -228,7 +231,8 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// Empties the session's slot if its stream is no longer live (the
     /// seed's `_clear_stale_stream_state`); `true` if it did.
     ///
-    /// Protocol: read the slot; if its stream is not registered, mark the
+    /// Protocol: read the slot (an emptied slot: `false` after one load of
+    /// its word, no pin); if its stream is not registered, mark the
     /// very value read emptied (a CAS of the slot's word). "Not registered"
     /// is final for a value in a slot (ids are fresh and registered before
     /// they are published), and the CAS fails if anything replaced or
