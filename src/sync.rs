@@ -397,6 +397,16 @@ mod imp {
             }
         }
 
+        /// Whether the cell's value is marked ([`EpochCell::mark`]): one
+        /// `SeqCst` load of the cell's word, no pin and no access to the
+        /// value (`sdd::AtomicShared::tag`). A mark is removed only by
+        /// installing a new value, so `true` says the cell held a marked
+        /// value at that load.
+        #[inline]
+        pub(crate) fn marked(&self) -> bool {
+            self.0.tag(Ordering::SeqCst) != sdd::Tag::None
+        }
+
         /// An owned handle of the current value (a reference-count
         /// increment), and whether it is marked ([`EpochCell::mark`]).
         #[inline]
@@ -745,6 +755,9 @@ mod imp {
                 marked: slot.1,
                 _pin: std::marker::PhantomData,
             }
+        }
+        pub(crate) fn marked(&self) -> bool {
+            self.0.read().unwrap().1
         }
         pub(crate) fn load_owned(&self) -> (Owned<T>, bool) {
             let slot = self.0.read().unwrap();

@@ -1,6 +1,8 @@
 //! loom models of the `stream` component's races, on the public API:
 //! cleanup vs start (including the start's window between registering its
-//! stream and publishing it in the slot), start vs start, finish vs start,
+//! stream and publishing it in the slot), start vs start (also a start
+//! that judged an empty slot before another start won and ended), finish
+//! vs start,
 //! the slot's live flag vs the registry map (also after a start retried),
 //! a dropped `StreamGuard` vs a
 //! cleanup and a new start, and the background store writer's queue and
@@ -59,8 +61,8 @@ fn clear_stale_vs_start_never_clobbers() {
 
 /// A start whose first CAS loses to a cleanup retries against the emptied
 /// slot; the value it finally publishes must be the one whose live flag
-/// the registry clears when the stream ends (the registry entry is
-/// re-pointed at the retry value). After the new stream's worker ends it
+/// the registry clears when the stream ends (the one the registry entry
+/// holds: a retry reuses it). After the new stream's worker ends it
 /// elsewhere, the session's cleanup must find it stale and clear it.
 #[test]
 fn retried_start_is_unregistered_through_its_flag() {
@@ -96,6 +98,55 @@ fn start_vs_start_one_winner() {
         assert_eq!(session.active_id(), Some(winner));
         assert_eq!(registry.len(), 1, "the loser left its stream registered");
         assert_eq!(session.version(), 2);
+    });
+}
+
+/// A start judges the slot, builds and registers its stream with no pin
+/// held, then judges the slot again under the pin that publishes: another
+/// start may win (and its stream end) in between. The value published
+/// takes its version from the value its compare-and-swap replaced (so the
+/// version counts every change), a start refused at either judgement leaves
+/// nothing registered, and a live stream is never replaced.
+#[test]
+fn start_judges_again_where_it_publishes() {
+    loom::model(|| {
+        let registry = Arc::new(StreamRegistry::new());
+        let session = Arc::new(Session::new("s"));
+        let other = {
+            let (registry, session) = (registry.clone(), session.clone());
+            loom::thread::spawn(move || {
+                let started = registry.start(&session, Pending::new("b"), 2);
+                if let Ok(id) = started {
+                    assert!(registry.finish(&session, id), "a live stream was replaced");
+                }
+                started
+            })
+        };
+        let mine = registry.start(&session, Pending::new("a"), 1);
+        let theirs = other.join().unwrap();
+        match (mine, theirs) {
+            (Ok(a), Err(busy)) => {
+                assert_eq!(busy.active, a);
+                assert_eq!((session.active_id(), session.version()), (Some(a), 1));
+                assert_eq!(registry.len(), 1);
+            }
+            (Ok(a), Ok(b)) => {
+                // The other stream started and ended first.
+                assert!(!registry.is_live(b));
+                assert_eq!((session.active_id(), session.version()), (Some(a), 3));
+                assert_eq!(registry.len(), 1);
+            }
+            (Err(busy), Ok(b)) => {
+                assert_eq!(busy.active, b);
+                assert_eq!((session.active_id(), session.version()), (None, 2));
+                assert_eq!(
+                    registry.len(),
+                    0,
+                    "the refused start left its stream registered"
+                );
+            }
+            (Err(a), Err(b)) => panic!("no start won: {a:?} {b:?}"),
+        }
     });
 }
 

@@ -8,7 +8,7 @@ use super::{
     StreamOptions, StreamSlots,
 };
 use crate::clock::SharedClock;
-use crate::sync::{AtomicU64, Entry, Ordering, Owned, Pin, ShardedMap};
+use crate::sync::{AtomicU64, CachePadded, Ordering, Owned, Pin, ShardedMap};
 use crate::{CallbackError, ListenerId};
 
 /// Hands out fresh stream ids: a random epoch per registry (so ids of a
@@ -17,8 +17,11 @@ use crate::{CallbackError, ListenerId};
 pub(crate) struct IdSource {
     epoch: u64,
     /// `Relaxed`: ids only need to be unique, which the read-modify-write
-    /// guarantees whatever the ordering; the id publishes no data.
-    next: AtomicU64,
+    /// guarantees whatever the ordering; the id publishes no data. On its
+    /// own cache line: every start writes it, and the registry's fields
+    /// beside it (this epoch, the map's shards, the clock, the hooks) are
+    /// read by every operation.
+    next: CachePadded<AtomicU64>,
 }
 
 impl IdSource {
@@ -30,7 +33,7 @@ impl IdSource {
             .hash_one((std::time::SystemTime::now(), std::process::id()));
         Self {
             epoch,
-            next: AtomicU64::new(0),
+            next: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -54,9 +57,10 @@ impl IdSource {
 /// shard's write lock, in the same critical section that removes the
 /// entry; a cleanup or a start reads the flag in the value it loaded
 /// instead of looking the id up in the map. Until the start publishes the
-/// value (its successful CAS) the entry is private to it: nobody else
-/// knows the id, so a start that must retry against a newer slot value
-/// re-points the entry at the value it retries with.
+/// value (its successful CAS) the entry and the value are private to it
+/// (nobody else knows the id), and a start that must retry against a newer
+/// slot value retries with the same value (only its version is set again),
+/// so the value published is always the one the entry holds.
 struct Registered<S> {
     stream: S,
     value: Owned<SlotState>,
@@ -125,13 +129,15 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// live (and `stream` is dropped); otherwise a stale or empty slot is
     /// replaced by the new stream and its pending fields in one step.
     ///
-    /// Protocol: read the slot; if its stream is live, `Busy`. Otherwise
-    /// register the new stream under a fresh id, then publish it with a CAS
-    /// against the value read. On a failed CAS, re-read: a live stream there
-    /// won (unregister ours, `Busy`); a stale or empty value is retried.
-    /// Since ours is registered before it can be seen in the slot, no
-    /// cleanup can judge it stale. Linearization point: the successful CAS;
-    /// for `Busy`, the read that found the winner live.
+    /// Protocol: read the slot (an emptied slot: one load of its word, no
+    /// pin); if its stream is live, `Busy`. Otherwise build and register the
+    /// new stream under a fresh id with no pin held, then, under one pin,
+    /// read the slot again and publish with a CAS against the value read,
+    /// one version above it. A live stream there (read again, or after a
+    /// failed CAS) won: unregister ours, `Busy`; a stale or empty value is
+    /// replaced. Since ours is registered before it can be seen in the
+    /// slot, no cleanup can judge it stale. Linearization point: the
+    /// successful CAS; for `Busy`, the read that found the winner live.
     ///
     /// ```
     /// use raceless::stream::{Pending, Session, StreamRegistry};
@@ -143,60 +149,67 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// # let _ = id;
     /// ```
     pub fn start(&self, session: &Session, pending: Pending, stream: S) -> Result<StreamId, Busy> {
-        // The slot protocol runs under one epoch pin (every value it loads
-        // stays allocated until the pin goes, so a compare-and-swap against
-        // it cannot suffer ABA); the save hooks and a losing stream's
-        // destructor run after the pin is dropped.
-        let (outcome, snapshot) = {
+        // Judge the slot: a live stream there is `Busy` before anything is
+        // built. An emptied slot (one load of its word) holds none; any
+        // other value is judged under a short pin. (`stream`, user code, is
+        // dropped after the pin, on return.)
+        if !session.slot.marked() {
             let pin = Pin::new();
-            let current = session.slot.load(&pin);
-            if let Some(active) = self.live_in(View::of(&current)) {
+            if let Some(active) = self.live_in(View::of(&session.slot.load(&pin))) {
                 return Err(Busy { active });
             }
-            let id = self.ids.next();
-            let active = ActiveStream {
-                id,
-                pending_message: Some(pending.message),
-                attachments: pending.attachments,
-                started_at: self.clock.now(),
-            };
-            // Register first: from the moment the slot can show `id`, it is
-            // live (the value's flag is set from its construction).
-            let next = View::of(&current).next_live(active);
-            self.streams.insert(
-                id,
-                Registered {
-                    stream,
-                    value: next.clone(),
-                },
-            );
-            let mut installed = session.install(current, next, &pin);
+        }
+        // Build and register the new stream with no pin held (a pin held
+        // by a thread that is descheduled holds back every thread's
+        // reclamation, and this is the longest step: an id, the clock, an
+        // allocation, a shard's write lock). Register first: from the
+        // moment the slot can show `id`, it is live (the value's flag is
+        // set from its construction). Until the publishing CAS the value
+        // and the entry are private to this start (nobody knows `id`), and
+        // the value published is always this one, whose flag `unregister`
+        // clears.
+        let id = self.ids.next();
+        let next = SlotState::unpublished_live(ActiveStream {
+            id,
+            pending_message: Some(pending.message),
+            attachments: pending.attachments,
+            started_at: self.clock.now(),
+        });
+        self.streams.insert(
+            id,
+            Registered {
+                stream,
+                value: next.clone(),
+            },
+        );
+        // Publish under one pin: judge the slot again (the value read above
+        // may be gone), and CAS against the very value judged. Every value
+        // loaded here stays allocated until the pin goes, so the CAS cannot
+        // suffer ABA; the save hooks and a losing stream's destructor run
+        // after the pin is dropped.
+        let (outcome, snapshot) = {
+            let pin = Pin::new();
+            let mut current = session.slot.load(&pin);
+            let mut next = next;
             loop {
-                match installed {
+                let view = View::of(&current);
+                if let Some(winner) = self.live_in(view) {
+                    break (Err((id, winner)), None);
+                }
+                // Empty or stale: replace it. The version follows the value
+                // this attempt compares against (Relaxed: the CAS publishes
+                // it, see `SlotState::version`).
+                next.version.store(view.next_version(), Ordering::Relaxed);
+                match session.install(current, next, &pin) {
                     Ok(value) => {
                         let value = View::installed(&value);
                         break (Ok(id), self.saves.snapshot(|| session.snapshot_of(value)));
                     }
-                    Err((next, now)) => {
-                        if let Some(winner) = self.live_in(View::of(&now)) {
-                            break (Err((id, winner)), None);
-                        }
-                        // Empty or stale (a cleanup or a finish came first):
-                        // retry against it. Only a retry copies the pending
-                        // fields; the failed value was never published.
-                        let Some(active) = next.active.clone() else {
-                            unreachable!("a start publishes a stream")
-                        };
-                        let retry = View::of(&now).next_live(active);
-                        // The entry is still private to this start (the id
-                        // was never published): point it at the value to
-                        // be published, whose flag `unregister` must clear.
-                        self.streams.entry(id, |entry| {
-                            if let Entry::Occupied(mut entry) = entry {
-                                entry.get_mut().value = retry.clone();
-                            }
-                        });
-                        installed = session.install(now, retry, &pin);
+                    // Something changed the slot since it was judged (a
+                    // start, a cleanup or a finish): judge the new value.
+                    Err((back, now)) => {
+                        next = back;
+                        current = now;
                     }
                 }
             }
@@ -218,7 +231,8 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// Empties the session's slot if its stream is no longer live (the
     /// seed's `_clear_stale_stream_state`); `true` if it did.
     ///
-    /// Protocol: read the slot; if its stream is not registered, mark the
+    /// Protocol: read the slot (an emptied slot: `false` after one load of
+    /// its word, no pin); if its stream is not registered, mark the
     /// very value read emptied (a CAS of the slot's word). "Not registered"
     /// is final for a value in a slot (ids are fresh and registered before
     /// they are published), and the CAS fails if anything replaced or
@@ -237,6 +251,12 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// assert!(!registry.clear_stale(&session)); // already empty
     /// ```
     pub fn clear_stale(&self, session: &Session) -> bool {
+        // An emptied slot shows no stream: nothing to clear, decided by one
+        // load of the slot's word, without pinning (linearization point:
+        // that load).
+        if session.slot.marked() {
+            return false;
+        }
         let snapshot = {
             let pin = Pin::new();
             let current = session.slot.load(&pin);
@@ -279,7 +299,10 @@ impl<S: Send + Sync + 'static> StreamRegistry<S> {
     /// ```
     pub fn finish(&self, session: &Session, id: StreamId) -> bool {
         // `Some(snapshot)` if this call emptied the slot.
-        let emptied = {
+        // An emptied slot (one load of its word, no pin) holds no stream.
+        let emptied = if session.slot.marked() {
+            None
+        } else {
             let pin = Pin::new();
             let mut current = session.slot.load(&pin);
             loop {

@@ -1,12 +1,13 @@
 //! A session and its active-stream slot.
 
 use super::{ActiveStream, StreamId};
-use crate::sync::{AtomicBool, EpochCell, Loaded, Owned, Pin};
+use crate::sync::{AtomicBool, AtomicU64, EpochCell, Loaded, Ordering, Owned, Pin};
 
 /// One immutable value of a session's slot: the active stream with its
 /// pending fields (or none) and the version of this value.
 ///
-/// A value is never mutated; a start installs a new one with a
+/// A published value is never mutated (only its live flag turns `false`
+/// when its stream is unregistered); a start installs a new one with a
 /// compare-and-swap against the cell's word it read (pointer and mark), an
 /// emptying marks the value in place ([`View`]), so the word's identity
 /// says "nothing changed since I looked". The comparer loaded that value
@@ -14,8 +15,18 @@ use crate::sync::{AtomicBool, EpochCell, Loaded, Owned, Pin};
 /// cannot be freed, so its address cannot be reused, and there is no ABA.
 #[derive(Debug)]
 pub(crate) struct SlotState {
-    /// One more than the version of the value this one replaced.
-    pub(crate) version: u64,
+    /// One more than the version the slot showed when this value replaced
+    /// it. Written only while the value is unpublished: a start builds its
+    /// value before it pins and sets the version before each
+    /// compare-and-swap attempt, from the value that attempt compares
+    /// against ([`View::next_version`]); once the value is published it
+    /// never changes. `Relaxed` both ways: the store happens before the
+    /// publishing compare-and-swap (program order; the CAS is `SeqCst`, a
+    /// release), and a reader reaches the value only through a `SeqCst`
+    /// load of the slot (an acquire) that reads that CAS, so it reads the
+    /// final version. A value that is never published (a start that lost)
+    /// is read by nobody.
+    pub(crate) version: AtomicU64,
     /// The stream and its pending fields.
     pub(crate) active: Option<ActiveStream>,
     /// For a value that a `StreamRegistry` published with its stream: the
@@ -64,11 +75,19 @@ impl<'a> View<'a> {
     /// at `u64::MAX` stays there rather than panic).
     #[inline]
     pub(crate) fn version(self) -> u64 {
+        // Relaxed: see `SlotState::version`.
+        let version = self.value.version.load(Ordering::Relaxed);
         if self.emptied {
-            self.value.version.saturating_add(1)
+            version.saturating_add(1)
         } else {
-            self.value.version
+            version
         }
+    }
+
+    /// The version of a value that replaces this one.
+    #[inline]
+    pub(crate) fn next_version(self) -> u64 {
+        self.version().saturating_add(1)
     }
 
     /// The stream the slot shows, if any.
@@ -95,17 +114,21 @@ impl<'a> View<'a> {
     #[inline]
     pub(crate) fn next(self, active: Option<ActiveStream>) -> Owned<SlotState> {
         Owned::new(SlotState {
-            version: self.version().saturating_add(1),
+            version: AtomicU64::new(self.next_version()),
             active,
             live: None,
         })
     }
+}
 
-    /// The next value, publishing `active` with a live flag set (`true`).
+impl SlotState {
+    /// A value to publish `active` with its live flag set (`true`), built
+    /// before the start knows what it replaces: its version is set before
+    /// each compare-and-swap attempt (see [`SlotState::version`]).
     #[inline]
-    pub(crate) fn next_live(self, active: ActiveStream) -> Owned<SlotState> {
+    pub(crate) fn unpublished_live(active: ActiveStream) -> Owned<SlotState> {
         Owned::new(SlotState {
-            version: self.version().saturating_add(1),
+            version: AtomicU64::new(0),
             active: Some(active),
             live: Some(AtomicBool::new(true)),
         })
@@ -172,7 +195,7 @@ impl Session {
         Self {
             id: id.into(),
             slot: EpochCell::new(SlotState {
-                version: 0,
+                version: AtomicU64::new(0),
                 active: None,
                 live: None,
             }),
@@ -200,7 +223,7 @@ impl Session {
         Self {
             id: snapshot.session_id,
             slot: EpochCell::new(SlotState {
-                version: snapshot.version,
+                version: AtomicU64::new(snapshot.version),
                 active: snapshot.active,
                 live: None,
             }),
@@ -231,6 +254,11 @@ impl Session {
     /// assert!(raceless::stream::Session::new("s").active_id().is_none());
     /// ```
     pub fn active_id(&self) -> Option<StreamId> {
+        // An emptied slot shows no stream: one load of the cell's word, no
+        // pin, no access to the value.
+        if self.slot.marked() {
+            return None;
+        }
         View::of(&self.slot.load(&Pin::new())).active_id()
     }
 
