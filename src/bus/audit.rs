@@ -580,6 +580,30 @@ mod tests {
         assert_eq!(ring.snapshot(), vec![5, 6, 7, 8]);
     }
 
+    /// Threads that exit leave their page-cache cells behind, and
+    /// `ThreadLocal` hands a cell to the next thread given the same thread
+    /// id, which may hold the same stripe (advanced meanwhile by other
+    /// owners) or another one: every round, one after another, a thread
+    /// emits a different number of events (crossing pages or not), and
+    /// the log is always exactly the newest, in order.
+    #[test]
+    fn cells_of_exited_threads_are_never_wrong() {
+        let ring = AuditRing::new(3);
+        let mut all = Vec::new();
+        for round in 0..40_u32 {
+            let events: Vec<u32> = (0..1 + round % 7).map(|i| round * 100 + i).collect();
+            std::thread::scope(|s| {
+                s.spawn(|| events.iter().for_each(|&e| ring.record(e, |_| ())));
+            });
+            all.extend(events);
+            assert_eq!(
+                ring.snapshot(),
+                all[all.len() - 3.min(all.len())..],
+                "round {round}"
+            );
+        }
+    }
+
     #[test]
     fn disabled_ring_logs_nothing() {
         let ring = AuditRing::new(0);
