@@ -58,7 +58,7 @@
 //! the stripe's current page until it installs the next one. Each log
 //! keeps, per thread that wrote it as an owner, the stripe index and that
 //! page (`pages`: a `thread_local::ThreadLocal`, found by thread id, one
-//! cell per thread, no type check): when the cached stripe is the
+//! cache-padded cell per thread, no type check): when the cached stripe is the
 //! thread's stripe and the page holds the record's position, the owner
 //! appends there without loading the window (an arc-swap read: two
 //! read-modify-writes); otherwise it loads the window as above and caches
@@ -262,9 +262,13 @@ impl<E> Stripe<E> {
 
 /// The owners' page caches of one log: per thread that wrote it, the
 /// stripe index it wrote as owner and that stripe's page it installed or
-/// found last (see "The owner's page cache" in the module docs).
+/// found last (see "The owner's page cache" in the module docs). Each
+/// cell is cache-padded: `ThreadLocal` keeps the cells of threads side by
+/// side (thread ids 1 and 2 in one bucket, 3 to 6 in the next, ...), and
+/// every owned emit writes its thread's cell.
 #[cfg(not(raceless_loom))]
-type PageCache<E> = thread_local::ThreadLocal<std::cell::Cell<Option<(usize, Arc<Page<E>>)>>>;
+type PageCache<E> =
+    thread_local::ThreadLocal<CachePadded<std::cell::Cell<Option<(usize, Arc<Page<E>>)>>>>;
 
 /// A bounded, lock-free log keeping the newest `capacity` events by stamp.
 pub(crate) struct AuditRing<E: Send + Sync> {
