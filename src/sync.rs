@@ -1067,42 +1067,6 @@ pub(crate) struct ThreadStamp {
     pub(crate) owned: bool,
     /// `max(clock, the thread's previous stamp)`.
     pub(crate) stamp: u64,
-    /// The page the thread cached for the log `ring` it asked about (see
-    /// [`PageCache`]), moved out of the cache: the caller puts it back
-    /// with [`cache_page`].
-    pub(crate) cached: Option<CachedPage>,
-}
-
-/// A page of an audit log, type-erased so that one thread-local cache
-/// serves logs of every event type (a `std` `Arc` even under loom, where
-/// the cache is off).
-pub(crate) type CachedPage = std::sync::Arc<dyn std::any::Any + Send + Sync>;
-
-/// The calling thread's cache of the audit page it writes: the log's id
-/// and the current page of the thread's own stripe in that log. Only the
-/// thread that holds a stripe index installs pages on that stripe, so
-/// while it owns it the page it installed last stays the stripe's current
-/// page until it installs the next one: the owner finds its page here
-/// instead of loading the stripe's window (an arc-swap read, two
-/// read-modify-writes). One entry: a thread emitting on two logs in turn
-/// misses and loads the window, as without the cache. The entry keeps one
-/// page (at most `capacity` events) of the last log the thread wrote
-/// alive until the thread writes another log or exits.
-#[cfg(not(raceless_loom))]
-type PageCache = std::cell::Cell<Option<(u64, CachedPage)>>;
-
-/// Puts `page` of log `ring` into the calling thread's cache (after
-/// [`thread_stamp`] moved it out, or after a miss). Whatever the cache
-/// held before is dropped after the cache is updated, so a destructor it
-/// runs (an event's) may use the log again.
-#[cfg(not(raceless_loom))]
-#[inline]
-pub(crate) fn cache_page(ring: u64, page: CachedPage) {
-    let previous = THREAD_STRIPE
-        .try_with(|slot| slot.pages.replace(Some((ring, page))))
-        .ok()
-        .flatten();
-    drop(previous);
 }
 
 /// The audit log's clock: a cheap reading that every thread can compare.
@@ -1181,29 +1145,18 @@ impl StampClock {
 /// is held, a thread uses one of the shared stripes (by a hash of an
 /// address on its stack), as does an emit during thread teardown: see the audit module
 /// for what sharing costs.
-///
-/// `ring`: the id of the log asking; its cached page, if the thread has
-/// one, is moved out into [`ThreadStamp::cached`] (owned stripes only).
 #[cfg(not(raceless_loom))]
 #[inline]
-pub(crate) fn thread_stamp(clock: &StampClock, ring: u64) -> ThreadStamp {
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
     let now = clock.read();
     THREAD_STRIPE
         .try_with(|slot| {
             let stamp = now.max(slot.last.get());
             slot.last.set(stamp);
-            let cached = match slot.pages.take() {
-                Some((id, page)) if id == ring && slot.owned => Some(page),
-                other => {
-                    slot.pages.set(other);
-                    None
-                }
-            };
             ThreadStamp {
                 index: slot.index,
                 owned: slot.owned,
                 stamp,
-                cached,
             }
         })
         // During thread teardown (an emit from another thread-local's
@@ -1213,7 +1166,6 @@ pub(crate) fn thread_stamp(clock: &StampClock, ring: u64) -> ThreadStamp {
             index: AUDIT_OWNED_STRIPES,
             owned: false,
             stamp: now,
-            cached: None,
         })
 }
 
@@ -1237,8 +1189,6 @@ mod stripes {
         /// Whether `index` is this thread's own (to give back on exit).
         pub(crate) owned: bool,
         pub(crate) last: Cell<u64>,
-        /// See [`PageCache`](super::PageCache).
-        pub(crate) pages: super::PageCache,
     }
 
     impl ThreadStripe {
@@ -1252,7 +1202,6 @@ mod stripes {
                         index: super::shared_stripe(),
                         owned: false,
                         last: Cell::new(0),
-                        pages: Cell::new(None),
                     };
                 }
                 let index = free.trailing_zeros() as usize;
@@ -1271,7 +1220,6 @@ mod stripes {
                             owned: true,
                             // Relaxed: ordered by the Acquire above.
                             last: Cell::new(FLOOR[index].load(Ordering::Relaxed)),
-                            pages: Cell::new(None),
                         };
                     }
                     Err(now) => claimed = now,
@@ -1312,7 +1260,7 @@ fn shared_stripe() -> usize {
 /// spawn order), so models have threads alone on their stripes and threads
 /// sharing one; the previous stamp lives in a loom thread-local.
 #[cfg(raceless_loom)]
-pub(crate) fn thread_stamp(clock: &StampClock, _ring: u64) -> ThreadStamp {
+pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
     loom::thread_local! {
         static LAST: std::cell::Cell<u64> = std::cell::Cell::new(0);
     }
@@ -1333,6 +1281,5 @@ pub(crate) fn thread_stamp(clock: &StampClock, _ring: u64) -> ThreadStamp {
         index: if owned { number } else { AUDIT_OWNED_STRIPES },
         owned,
         stamp,
-        cached: None,
     }
 }

@@ -371,6 +371,60 @@ fn a_million_kinds_churn_through<B: OwnedBus<KeyedEvent>>(bus: B, kinds: usize) 
     assert_eq!(bus.kind_count(), baseline);
 }
 
+/// Many kinds live at once (4,096: dozens in every shard of the lock-free
+/// bus, which keeps a shard's kinds in a list up to 8 and in a hash map
+/// beyond): each emit reaches exactly its kind's handler, and after all
+/// but four kinds are unsubscribed (the shards go back to lists) exactly
+/// those four are left.
+fn many_live_kinds<B: OwnedBus<KeyedEvent>>(bus: B) {
+    const KINDS: u64 = 4096;
+    let ids: Vec<SubscriptionId> = (0..KINDS)
+        .map(|kind| {
+            bus.subscribe(kind, move |e: &KeyedEvent| {
+                if e.0 == kind {
+                    Ok(())
+                } else {
+                    Err("delivered to another kind".into())
+                }
+            })
+        })
+        .collect();
+    assert_eq!(bus.kind_count(), KINDS as usize);
+    for kind in 0..KINDS {
+        assert_eq!(
+            bus.emit(KeyedEvent(kind)),
+            EmitReport {
+                delivered: 1,
+                failed: 0
+            }
+        );
+        assert_eq!(bus.subscriber_count(&kind), 1);
+    }
+    assert_eq!(bus.emit(KeyedEvent(KINDS)).delivered, 0);
+    let kept = |kind: u64| kind % 1024 == 0;
+    for (kind, id) in (0..KINDS).zip(ids) {
+        if !kept(kind) {
+            assert!(bus.unsubscribe(id));
+        }
+    }
+    assert_eq!(bus.kind_count(), 4);
+    for kind in 0..KINDS {
+        let want = usize::from(kept(kind));
+        assert_eq!(bus.emit(KeyedEvent(kind)).delivered, want);
+        assert_eq!(bus.subscriber_count(&kind), want);
+    }
+}
+
+#[test]
+fn many_live_kinds_lock_free() {
+    many_live_kinds(EventBus::<KeyedEvent>::new(0));
+}
+
+#[test]
+fn many_live_kinds_std_mutex() {
+    many_live_kinds(MutexBus::<KeyedEvent, StdMutex>::new(0));
+}
+
 /// Async consumers under a multi-thread tokio runtime.
 mod tokio_tests {
     use super::*;

@@ -28,14 +28,14 @@
 //!     else:     pos = stripe[s].next.fetch_add(1, Relaxed)               # a shared stripe
 //!     rec = Record { stamp, pos, event }          # the event is moved, not copied
 //!     p = pos / capacity
-//!     if owned and the thread's cached page is (this log, page p):
+//!     if owned and this log's cell for the thread caches (stripe s, page p):
 //!         page = cached                           # no window load (see "The owner's page cache")
 //!     else:
 //!         loop:
 //!             w = stripe[s].window.load()         # arc-swap
 //!             if w.current.number >= p: break
 //!             window.compare_and_swap(w, w advanced to p)   # the first record of page p installs it
-//!         page = w.page(p)                        # an owner caches it
+//!         page = w.page(p)                        # an owner caches it (with s)
 //!     if page: i = page.records.push(rec); deliver(&page.records.get(i).event)
 //!     else: deliver(&rec.event)                   # two pages behind (only when a stripe is shared)
 //!
@@ -55,17 +55,29 @@
 //!
 //! Only the thread that holds a stripe index installs pages on that
 //! stripe (shared stripes excepted), so the page it installed last stays
-//! the stripe's current page until it installs the next one. The thread
-//! keeps that page with the log's id in its thread-local stripe state
-//! (`PageCache` in `sync`, one entry): when the record's page number is
-//! the cached page's, it appends there without loading the window (an
-//! arc-swap read: two read-modify-writes); otherwise it loads the window
-//! as above and caches the page it finds. The cached page is the window's
-//! page object of that number (each page number has one page object while
-//! it is in its stripe's window, below), so appending to it is appending
-//! to the window's. A new owner of an index starts with no cached page.
-//! The cache changes no shared state and no ordering: it replaces a load
-//! whose result only this thread could have changed. Under loom it is off.
+//! the stripe's current page until it installs the next one. Each log
+//! keeps, per thread that wrote it as an owner, the stripe index and that
+//! page (`pages`: a `thread_local::ThreadLocal`, found by thread id, one
+//! cache-padded cell per thread, no type check): when the cached stripe is the
+//! thread's stripe and the page holds the record's position, the owner
+//! appends there without loading the window (an arc-swap read: two
+//! read-modify-writes); otherwise it loads the window as above and caches
+//! the page it finds. The page is moved out of the cell while the record
+//! is delivered, so a reentrant emit on the same log finds no page and
+//! loads the window.
+//!
+//! A cached page is the window's page object of that number: each page
+//! number of a stripe has one page object while it is in the window
+//! (below), and a page leaves the window only for a larger number, which
+//! positions never come back to. So appending to a cached page that holds
+//! the position is appending to the window's, whoever cached it: the
+//! check needs no owner identity. That matters because `ThreadLocal`
+//! hands the cell of an exited thread to the next thread that gets its
+//! thread id; that thread may hold another stripe (the stripe check
+//! misses) or the same one, advanced meanwhile by other owners (the
+//! position check misses, positions only grow). The cache changes no
+//! shared state and no ordering: it replaces a load whose result only
+//! this thread could have changed. Under loom it is off.
 //!
 //! # Guarantees and why they hold
 //!
@@ -152,11 +164,9 @@
 //! `capacity` records per stripe (and dropping the page two behind), and of
 //! keeping up to `2 × capacity` records per stripe.
 
-#[cfg(not(raceless_loom))]
-use crate::sync::cache_page;
 use crate::sync::{
-    thread_stamp, AppendVec, Arc, ArcSwapOption, AtomicU64, CachePadded, CachedPage, GuardOption,
-    Ordering, StampClock, ThreadStamp, AUDIT_STRIPES,
+    thread_stamp, AppendVec, Arc, ArcSwapOption, AtomicU64, CachePadded, GuardOption, Ordering,
+    StampClock, ThreadStamp, AUDIT_STRIPES,
 };
 
 /// One logged event, its stamp and its position in its stripe.
@@ -171,15 +181,27 @@ pub(crate) struct Record<E> {
 /// order their emitters appended them (at most `capacity`).
 struct Page<E> {
     number: u64,
+    /// Its positions: `number · capacity .. end`.
+    first: u64,
+    end: u64,
     records: AppendVec<Record<E>>,
 }
 
 impl<E> Page<E> {
     fn new(number: u64, capacity: usize) -> Arc<Self> {
+        let first = number * capacity as u64;
         Arc::new(Self {
             number,
+            first,
+            end: first.saturating_add(capacity as u64),
             records: AppendVec::with_capacity(capacity),
         })
+    }
+
+    /// Whether `pos` is one of the page's positions (no division).
+    #[inline]
+    fn holds(&self, pos: u64) -> bool {
+        self.first <= pos && pos < self.end
     }
 }
 
@@ -191,11 +213,11 @@ struct Window<E> {
 }
 
 impl<E> Window<E> {
-    /// The page numbered `number`, if it is in the window.
-    fn page(&self, number: u64) -> Option<&Page<E>> {
+    /// The page of position `pos`, if it is in the window.
+    fn page(&self, pos: u64) -> Option<&Page<E>> {
         std::iter::once(&self.current)
             .chain(&self.previous)
-            .find(|page| page.number == number)
+            .find(|page| page.holds(pos))
             .map(|page| &**page)
     }
 
@@ -238,27 +260,30 @@ impl<E> Stripe<E> {
     }
 }
 
+/// The owners' page caches of one log: per thread that wrote it, the
+/// stripe index it wrote as owner and that stripe's page it installed or
+/// found last (see "The owner's page cache" in the module docs). Each
+/// cell is cache-padded: `ThreadLocal` keeps the cells of threads side by
+/// side (thread ids 1 and 2 in one bucket, 3 to 6 in the next, ...), and
+/// every owned emit writes its thread's cell.
+#[cfg(not(raceless_loom))]
+type PageCache<E> =
+    thread_local::ThreadLocal<CachePadded<std::cell::Cell<Option<(usize, Arc<Page<E>>)>>>>;
+
 /// A bounded, lock-free log keeping the newest `capacity` events by stamp.
-pub(crate) struct AuditRing<E> {
+pub(crate) struct AuditRing<E: Send + Sync> {
     /// One per stripe index (padded: each is written by its own thread);
     /// empty when the log is disabled.
     stripes: Box<[CachePadded<Stripe<E>>]>,
     capacity: usize,
     /// `None` when the log is disabled.
     clock: Option<StampClock>,
-    /// Unique per log in the process: the key of the threads' page caches.
-    id: u64,
+    /// Off under loom.
+    #[cfg(not(raceless_loom))]
+    pages: PageCache<E>,
 }
 
-/// The ids of audit logs. A plain `std` atomic even under loom: it only
-/// has to hand out distinct numbers (`Relaxed`), and the cache it keys is
-/// off under loom.
-fn next_ring_id() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-impl<E> AuditRing<E> {
+impl<E: Send + Sync> AuditRing<E> {
     /// A ring of `capacity` events; 0 disables logging.
     pub(crate) fn new(capacity: usize) -> Self {
         let stripes = if capacity == 0 { 0 } else { AUDIT_STRIPES };
@@ -273,7 +298,8 @@ impl<E> AuditRing<E> {
                 .collect(),
             capacity,
             clock: (capacity > 0).then(StampClock::new),
-            id: if capacity > 0 { next_ring_id() } else { 0 },
+            #[cfg(not(raceless_loom))]
+            pages: PageCache::new(),
         }
     }
 
@@ -285,10 +311,7 @@ impl<E> AuditRing<E> {
     /// Logs `event` (moved, never cloned) and runs `deliver` on it as it
     /// sits in the log (the emit path calls the handlers there).
     #[inline]
-    pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R
-    where
-        E: Send + Sync + 'static,
-    {
+    pub(crate) fn record<R: Default>(&self, event: E, deliver: impl FnOnce(&E) -> R) -> R {
         let Some(clock) = &self.clock else {
             return deliver(&event);
         };
@@ -296,39 +319,40 @@ impl<E> AuditRing<E> {
             index,
             owned,
             stamp,
-            cached,
-        } = thread_stamp(clock, self.id);
+        } = thread_stamp(clock);
         let Some(stripe) = self.stripes.get(index) else {
             return deliver(&event);
         };
         let pos = stripe.take_position(owned);
         let record = Record { stamp, pos, event };
         if owned {
-            self.place_owned(stripe, record, cached, deliver)
+            self.place_owned(index, stripe, record, deliver)
         } else {
             self.place(stripe, record, deliver)
         }
     }
 
-    /// [`place`](Self::place) for the stripe's owner: its cached page, if
-    /// it is the page of the record's position, is the stripe's current
-    /// page (see `PageCache` in `sync`), so the window is not loaded.
+    /// [`place`](Self::place) for the owner of stripe `index`: the page
+    /// this thread cached for this log, if it is stripe `index`'s page of
+    /// the record's position, is that stripe's current page (see the module
+    /// docs), so the window is not loaded.
     #[cfg(not(raceless_loom))]
     #[inline]
     fn place_owned<R: Default>(
         &self,
+        index: usize,
         stripe: &Stripe<E>,
         record: Record<E>,
-        cached: Option<CachedPage>,
         deliver: impl FnOnce(&E) -> R,
-    ) -> R
-    where
-        E: Send + Sync + 'static,
-    {
-        let number = record.pos / self.capacity as u64;
-        let page = match cached.map(CachedPage::downcast::<Page<E>>) {
-            Some(Ok(page)) if page.number == number => page,
-            _ => {
+    ) -> R {
+        let cache = self.pages.get_or_default();
+        // Moved out while the handlers run: a reentrant emit on this log
+        // finds no page and loads the window.
+        let page = match cache.take() {
+            Some((cached, page)) if cached == index && page.holds(record.pos) => page,
+            stale => {
+                drop(stale);
+                let number = record.pos / self.capacity as u64;
                 let window = self.window_for(stripe, record.pos);
                 match &*window {
                     Some(w) if w.current.number == number => Arc::clone(&w.current),
@@ -339,17 +363,19 @@ impl<E> AuditRing<E> {
             }
         };
         let out = Self::append_and_deliver(&page, record, deliver);
-        cache_page(self.id, page);
+        // Whatever a reentrant emit cached meanwhile is dropped after the
+        // cell is updated.
+        drop(cache.replace(Some((index, page))));
         out
     }
 
-    /// Under loom the page cache is off (see `cache_page` in `sync`).
+    /// Under loom the page cache is off.
     #[cfg(raceless_loom)]
     fn place_owned<R: Default>(
         &self,
+        _index: usize,
         stripe: &Stripe<E>,
         record: Record<E>,
-        _cached: Option<CachedPage>,
         deliver: impl FnOnce(&E) -> R,
     ) -> R {
         self.place(stripe, record, deliver)
@@ -379,8 +405,7 @@ impl<E> AuditRing<E> {
         deliver: impl FnOnce(&E) -> R,
     ) -> R {
         let window = self.window_for(stripe, record.pos);
-        let number = record.pos / self.capacity as u64;
-        match window.as_ref().and_then(|w| w.page(number)) {
+        match window.as_ref().and_then(|w| w.page(record.pos)) {
             Some(page) => Self::append_and_deliver(page, record, deliver),
             // Two pages behind: `capacity + 1` later positions exist.
             None => deliver(&record.event),
@@ -559,6 +584,30 @@ mod tests {
         assert_eq!(ring.snapshot(), vec![5, 6, 7, 8]);
     }
 
+    /// Threads that exit leave their page-cache cells behind, and
+    /// `ThreadLocal` hands a cell to the next thread given the same thread
+    /// id, which may hold the same stripe (advanced meanwhile by other
+    /// owners) or another one: every round, one after another, a thread
+    /// emits a different number of events (crossing pages or not), and
+    /// the log is always exactly the newest, in order.
+    #[test]
+    fn cells_of_exited_threads_are_never_wrong() {
+        let ring = AuditRing::new(3);
+        let mut all = Vec::new();
+        for round in 0..40_u32 {
+            let events: Vec<u32> = (0..1 + round % 7).map(|i| round * 100 + i).collect();
+            std::thread::scope(|s| {
+                s.spawn(|| events.iter().for_each(|&e| ring.record(e, |_| ())));
+            });
+            all.extend(events);
+            assert_eq!(
+                ring.snapshot(),
+                all[all.len() - 3.min(all.len())..],
+                "round {round}"
+            );
+        }
+    }
+
     #[test]
     fn disabled_ring_logs_nothing() {
         let ring = AuditRing::new(0);
@@ -578,7 +627,7 @@ mod loom_models {
     /// Records `event` and returns its stamp.
     fn record(ring: &AuditRing<u32>, event: u32) -> u64 {
         let clock = ring.clock.as_ref().expect("an enabled ring");
-        let at = thread_stamp(clock, ring.id);
+        let at = thread_stamp(clock);
         let stripe = &ring.stripes[at.index];
         let pos = stripe.take_position(at.owned);
         let stamp = at.stamp;

@@ -61,6 +61,7 @@ pub(crate) fn stripe_count() -> usize {
 /// A small per-thread index, handed out round-robin on a thread's first
 /// use. A plain `std` atomic even under loom: it only spreads threads over
 /// stripes and is not part of any protocol.
+#[inline]
 fn thread_index() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -86,6 +87,7 @@ impl DeliveryCounters {
     }
 
     /// Adds one emit's outcome.
+    #[inline]
     pub(crate) fn add(&self, delivered: usize, failed: usize) {
         if delivered == 0 && failed == 0 {
             return;

@@ -635,10 +635,55 @@ impl<E> Clone for KindEntry<E> {
     }
 }
 
-/// The RCU snapshot: every live kind's entry. Copied (one `Arc` clone per
-/// live kind and two per changed entry) by each `subscribe` and
-/// `unsubscribe`, read by every emit with one arc-swap load.
-type KindMap<E> = HashMap<<E as Event>::Kind, KindEntry<E>, MapHasher>;
+/// The RCU snapshot of one shard: every live kind of the shard and its
+/// entry. Copied (one `Arc` clone per live kind of the shard and two per
+/// changed entry) by each `subscribe` and `unsubscribe`, read by every emit
+/// with one arc-swap load.
+///
+/// A shard holds about `live kinds / 64` kinds, so usually a handful: up
+/// to [`FEW_KINDS`] they are a list that a lookup scans with `==` (no
+/// hashing, no probing: a hash-map lookup was a third of a one-thread
+/// emit without the log), beyond that a hash map. A copy that grows past
+/// [`FEW_KINDS`] becomes a map; one that shrinks to half of it becomes a
+/// list again.
+enum KindMap<E: Event> {
+    Few(Vec<(E::Kind, KindEntry<E>)>),
+    Many(HashMap<E::Kind, KindEntry<E>, MapHasher>),
+}
+
+/// The most kinds a shard keeps in a list (see [`KindMap`]).
+const FEW_KINDS: usize = 8;
+
+impl<E: Event> KindMap<E> {
+    fn new() -> Self {
+        Self::Few(Vec::new())
+    }
+
+    /// The entry of `kind`.
+    #[inline]
+    fn get(&self, kind: &E::Kind) -> Option<&KindEntry<E>> {
+        match self {
+            Self::Few(list) => list.iter().find(|(k, _)| k == kind).map(|(_, e)| e),
+            Self::Many(map) => map.get(kind),
+        }
+    }
+
+    /// The number of kinds.
+    fn len(&self) -> usize {
+        match self {
+            Self::Few(list) => list.len(),
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    /// Every entry.
+    fn values(&self) -> Box<dyn Iterator<Item = &KindEntry<E>> + '_> {
+        match self {
+            Self::Few(list) => Box::new(list.iter().map(|(_, e)| e)),
+            Self::Many(map) => Box::new(map.values()),
+        }
+    }
+}
 
 /// A copy of `map` in which `kind` lists `subscribers` and keeps
 /// `counters` — or, for an empty list, has no entry (reclaimed): the next
@@ -649,19 +694,40 @@ fn with_entry<E: Event>(
     subscribers: std::sync::Arc<[Subscriber<E>]>,
     counters: Arc<counters::DeliveryCounters>,
 ) -> Arc<KindMap<E>> {
-    let mut map = map.clone();
-    if subscribers.is_empty() {
-        map.remove(kind);
-    } else {
-        map.insert(
-            kind.clone(),
-            KindEntry {
-                subscribers,
-                counters,
-            },
-        );
-    }
-    Arc::new(map)
+    let entry = (!subscribers.is_empty()).then_some(KindEntry {
+        subscribers,
+        counters,
+    });
+    let next = match map {
+        KindMap::Few(list) => {
+            let mut list: Vec<_> = list.iter().filter(|(k, _)| k != kind).cloned().collect();
+            list.extend(entry.map(|e| (kind.clone(), e)));
+            if list.len() > FEW_KINDS {
+                let mut many = HashMap::with_capacity_and_hasher(list.len(), MapHasher::default());
+                many.extend(list);
+                KindMap::Many(many)
+            } else {
+                KindMap::Few(list)
+            }
+        }
+        KindMap::Many(many) => {
+            let mut many = many.clone();
+            match entry {
+                Some(entry) => {
+                    many.insert(kind.clone(), entry);
+                }
+                None => {
+                    many.remove(kind);
+                }
+            }
+            if many.len() <= FEW_KINDS / 2 {
+                KindMap::Few(many.into_iter().collect())
+            } else {
+                KindMap::Many(many)
+            }
+        }
+    };
+    Arc::new(next)
 }
 
 /// The state every handle of a bus shares: the bus itself, and (weakly)
@@ -834,9 +900,7 @@ impl<E: Event> EventBus<E> {
     pub fn new(audit_capacity: usize) -> Self {
         Self {
             inner: std::sync::Arc::new(Inner {
-                shards: std::array::from_fn(|_| {
-                    ArcSwap::from_value(HashMap::with_hasher(MapHasher::default()))
-                }),
+                shards: std::array::from_fn(|_| ArcSwap::from_value(KindMap::new())),
                 shard_hasher: ShardHasher::default(),
                 index: ShardedMap::new(),
                 next_id: AtomicU64::new(0),
@@ -1021,6 +1085,7 @@ impl<E: Event> EventBus<E> {
     /// assert_eq!(bus.emit(Ping), EmitReport::default());
     /// assert_eq!(bus.audit_log().len(), 1);
     /// ```
+    #[inline]
     pub fn emit(&self, event: E) -> EmitReport {
         let inner = &*self.inner;
         let kind = event.kind();
@@ -1153,6 +1218,7 @@ impl<E: Event> Bus<E> for EventBus<E> {
     fn unsubscribe(&self, id: SubscriptionId) -> bool {
         EventBus::unsubscribe(self, id)
     }
+    #[inline]
     fn emit(&self, event: E) -> EmitReport {
         EventBus::emit(self, event)
     }
