@@ -950,7 +950,7 @@ fn next_log_id() -> u64 {
 /// quarter of a one-thread record).
 #[cfg(not(raceless_loom))]
 mod lease {
-    use super::{Arc, Changeset, ChangesetId};
+    use super::{Arc, CachePadded, Changeset, ChangesetId};
     use std::cell::RefCell;
     use thread_local::ThreadLocal;
 
@@ -961,8 +961,11 @@ mod lease {
         end: u32,
     }
 
-    /// A log's leases, one per thread that recorded into it.
-    pub(super) type Leases<C> = ThreadLocal<RefCell<Option<Lease<C>>>>;
+    /// A log's leases, one per thread that recorded into it. Each cell is
+    /// cache-padded: `ThreadLocal` keeps the cells of neighbouring thread
+    /// ids side by side, and every record writes its own cell (the borrow
+    /// flag, the next slot).
+    pub(super) type Leases<C> = ThreadLocal<CachePadded<RefCell<Option<Lease<C>>>>>;
 
     /// Keeps slots `next..end` of `set`'s stripe `stripe` for this thread's
     /// next records into the log of `leases`, replacing its previous lease.
@@ -1004,7 +1007,7 @@ mod lease {
     /// Drops this thread's lease if it is on `set` (so that a `take` of a
     /// sealed `set` can own it).
     pub(super) fn forget<C: Send + Sync>(leases: &Leases<C>, set: &Arc<Changeset<C>>) {
-        let Some(Ok(mut held)) = leases.get().map(RefCell::try_borrow_mut) else {
+        let Some(Ok(mut held)) = leases.get().map(|cell| cell.try_borrow_mut()) else {
             return;
         };
         if held
@@ -1026,7 +1029,7 @@ mod lease {
     ) -> Result<ChangesetId, C> {
         // Borrowed: a reentrant call (from `C::clone` or `C::drop` during a
         // commit) takes the slow path.
-        let Some(Ok(mut held)) = leases.get().map(RefCell::try_borrow_mut) else {
+        let Some(Ok(mut held)) = leases.get().map(|cell| cell.try_borrow_mut()) else {
             return Err(entry);
         };
         let Some(lease) = held.as_mut() else {
@@ -1704,7 +1707,10 @@ mod tests {
         }
         drop((a, b));
         log.seal(id).unwrap();
-        let want: Vec<_> = (0..4).map(|i| ("a", i)).chain((0..4).map(|i| ("b", i))).collect();
+        let want: Vec<_> = (0..4)
+            .map(|i| ("a", i))
+            .chain((0..4).map(|i| ("b", i)))
+            .collect();
         assert_eq!(log.take(id).unwrap(), want);
     }
 
