@@ -764,13 +764,6 @@ impl<C: Clone> Stripe<C> {
     /// changeset: moves the entries out instead of cloning them.
     fn drain_into(&mut self, out: &mut Vec<C>) {
         let values = std::mem::take(&mut self.values);
-        // Every push committed into the slot of its own index: the entries
-        // are `values` as they are (the usual case: one writer per stripe,
-        // nothing cancelled below a commit).
-        if self.in_order.load(Ordering::Relaxed) {
-            out.extend(values);
-            return;
-        }
         let (_, count) = unpack(self.word.load(Ordering::Relaxed));
         let committed = || {
             chunks_below(count)
@@ -779,14 +772,18 @@ impl<C: Clone> Stripe<C> {
                 .filter_map(|s| written(s.load(Ordering::Relaxed)))
         };
         // Sole owner: every push has completed, so `values` is dense and
-        // its iterator yields `values[0], values[1], …`. If the committed
-        // slots, in slot order, still hold `values[0], values[1], …` (slots
-        // cancelled before any later commit, say), move them all at once.
+        // its iterator yields `values[0], values[1], …`. The committed
+        // slots, in slot order, hold exactly that when every push committed
+        // into the slot of its own index (`in_order`: the usual case, one
+        // writer per stripe and nothing cancelled below a commit; no walk)
+        // or, checked by walking the slots, when slots were cancelled only
+        // after the last commit, say: then move them all at once.
         let mut n = 0;
-        if committed().all(|j| {
-            n += 1;
-            j == n - 1
-        }) && n == values.count()
+        if self.in_order.load(Ordering::Relaxed)
+            || (committed().all(|j| {
+                n += 1;
+                j == n - 1
+            }) && n == values.count())
         {
             out.extend(values);
             return;
