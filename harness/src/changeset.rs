@@ -495,11 +495,9 @@ macro_rules! impls {
     };
 }
 
-/// Records each thread of a floor row keeps before it moves them out (the
-/// `record` workload's rotation interval): a changeset of the log holds
-/// every thread's records between two rotations and `take` moves them
-/// into a `Vec`, so a floor that dropped a small, cached buffer instead
-/// would measure a working set the design cannot have.
+/// Records each thread of a floor row keeps before its chunk is full: what
+/// it records into one changeset of the `record` workload, whose threads
+/// take turns rotating once per 65,536 operations of a thread.
 const FLOOR_RETAINED: usize = 65_536;
 
 /// A floor row's per-thread storage, kept between the runner's batches
@@ -507,77 +505,91 @@ const FLOOR_RETAINED: usize = 65_536;
 /// two uncontended lock operations per batch of thousands of records).
 struct PerThread<S>(Mutex<HashMap<usize, S>>);
 
-impl<S: Default> PerThread<S> {
+impl<S> PerThread<S> {
     fn new() -> Self {
         Self(Mutex::new(HashMap::new()))
     }
 
-    fn with(&self, thread: usize, f: impl FnOnce(&mut S)) {
+    /// Runs `f` on thread `thread`'s storage (made by `make` on its first
+    /// batch).
+    fn with(&self, thread: usize, make: impl FnOnce() -> S, f: impl FnOnce(&mut S)) {
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mut storage = lock().remove(&thread).unwrap_or_default();
+        let mut storage = lock().remove(&thread).unwrap_or_else(make);
         f(&mut storage);
         lock().insert(thread, storage);
     }
 }
 
-/// One thread's storage of a floor row: [`FLOOR_RETAINED`] records, each
-/// published and committed as a record must be, then moved out.
-trait FloorChunk: Default + Send + 'static {
+/// One thread's storage of a floor row: a preallocated chunk of slots,
+/// each published and committed as a record must be, then moved out.
+trait FloorChunk: Send + 'static {
+    /// A chunk of `records` slots.
+    fn with_capacity(records: usize) -> Self;
     /// Publishes `entry` in the next slot and commits the slot with one
     /// compare-and-swap (what a concurrent seal must be able to race with).
     fn record(&mut self, entry: Entry);
-    /// Whether all [`FLOOR_RETAINED`] slots are used.
+    /// Whether every slot is used.
     fn is_full(&self) -> bool;
-    /// The records, moved out into a `Vec` as `take` moves a changeset's.
-    fn take(self) -> Vec<Entry>;
+    /// Moves the records out to the end of `out`, as `take` moves a
+    /// changeset's.
+    fn move_into(self, out: &mut Vec<Entry>);
 }
 
 /// Reference row: per record one [`FloorChunk::record`] into the thread's
-/// own chunk, which holds [`FLOOR_RETAINED`] records before they are moved
-/// out — no changeset, no lease, no root, nothing shared on the record
-/// path. With more than one thread, a full chunk is first exchanged for
-/// the one another thread left in a hand-off slot (one uncontended lock
-/// per [`FLOOR_RETAINED`] records), and that one is moved out: a `take`
-/// moves out records other threads wrote, from other CPUs' caches, and a
-/// floor that only ever read back its own would skip that cost.
+/// own chunk of [`FLOOR_RETAINED`] slots — no changeset, no lease, no
+/// root, nothing shared on the record path. A full chunk joins the full
+/// chunks of the other threads (one uncontended lock per chunk), and the
+/// thread whose chunk makes them as many as there are threads moves them
+/// all out into one `Vec`: what a `take` of one changeset of the `record`
+/// workload moves (every thread's records since the last rotation, most of
+/// them written by other threads, from other CPUs' caches, into one
+/// `Vec`). A floor that moved out less at a time, or only its own
+/// records, would measure a working set the design cannot have.
 struct Floor<S> {
     chunks: PerThread<S>,
-    handoff: Mutex<Option<S>>,
+    /// Full chunks not yet moved out.
+    full: Mutex<Vec<S>>,
 }
 
 impl<S: FloorChunk> Floor<S> {
     fn row() -> Box<dyn Workload> {
         Box::new(Self {
             chunks: PerThread::new(),
-            handoff: Mutex::new(None),
+            full: Mutex::new(Vec::new()),
         })
     }
 
-    /// The chunk to move out in place of the thread's full `chunk`: at
-    /// more than one thread, the one another thread handed off (`None`
-    /// while the slot is still empty: `chunk` waits there instead).
-    fn exchange(&self, chunk: S, threads: usize) -> Option<S> {
-        if threads < 2 {
-            return Some(chunk);
-        }
-        let mut slot = self.handoff.lock().unwrap_or_else(|e| e.into_inner());
-        slot.replace(chunk)
+    /// Adds the thread's full `chunk` to the full ones; returns them all
+    /// when they are `threads` (the thread then moves them out).
+    fn join_full(&self, chunk: S, threads: usize) -> Option<Vec<S>> {
+        let mut full = self.full.lock().unwrap_or_else(|e| e.into_inner());
+        full.push(chunk);
+        (full.len() >= threads).then(|| std::mem::take(&mut *full))
     }
 }
 
 impl<S: FloorChunk> Workload for Floor<S> {
     fn run(&self, thread: usize, threads: usize, ops: u64) {
         let tag = (thread as u64) << 40;
-        self.chunks.with(thread, |chunk| {
-            for i in 0..ops {
-                if chunk.is_full() {
-                    if let Some(full) = self.exchange(std::mem::take(chunk), threads) {
-                        drop(std::hint::black_box(full.take()));
+        self.chunks.with(
+            thread,
+            || S::with_capacity(FLOOR_RETAINED),
+            |chunk| {
+                for i in 0..ops {
+                    if chunk.is_full() {
+                        let full = std::mem::replace(chunk, S::with_capacity(FLOOR_RETAINED));
+                        if let Some(chunks) = self.join_full(full, threads) {
+                            let mut out = Vec::with_capacity(chunks.len() * FLOOR_RETAINED);
+                            for full in chunks {
+                                full.move_into(&mut out);
+                            }
+                            drop(std::hint::black_box(out));
+                        }
                     }
+                    chunk.record(tag | i);
                 }
-                chunk.record(tag | i);
-            }
-        });
+            },
+        );
     }
 }
 
@@ -594,18 +606,16 @@ struct WriteOnceChunk {
     next: usize,
 }
 
-impl Default for WriteOnceChunk {
-    fn default() -> Self {
+impl FloorChunk for WriteOnceChunk {
+    fn with_capacity(records: usize) -> Self {
         Self {
-            slots: (0..FLOOR_RETAINED)
+            slots: (0..records)
                 .map(|_| (AtomicU32::new(0), OnceLock::new()))
                 .collect(),
             next: 0,
         }
     }
-}
 
-impl FloorChunk for WriteOnceChunk {
     fn record(&mut self, entry: Entry) {
         const EMPTY: u32 = 0;
         const WRITTEN: u32 = 1;
@@ -621,15 +631,16 @@ impl FloorChunk for WriteOnceChunk {
     }
 
     fn is_full(&self) -> bool {
-        self.next == FLOOR_RETAINED
+        self.next == self.slots.len()
     }
 
-    fn take(self) -> Vec<Entry> {
-        self.slots
-            .into_vec()
-            .into_iter()
-            .filter_map(|(_, value)| value.into_inner())
-            .collect()
+    fn move_into(self, out: &mut Vec<Entry>) {
+        out.extend(
+            self.slots
+                .into_vec()
+                .into_iter()
+                .filter_map(|(_, value)| value.into_inner()),
+        );
     }
 }
 
@@ -637,25 +648,23 @@ impl FloorChunk for WriteOnceChunk {
 /// we measured): per record one `boxcar::Vec::push` of the entry into the
 /// thread's own vector (a `fetch_add` for the index, the value written in
 /// place, a release store, a `fetch_add` of its count) and one
-/// compare-and-swap of a 32-bit slot state (as the log's), in a preallocated chunk of the
-/// thread's own, to `WRITTEN | index`.
+/// compare-and-swap of a 32-bit slot state (as the log's), in a
+/// preallocated chunk of the thread's own, to `WRITTEN | index`.
 struct BoxcarChunk {
     states: Box<[AtomicU32]>,
     values: boxcar::Vec<Entry>,
     next: usize,
 }
 
-impl Default for BoxcarChunk {
-    fn default() -> Self {
+impl FloorChunk for BoxcarChunk {
+    fn with_capacity(records: usize) -> Self {
         Self {
-            states: (0..FLOOR_RETAINED).map(|_| AtomicU32::new(0)).collect(),
+            states: (0..records).map(|_| AtomicU32::new(0)).collect(),
             values: boxcar::Vec::new(),
             next: 0,
         }
     }
-}
 
-impl FloorChunk for BoxcarChunk {
     fn record(&mut self, entry: Entry) {
         const EMPTY: u32 = 0;
         let at = self.values.push(entry);
@@ -669,11 +678,11 @@ impl FloorChunk for BoxcarChunk {
     }
 
     fn is_full(&self) -> bool {
-        self.next == FLOOR_RETAINED
+        self.next == self.states.len()
     }
 
-    fn take(self) -> Vec<Entry> {
-        self.values.into_iter().collect()
+    fn move_into(self, out: &mut Vec<Entry>) {
+        out.extend(self.values);
     }
 }
 
@@ -683,7 +692,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "changeset",
             name: "record",
-            description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record, each thread's 65536 records kept, then (at 2+ threads) exchanged for another thread's and moved out into a Vec",
+            description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record into the thread's own chunk of 65536 slots; when every thread has filled one, the last to fill moves them all out into one Vec, as a take moves a changeset's records",
             impls: {
                 let mut rows = impls!(65_536, 0);
                 rows.push(("write-once-floor", Floor::<WriteOnceChunk>::row));
@@ -753,5 +762,27 @@ mod tests {
         }
         assert_eq!(rot.current.load(Ordering::Relaxed), first + 3);
         assert_eq!(rot.log.len(), 2, "the reference and the current one");
+    }
+
+    /// A floor row moves the threads' full chunks out together, once there
+    /// is one per thread (as a `take` moves every thread's records).
+    #[test]
+    fn floors_move_out_one_chunk_per_thread_at_once() {
+        fn pending<S>(floor: &Floor<S>) -> usize {
+            floor.full.lock().unwrap().len()
+        }
+        let floor = Floor::<BoxcarChunk> {
+            chunks: PerThread::new(),
+            full: Mutex::new(Vec::new()),
+        };
+        let ops = FLOOR_RETAINED as u64 + 1;
+        floor.run(0, 3, ops);
+        floor.run(1, 3, ops);
+        assert_eq!(pending(&floor), 2, "waiting for the third thread's chunk");
+        floor.run(2, 3, ops);
+        assert_eq!(pending(&floor), 0, "all three moved out");
+        // On one thread each full chunk is moved out at once.
+        floor.run(3, 1, ops);
+        assert_eq!(pending(&floor), 0);
     }
 }
