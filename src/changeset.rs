@@ -463,7 +463,9 @@ where
     /// let mut recorder = Recorder::new(&log);
     /// assert_eq!(recorder.record(1), Err(ChangesetError::NoActiveChangeset));
     /// ```
-    #[inline]
+    // Inlined down to the lease's commit, as `record_change` is: a call
+    // returning the 16-byte `Result` through memory stalls the caller.
+    #[inline(always)]
     pub fn record(&mut self, entry: C) -> Result<ChangesetId, ChangesetError> {
         self.store.record_leased(&mut self.lease, entry)
     }
@@ -1249,7 +1251,9 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     /// next slot; a cancelled slot ends the lease), else a fresh
     /// reservation in the recorder's stripe, whose rest becomes its lease.
     /// The recorder's slots in a stripe are increasing, and a stripe is
-    /// read in slot order, so its entries keep its order.
+    /// read in slot order, so its entries keep its order. The lease's
+    /// commit is inlined into the caller, the reservation is not.
+    #[inline(always)]
     fn record_for(
         &self,
         own: &mut RecorderLease<C>,
@@ -1270,6 +1274,16 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 }
             }
         }
+        self.record_for_reserving(own, entry)
+    }
+
+    /// [`record_for`](Self::record_for) without a usable lease.
+    #[inline(never)]
+    fn record_for_reserving(
+        &self,
+        own: &mut RecorderLease<C>,
+        entry: C,
+    ) -> Result<ChangesetId, ChangesetError> {
         let held = &mut own.held;
         self.reserve_and_commit(entry, own.stripe, |top, _at, next, end| {
             *held = (next < end).then(|| OwnLease {
@@ -1674,6 +1688,8 @@ impl<C: Clone + Send + Sync + 'static> ChangesetStore<C> for ChangesetLog<C> {
     fn len(&self) -> usize {
         ChangesetLog::len(self)
     }
+    // Inlined with the lease's commit (see `record_change`).
+    #[inline(always)]
     fn record_leased(
         &self,
         lease: &mut RecorderLease<C>,
