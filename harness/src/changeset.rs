@@ -441,8 +441,17 @@ impl<S: ChangesetStore<Entry>> Workload for RecorderRecord<S> {
     }
 }
 
+/// The `record` workloads' rotation interval: the threads take turns
+/// rotating, once per this many operations of a thread (only to bound
+/// memory).
+const RECORD_ROTATION: u64 = 65_536;
+
 fn make_recorder<S: ChangesetStore<Entry> + Default + 'static>() -> Box<dyn Workload> {
-    Box::new(RecorderRecord(Rotating::new(S::default(), 65_536, 0)))
+    Box::new(RecorderRecord(Rotating::new(
+        S::default(),
+        RECORD_ROTATION,
+        0,
+    )))
 }
 
 /// Benchmark-only workloads of the 0.2 API (not in the comparison run):
@@ -496,9 +505,9 @@ macro_rules! impls {
 }
 
 /// Records each thread of a floor row keeps before its chunk is full: what
-/// it records into one changeset of the `record` workload, whose threads
-/// take turns rotating once per 65,536 operations of a thread.
-const FLOOR_RETAINED: usize = 65_536;
+/// it records into one changeset of the `record` workload (one rotation per
+/// [`RECORD_ROTATION`] operations of a thread).
+const FLOOR_RETAINED: usize = RECORD_ROTATION as usize;
 
 /// A floor row's per-thread storage, kept between the runner's batches
 /// (each thread takes its own out for a batch and puts it back after:
@@ -694,7 +703,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
             name: "record",
             description: "every thread records into the latest changeset; the threads take turns rotating (start, seal, take), one rotation per 65536 ops of a thread, only to bound memory; floors: one OnceLock::set, or one boxcar push, + one compare-and-swap per record into the thread's own chunk of 65536 slots; when every thread has filled one, the last to fill moves them all out into one Vec, as a take moves a changeset's records",
             impls: {
-                let mut rows = impls!(65_536, 0);
+                let mut rows = impls!(RECORD_ROTATION, 0);
                 rows.push(("write-once-floor", Floor::<WriteOnceChunk>::row));
                 rows.push(("boxcar-floor", Floor::<BoxcarChunk>::row));
                 rows
