@@ -72,7 +72,10 @@
 //! `T` for `v + 1` — on every stripe it raises the word's version to at
 //! least `v + 1`, so no recorder holding a root `≤ v` can reserve in `T`
 //! again, and reads the count `n`; then it cancels every slot below `n` that
-//! is still `EMPTY` (reserved, not committed) — and finally swaps the pending
+//! is still `EMPTY` (reserved, not committed), scanning from the stripe's
+//! `settled` hint (every slot below it is known to be final: raised by
+//! closes, and by a recorder whose lease right above it is used up, each
+//! slot of it committed) — and finally swaps the pending
 //! root for its successor. Closing is idempotent, so helpers may overlap; no
 //! thread ever waits for the one that started the transition.
 //!
@@ -131,6 +134,12 @@
 //!   agrees). The cancel scan reads the state with `Acquire`, so a commit it
 //!   observes happens before its root swap, and so before any reader that
 //!   loads the new root.
+//! - `settled`: raised with `fetch_max(Release)` by a close after its scan
+//!   and by a recorder after the last commit of its used-up lease (both
+//!   sequenced after the slots they claim became final); a close loads it
+//!   `Acquire` before its scan, so it happens after those commits. The
+//!   recorder's check of the old value is `Relaxed`: the hint only grows,
+//!   and any value is already such a claim.
 //! - Readers load the word count and each state with `Acquire`.
 //! - `taken`: set by a `AcqRel` compare-and-swap, loaded `Acquire` by
 //!   every reader that found the changeset; a reader that loads `false`
@@ -389,6 +398,9 @@ pub struct RecorderLease<C> {
 struct OwnLease<C> {
     log: u64,
     set: Arc<Changeset<C>>,
+    /// The first slot of the reservation (committed by the reserving
+    /// record): `from..next` are committed.
+    from: u32,
     next: u32,
     end: u32,
 }
@@ -563,8 +575,11 @@ enum Missed<C> {
 struct Stripe<C> {
     /// `(version, count)`: see the module docs.
     word: AtomicU64,
-    /// Every slot below this is `WRITTEN` or `CANCELLED` (a hint that lets a
-    /// close scan only the slots reserved since the previous close).
+    /// Every slot below this is `WRITTEN` or `CANCELLED`: a hint that lets a
+    /// close scan only the slots above it. Raised by every close, and by a
+    /// recorder that used up a lease right above it (see
+    /// [`settle`](Self::settle)), so with one recorder per stripe a close
+    /// scans at most that recorder's current lease.
     settled: AtomicU32,
     /// Whether every entry pushed so far was committed into the slot of
     /// its own index (`values[j]` in slot `j`): cleared by a commit into
@@ -696,6 +711,29 @@ impl<C: Clone> Stripe<C> {
         match self.values.get(j) {
             Some(entry) => entry.clone(),
             None => unreachable!("pushed by this thread"),
+        }
+    }
+
+    /// Advances `settled` over a lease that is used up: slots
+    /// `from..end`, reserved together by the caller, were all committed by
+    /// it. If every slot below `from` is settled, so is every slot below
+    /// `end` now, and a close of this stripe scans only the slots reserved
+    /// after them (with one recorder per stripe, at most its current
+    /// lease) instead of the whole stripe. Otherwise (another recorder's
+    /// lease below `from` is not used up yet) the hint stays, and the
+    /// close scans from it.
+    ///
+    /// Orderings: the commits of `from..end` are sequenced before the
+    /// `Release` `fetch_max`, so a close that loads `settled ≥ end` with
+    /// `Acquire` happens after them, as after the closes and recorders
+    /// that settled the slots below `from` (an RMW continues their release
+    /// sequences). The load may be `Relaxed`: `settled` only grows, and a
+    /// value `≥ from` is already such a claim for the slots below it.
+    #[cold]
+    #[inline(never)]
+    fn settle(&self, from: u32, end: u32) {
+        if self.settled.load(Ordering::Relaxed) >= from {
+            self.settled.fetch_max(end, Ordering::Release);
         }
     }
 
@@ -956,6 +994,9 @@ mod lease {
     pub(super) struct Lease<C> {
         set: Arc<Changeset<C>>,
         stripe: usize,
+        /// The first slot of the reservation (committed by the reserving
+        /// record): `from..next` are committed.
+        from: u32,
         next: u32,
         end: u32,
     }
@@ -989,6 +1030,7 @@ mod lease {
                     lease.set = Arc::clone(set);
                 }
                 lease.stripe = stripe;
+                lease.from = next - 1;
                 lease.next = next;
                 lease.end = end;
             }
@@ -996,6 +1038,7 @@ mod lease {
                 *held = Some(Lease {
                     set: Arc::clone(set),
                     stripe,
+                    from: next - 1,
                     next,
                     end,
                 });
@@ -1039,8 +1082,14 @@ mod lease {
         }
         let index = lease.next;
         lease.next += 1;
-        match lease.set.stripes[lease.stripe].commit(index, entry) {
-            Ok(()) => Ok(lease.set.id),
+        let stripe = &lease.set.stripes[lease.stripe];
+        match stripe.commit(index, entry) {
+            Ok(()) => {
+                if lease.next == lease.end {
+                    stripe.settle(lease.from, lease.end);
+                }
+                Ok(lease.set.id)
+            }
             Err(back) => {
                 // A cancelled slot ends the lease (the changeset was closed).
                 lease.next = lease.end;
@@ -1266,9 +1315,14 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 let index = lease.next;
                 lease.next += 1;
                 // The lease's stripe is `own.stripe` masked for its set.
-                let at = own.stripe & (lease.set.stripes.len() - 1);
-                match lease.set.stripes[at].commit(index, entry) {
-                    Ok(()) => return Ok(lease.set.id),
+                let stripe = &lease.set.stripes[own.stripe & (lease.set.stripes.len() - 1)];
+                match stripe.commit(index, entry) {
+                    Ok(()) => {
+                        if lease.next == lease.end {
+                            stripe.settle(lease.from, lease.end);
+                        }
+                        return Ok(lease.set.id);
+                    }
                     // Closed under us: the lease is over; retry below.
                     Err(back) => entry = back,
                 }
@@ -1289,6 +1343,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
             *held = (next < end).then(|| OwnLease {
                 log: self.log_id,
                 set: Arc::clone(top),
+                from: next - 1,
                 next,
                 end,
             });

@@ -151,6 +151,54 @@ fn recorder_vs_seal() {
     });
 }
 
+/// Two recorders sharing the one stripe against a seal: each records
+/// twice, so each uses up its lease (2 slots under loom) and may advance
+/// the stripe's `settled` hint past it, which lets the seal's close skip
+/// those slots. A lease that is used up while another recorder's lease
+/// below it is not must leave the hint alone: the close has to cancel (or
+/// find committed) the other's slots, or that recorder would commit into
+/// the sealed changeset after the seal returned.
+#[test]
+fn recorders_sharing_a_stripe_vs_seal() {
+    loom::model(|| {
+        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+        let below = log.start_changeset();
+        let top = log.start_changeset();
+        let sealer = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                log.seal(top).unwrap();
+                log.changes(top).unwrap()
+            })
+        };
+        let other = {
+            let log = Arc::clone(&log);
+            thread::spawn(move || {
+                let mut recorder = Recorder::new(log);
+                [recorder.record(3).unwrap(), recorder.record(4).unwrap()]
+            })
+        };
+        let mut recorder = Recorder::new(Arc::clone(&log));
+        let mine = [recorder.record(1).unwrap(), recorder.record(2).unwrap()];
+        let theirs = other.join().unwrap();
+        let top_at_seal = sealer.join().unwrap();
+        let mut in_top = log.changes(top).unwrap();
+        assert_eq!(in_top, top_at_seal, "sealed contents changed");
+        let mut want: Vec<u32> = mine
+            .iter()
+            .zip([1, 2])
+            .chain(theirs.iter().zip([3, 4]))
+            .filter(|(&id, _)| id == top)
+            .map(|(_, e)| e)
+            .collect();
+        let in_below = log.changes(below).unwrap();
+        assert_eq!(in_top.len() + in_below.len(), 4, "lost or duplicated");
+        want.sort_unstable();
+        in_top.sort_unstable();
+        assert_eq!(in_top, want);
+    });
+}
+
 /// A recorder against a start: entries recorded before the new changeset
 /// became the latest are in the old one (and visible in a read right
 /// after `start` returned), the rest in the new one, in order.
