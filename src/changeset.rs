@@ -582,13 +582,22 @@ struct Stripe<C> {
     /// [`settle`](Self::settle)), so with one recorder per stripe a close
     /// scans at most that recorder's current lease.
     settled: AtomicU32,
-    /// Whether every entry pushed so far was committed into the slot of
-    /// its own index (`values[j]` in slot `j`): cleared by a commit into
-    /// another slot and by a push whose commit failed. While it holds,
-    /// the committed slots are exactly `0..values.count()`, so the sole
-    /// owner moves `values` out whole without walking the slots. Relaxed:
-    /// only that owner reads it, after `Arc`'s unique-ownership handover.
+    /// Whether every entry committed so far went into the slot of its own
+    /// index (`values[j]` in slot `j`): cleared by a commit into another
+    /// slot. Together with [`orphans`](Self::orphans) it lets the sole
+    /// owner move the committed entries out as a prefix of `values`
+    /// without walking the slots. Relaxed: only that owner reads it, after
+    /// `Arc`'s unique-ownership handover.
     in_order: AtomicBool,
+    /// Pushes whose commit failed (their slot was cancelled first: an
+    /// *orphan* entry, referenced by no slot), and the lowest index of
+    /// one (`u32::MAX`: none). When every orphan sits above every
+    /// committed entry — the usual case: a recorder's first record after
+    /// a close finds its leased slot cancelled, and nothing commits into
+    /// a closed stripe — and `in_order` holds, the committed entries are
+    /// exactly `values[..count − orphans]`. Relaxed, as `in_order`.
+    orphans: AtomicU32,
+    lowest_orphan: AtomicU32,
     /// The slots' states, in geometrically growing chunks.
     chunks: [OnceLock<Box<[AtomicU32]>>; CHUNKS],
     /// The entries: a slot's reserver pushes its entry here, then commits
@@ -607,6 +616,8 @@ impl<C: Clone> Stripe<C> {
             word: AtomicU64::new(0),
             settled: AtomicU32::new(0),
             in_order: AtomicBool::new(true),
+            orphans: AtomicU32::new(0),
+            lowest_orphan: AtomicU32::new(u32::MAX),
             chunks: std::array::from_fn(|_| OnceLock::new()),
             values: boxcar::Vec::new(),
         };
@@ -677,33 +688,47 @@ impl<C: Clone> Stripe<C> {
 
     /// Writes `entry` into the reserved slot `index` and commits it; hands
     /// the entry back if a close cancelled the slot first.
+    ///
+    /// The push comes first and the slot is looked up after it: no load
+    /// of the slot before the push (a check for `CANCELLED` there put the
+    /// lease → changeset → stripe → chunk → slot chain of loads in front
+    /// of the push's locked `fetch_add`, on every record); the chunk
+    /// lookup then overlaps the rest of the push. A slot cancelled before
+    /// the push costs a push and a clone back (an orphan entry), once per
+    /// lease and close.
     #[inline]
     fn commit(&self, index: u32, entry: C) -> Result<(), C> {
-        let slot = self.slot(index);
-        if slot.load(Ordering::Relaxed) == CANCELLED {
-            return Err(entry);
-        }
         // The push happens before the commit below (program order, and the
         // commit is a release), so a reader that loads the committed state
         // with acquire finds the entry published.
         let j = self.values.push(entry);
-        if j != index as usize {
-            self.in_order.store(false, Ordering::Relaxed);
-        }
-        match slot.compare_exchange(
+        match self.slot(index).compare_exchange(
             EMPTY,
             // `j` < MAX_SLOTS: at most one push per reserved slot.
             WRITTEN_BASE + j as u32,
             Ordering::Release,
             Ordering::Relaxed,
         ) {
-            Ok(_) => Ok(()),
-            // Cancelled by a close in between: a copy back (rare).
-            Err(_) => {
-                self.in_order.store(false, Ordering::Relaxed);
-                Err(self.entry(j))
+            Ok(_) => {
+                if j != index as usize {
+                    self.in_order.store(false, Ordering::Relaxed);
+                }
+                Ok(())
             }
+            // Cancelled by a close first: a copy back (once per lease and
+            // close).
+            Err(_) => Err(self.orphan(j)),
         }
+    }
+
+    /// Notes `values[j]`, which this thread pushed, as an orphan (its
+    /// slot was cancelled) and returns a clone of it.
+    #[cold]
+    #[inline(never)]
+    fn orphan(&self, j: usize) -> C {
+        self.orphans.fetch_add(1, Ordering::Relaxed);
+        self.lowest_orphan.fetch_min(j as u32, Ordering::Relaxed);
+        self.entry(j)
     }
 
     /// A clone of `values[j]`, which this thread pushed.
@@ -814,19 +839,27 @@ impl<C: Clone> Stripe<C> {
         };
         // Sole owner: every push has completed, so `values` is dense and
         // its iterator yields `values[0], values[1], …`. The committed
-        // slots, in slot order, hold exactly that when every push committed
-        // into the slot of its own index (`in_order`: the usual case, one
-        // writer per stripe and nothing cancelled below a commit; no walk)
-        // or, checked by walking the slots, when slots were cancelled only
-        // after the last commit, say: then move them all at once.
-        let mut n = 0;
-        if self.in_order.load(Ordering::Relaxed)
-            || (committed().all(|j| {
-                n += 1;
-                j == n - 1
-            }) && n == values.count())
-        {
-            out.extend(values);
+        // slots, in slot order, hold a prefix `values[..n]` of it when
+        // every commit went into the slot of its own index and every
+        // orphan sits above every commit (`in_order` and `lowest_orphan ≥
+        // n`, `n` = pushes − orphans: the `n` committed indices and the
+        // orphans' are then `0..n` and `n..`; the usual case, one writer
+        // per stripe; no walk), or, checked by walking the slots, when the
+        // committed indices in slot order are `0, 1, …, n − 1`: then move
+        // that prefix out at once (the orphans after it are dropped).
+        let pushed = values.count();
+        let mut n = pushed.saturating_sub(self.orphans.load(Ordering::Relaxed) as usize);
+        let prefix = (self.in_order.load(Ordering::Relaxed)
+            && self.lowest_orphan.load(Ordering::Relaxed) as usize >= n)
+            || {
+                n = 0;
+                committed().all(|j| {
+                    n += 1;
+                    j == n - 1
+                })
+            };
+        if prefix {
+            out.extend(values.into_iter().take(n));
             return;
         }
         let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
@@ -1861,6 +1894,40 @@ mod tests {
         let taken = log.take(id).unwrap();
         assert_eq!(values(&taken), (0..100).collect::<Vec<_>>());
         assert_eq!(clones.load(Ordering::Relaxed), 0, "moved, not cloned");
+    }
+
+    /// A record whose leased slot a close cancelled pushes its entry into
+    /// the closed changeset before it finds out (an orphan, cloned back
+    /// and recorded into the new top): `take` of the closed changeset
+    /// still returns exactly its committed entries, in order, and moves
+    /// them (the orphan sits above them), and the orphan is dropped.
+    #[test]
+    fn take_moves_the_committed_prefix_past_an_orphan() {
+        let clones = std::sync::Arc::new(AtomicUsize::new(0));
+        let live = std::sync::Arc::new(AtomicUsize::new(0));
+        let log = ChangesetLog::with_stripes(1);
+        let a = log.start_changeset();
+        for i in 0..10 {
+            assert_eq!(
+                log.record_change((Counted(i, clones.clone()), Live::new(&live))),
+                Ok(a)
+            );
+        }
+        let b = log.start_changeset();
+        // The lease's next slot in `a` is cancelled: pushed, cloned back.
+        assert_eq!(
+            log.record_change((Counted(10, clones.clone()), Live::new(&live))),
+            Ok(b)
+        );
+        assert_eq!(clones.load(Ordering::Relaxed), 1, "the orphan's clone back");
+        log.seal(a).unwrap();
+        let taken = log.take(a).unwrap();
+        let got: Vec<u32> = taken.iter().map(|(c, _)| c.0).collect();
+        assert_eq!(got, (0..10).collect::<Vec<_>>(), "in order, no orphan");
+        assert_eq!(clones.load(Ordering::Relaxed), 1, "moved, not cloned");
+        drop(taken);
+        // What is left: the entry recorded into `b` (the orphan is gone).
+        assert_eq!(live.load(Ordering::Relaxed), 1);
     }
 
     #[test]
