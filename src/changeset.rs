@@ -49,16 +49,21 @@
 //! geometrically growing chunks of slots, and its entries in a
 //! `boxcar::Vec<C>` (append-only; a push publishes its value with a release
 //! store). A slot is one atomic state: `EMPTY`, then `WRITTEN(j)` (its entry
-//! is `values[j]` of the stripe) or `CANCELLED`.
+//! is `values[j]` of the stripe) or `CANCELLED`; the first slot of every
+//! reservation also carries a `START` flag.
 //!
 //! **record_change.** Load the root (version `v`, top `T`); in `T`'s stripe,
+//! mark slot `n` `START` (a compare-and-swap `EMPTY → START`: `n` is the
+//! first slot of whichever reservation moves the count past it), then
 //! compare-and-swap the word from `(w, n)` to `(v, n + k)` provided `w` is
 //! not newer than `v` — this reserves slots `n..n + k` (`k` = 32, or
 //! twice the thread's previous reservation if it used that one up, at
 //! most 256: a thread's *lease*: its next records use the rest without
 //! touching the root or the word); push the entry into the stripe's `values` (index
 //! `j`); then *commit*: compare-and-swap slot `n`'s state
-//! `EMPTY → WRITTEN(j)`. If the word is
+//! `EMPTY → WRITTEN(j)` (keeping `START`). A lease's slots are committed
+//! by its holder alone, in order, and the lease ends at its first failed
+//! commit. If the word is
 //! newer than `v` (our root is stale) or the commit finds the slot
 //! `CANCELLED`, drop the lease and retry from a fresh root with the same
 //! entry. No top: `Err(NoActiveChangeset)`. Leased slots never used stay
@@ -72,11 +77,13 @@
 //! itself, a recorder, another transition — *helps*: it *closes* the old top
 //! `T` for `v + 1` — on every stripe it raises the word's version to at
 //! least `v + 1`, so no recorder holding a root `≤ v` can reserve in `T`
-//! again, and reads the count `n`; then it cancels every slot below `n` that
-//! is still `EMPTY` (reserved, not committed), scanning from the stripe's
-//! `settled` hint (every slot below it is known to be final: raised by
-//! closes, and by a recorder whose lease right above it is used up, each
-//! slot of it committed) — and finally swaps the pending
+//! again, and reads the count `n`; then it cancels, in every lease below
+//! `n`, the first slot that is still `EMPTY` (reserved, not committed) and
+//! skips the rest of that lease up to the next `START`: its holder stops
+//! at that slot, so nothing after it is ever committed. The scan starts
+//! at the stripe's `settled` hint (every slot below it is known to be
+//! final: raised by closes, and by a recorder whose lease right above it
+//! is used up, each slot of it committed) — and finally swaps the pending
 //! root for its successor. Closing is idempotent, so helpers may overlap; no
 //! thread ever waits for the one that started the transition.
 //!
@@ -92,8 +99,12 @@
 //!   modification order, our reservation would have read a version newer
 //!   than `v` and failed; so our reservation came first, the close read a
 //!   count above our slot, and its scan met our slot before the root swap:
-//!   it either cancelled it (our commit fails) or found it `WRITTEN` (our
-//!   commit came first). Either way, contradiction.
+//!   it either cancelled it (our commit fails), found it `WRITTEN` (our
+//!   commit came first), or skipped it because an earlier slot of our
+//!   lease was `CANCELLED` (our commit of that slot failed, so we never
+//!   commit this one; the scan resumes at the next `START`, which it sees:
+//!   the mark is set before the reservation that counts it). Either way,
+//!   contradiction.
 //! - `record_change` returning `Err(NoActiveChangeset)`: the root load that
 //!   saw no open changeset.
 //! - `active`: the root load. `changes` of a sealed changeset: any point
@@ -127,8 +138,12 @@
 //!   helper's close happens before the root swap that follows it.
 //! - Stripe word: the proof only uses the modification order of this single
 //!   location (every update is a read-modify-write, and versions only grow),
-//!   so `Relaxed` would do; the reservation uses `Relaxed`, and the close uses
-//!   `AcqRel` merely for symmetry with the scan that follows.
+//!   except for the `START` marks: the reservation is a `Release`
+//!   compare-and-swap after its `Relaxed` mark of slot `n`, and the close's
+//!   update (`AcqRel`; or its `Acquire` load when another helper closed
+//!   first: every later update is a read-modify-write, so it continues
+//!   the reservation's release sequence) reads a count past `n`, so its
+//!   scan finds the mark.
 //! - Slot commit: `Release` (success); the push of the entry is sequenced
 //!   before it, so whoever reads `WRITTEN(j)` with `Acquire` finds
 //!   `values[j]` published (boxcar's own acquire load of the entry's flag
@@ -173,7 +188,7 @@
 //! read racing with the `take` can leave a taken changeset in its slot,
 //! unreadable, until the slot is reused: at most 64 per log). An entry
 //! whose commit was cancelled stays in its stripe's `values` (it was cloned
-//! back to the recorder, which retried) until the changeset is freed. Limits: 2³² − 3 reservations per stripe of one changeset
+//! back to the recorder, which retried) until the changeset is freed. Limits: 2³¹ − 2 reservations per stripe of one changeset
 //! (`Err(CapacityExceeded)`); versions are compared with serial-number
 //! arithmetic, so a recorder may be at most 2³¹ transitions stale.
 //!
@@ -265,7 +280,7 @@ pub enum ChangesetError {
     /// `take` was called on a changeset that is still open.
     #[error("{0} is still open")]
     StillOpen(ChangesetId),
-    /// One stripe of the changeset holds 2³² − 3 entries already.
+    /// One stripe of the changeset holds 2³¹ − 2 entries already.
     #[error("{0} is full")]
     CapacityExceeded(ChangesetId),
 }
@@ -510,14 +525,21 @@ impl<C, L: fmt::Debug> fmt::Debug for Recorder<C, L> {
 
 /// A slot's state: `EMPTY` (reserved or not yet reserved), `CANCELLED` (by
 /// a close, never to be written), or `WRITTEN_BASE + j`: committed, its
-/// entry is `values[j]` of the slot's stripe.
+/// entry is `values[j]` of the slot's stripe; with the [`START`] flag on
+/// the first slot of every reservation.
 const EMPTY: u32 = 0;
 const CANCELLED: u32 = 1;
 const WRITTEN_BASE: u32 = 2;
+/// Marks the first slot of a reservation (a lease), set before the
+/// reservation's compare-and-swap and kept by the commit and the cancel of
+/// that slot: a close cancels only the first uncommitted slot of each
+/// lease and skips the rest of it up to the next `START` (see
+/// [`Stripe::close`]).
+const START: u32 = 1 << 31;
 /// Most slots a stripe of one changeset reserves, so that every entry
 /// index `j` (at most one push per reserved slot) fits in a state
-/// `WRITTEN_BASE + j`.
-const MAX_SLOTS: u32 = u32::MAX - WRITTEN_BASE;
+/// `WRITTEN_BASE + j` below [`START`].
+const MAX_SLOTS: u32 = START - WRITTEN_BASE;
 
 /// log2 of the first chunk's length; chunk `k` holds `FIRST << k` slots.
 /// Small under loom, to keep the number of modelled atomics low.
@@ -562,7 +584,9 @@ fn newer(a: u32, b: u32) -> bool {
 
 /// The index in `values` of a slot state that is `WRITTEN`.
 fn written(state: u32) -> Option<usize> {
-    state.checked_sub(WRITTEN_BASE).map(|j| j as usize)
+    (state & !START)
+        .checked_sub(WRITTEN_BASE)
+        .map(|j| j as usize)
 }
 
 /// Why an append did not commit.
@@ -673,11 +697,21 @@ impl<C: Clone> Stripe<C> {
             if got == 0 {
                 return Err(Missed::Full);
             }
-            // Relaxed: only this location's modification order matters.
+            // Slot `n` starts whichever reservation moves the count past
+            // it (ours, or a racing one's): mark it before the count does.
+            // Failure: marked already, or committed or cancelled with the
+            // mark. Relaxed: published by the release below.
+            let _ =
+                self.slot(n)
+                    .compare_exchange(EMPTY, START, Ordering::Relaxed, Ordering::Relaxed);
+            // Release: a close whose read-modify-write of the word reads a
+            // count past `n` (acquire) then finds slot `n` marked. The
+            // rest of the proof only uses this location's modification
+            // order.
             match self.word.compare_exchange_weak(
                 word,
                 pack(version, n + got),
-                Ordering::Relaxed,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return Ok((n, got)),
@@ -696,16 +730,20 @@ impl<C: Clone> Stripe<C> {
     /// lookup then overlaps the rest of the push. A slot cancelled before
     /// the push costs a push and a clone back (an orphan entry), once per
     /// lease and close.
+    ///
+    /// `first`: whether `index` is the first slot of its reservation (its
+    /// state is `EMPTY | START`, and keeps the flag).
     #[inline]
-    fn commit(&self, index: u32, entry: C) -> Result<(), C> {
+    fn commit(&self, index: u32, entry: C, first: bool) -> Result<(), C> {
+        let mark = if first { START } else { EMPTY };
         // The push happens before the commit below (program order, and the
         // commit is a release), so a reader that loads the committed state
         // with acquire finds the entry published.
         let j = self.values.push(entry);
         match self.slot(index).compare_exchange(
-            EMPTY,
+            mark,
             // `j` < MAX_SLOTS: at most one push per reserved slot.
-            WRITTEN_BASE + j as u32,
+            (WRITTEN_BASE + j as u32) | mark,
             Ordering::Release,
             Ordering::Relaxed,
         ) {
@@ -784,7 +822,16 @@ impl<C: Clone> Stripe<C> {
             }
         };
         let from = self.settled.load(Ordering::Acquire);
-        // Chunk by chunk over `[from, count)`.
+        // Chunk by chunk over `[from, count)`, cancelling only the first
+        // uncommitted slot of each lease. A lease's slots are committed by
+        // its one holder, in order, and it stops at its first failed
+        // commit; so once a slot of a lease is `CANCELLED`, nothing after
+        // it in that lease is ever committed, and the scan skips to the
+        // next lease's first slot (`START`, marked before its reservation
+        // was counted, which our word update above read with acquire).
+        // `from` is a lease boundary (a count, or the end of a used-up
+        // lease), so the scan starts live.
+        let mut dead = false;
         let mut index = u64::from(from);
         while index < u64::from(count) {
             let (k, off) = locate(index as u32);
@@ -792,16 +839,28 @@ impl<C: Clone> Stripe<C> {
             let chunk = self.chunk(k);
             let end = ((u64::from(count) - start) as usize).min(chunk.len());
             for slot in &chunk[off..end] {
-                if slot.load(Ordering::Acquire) == EMPTY {
-                    // Failure (someone committed first) is what we want too;
-                    // Acquire makes that commit happen before our root swap.
-                    let _ = slot.compare_exchange(
-                        EMPTY,
-                        CANCELLED,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                let state = slot.load(Ordering::Acquire);
+                if state & START != 0 {
+                    dead = false;
                 }
+                if dead {
+                    continue;
+                }
+                dead = match state & !START {
+                    // Failure (its holder committed first) is what we want
+                    // too; Acquire makes that commit happen before our root
+                    // swap.
+                    EMPTY => slot
+                        .compare_exchange(
+                            state,
+                            CANCELLED | (state & START),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .map_or_else(|now| now & !START == CANCELLED, |_| true),
+                    CANCELLED => true,
+                    _ => false,
+                };
             }
             index = start + chunk.len() as u64;
         }
@@ -859,7 +918,11 @@ impl<C: Clone> Stripe<C> {
                 })
             };
         if prefix {
-            out.extend(values.into_iter().take(n));
+            if n == pushed {
+                out.extend(values);
+            } else {
+                out.extend(values.into_iter().take(n));
+            }
             return;
         }
         let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
@@ -1133,7 +1196,7 @@ mod lease {
         let index = lease.next;
         lease.next += 1;
         let stripe = &lease.set.stripes[lease.stripe];
-        match stripe.commit(index, entry) {
+        match stripe.commit(index, entry, false) {
             Ok(()) => {
                 if lease.next == lease.end {
                     stripe.settle(lease.from, lease.end);
@@ -1371,7 +1434,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 lease.next += 1;
                 // The lease's stripe is `own.stripe` masked for its set.
                 let stripe = &lease.set.stripes[own.stripe & (lease.set.stripes.len() - 1)];
-                match stripe.commit(index, entry) {
+                match stripe.commit(index, entry, false) {
                     Ok(()) => {
                         if lease.next == lease.end {
                             stripe.settle(lease.from, lease.end);
@@ -1444,7 +1507,7 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
                 Err(Missed::Retry(())) => continue,
                 Err(Missed::Full) => return Err(ChangesetError::CapacityExceeded(top.id)),
             };
-            match top.stripes[at].commit(index, entry) {
+            match top.stripes[at].commit(index, entry, true) {
                 Ok(()) => {
                     keep(top, at, index + 1, index + got);
                     return Ok(top.id);
