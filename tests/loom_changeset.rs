@@ -9,7 +9,28 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use raceless::changeset::{ChangesetLog, Recorder};
+use raceless::changeset::{ChangesetId, ChangesetLog, Recorder};
+
+/// A one-stripe log with two open changesets, `below` and `top`, and a
+/// thread that seals `top` and returns `changes(top)` read right after.
+fn sealing_the_top() -> (
+    Arc<ChangesetLog<u32>>,
+    ChangesetId,
+    ChangesetId,
+    thread::JoinHandle<Vec<u32>>,
+) {
+    let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
+    let below = log.start_changeset();
+    let top = log.start_changeset();
+    let sealer = {
+        let log = Arc::clone(&log);
+        thread::spawn(move || {
+            log.seal(top).unwrap();
+            log.changes(top).unwrap()
+        })
+    };
+    (log, below, top, sealer)
+}
 
 /// record vs start: the entry lands in a changeset that was open and the
 /// latest at the record's linearization point. If it lands in the old
@@ -56,16 +77,7 @@ fn record_vs_start() {
 #[test]
 fn record_vs_seal() {
     loom::model(|| {
-        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
-        let below = log.start_changeset();
-        let top = log.start_changeset();
-        let sealer = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                log.seal(top).unwrap();
-                log.changes(top).unwrap()
-            })
-        };
+        let (log, below, top, sealer) = sealing_the_top();
         let got = log.record_change(7).unwrap();
         let top_at_seal = sealer.join().unwrap();
         let top_now = log.changes(top).unwrap();
@@ -128,16 +140,7 @@ fn two_records_vs_seal() {
 #[test]
 fn recorder_vs_seal() {
     loom::model(|| {
-        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
-        let below = log.start_changeset();
-        let top = log.start_changeset();
-        let sealer = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                log.seal(top).unwrap();
-                log.changes(top).unwrap()
-            })
-        };
+        let (log, below, top, sealer) = sealing_the_top();
         let mut recorder = Recorder::new(Arc::clone(&log));
         let got: Vec<_> = (1..=3).map(|e| recorder.record(e).unwrap()).collect();
         let top_at_seal = sealer.join().unwrap();
@@ -161,16 +164,7 @@ fn recorder_vs_seal() {
 #[test]
 fn recorders_sharing_a_stripe_vs_seal() {
     loom::model(|| {
-        let log = Arc::new(ChangesetLog::<u32>::with_stripes(1));
-        let below = log.start_changeset();
-        let top = log.start_changeset();
-        let sealer = {
-            let log = Arc::clone(&log);
-            thread::spawn(move || {
-                log.seal(top).unwrap();
-                log.changes(top).unwrap()
-            })
-        };
+        let (log, below, top, sealer) = sealing_the_top();
         let other = {
             let log = Arc::clone(&log);
             thread::spawn(move || {
