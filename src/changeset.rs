@@ -414,11 +414,7 @@ pub struct RecorderLease<C> {
 struct OwnLease<C> {
     log: u64,
     set: Arc<Changeset<C>>,
-    /// The first slot of the reservation (committed by the reserving
-    /// record): `from..next` are committed.
-    from: u32,
-    next: u32,
-    end: u32,
+    slots: LeasedSlots,
 }
 
 impl<C> Default for RecorderLease<C> {
@@ -436,7 +432,7 @@ impl<C> fmt::Debug for RecorderLease<C> {
             .field("stripe", &self.stripe)
             .field(
                 "slots_left",
-                &self.held.as_ref().map_or(0, |l| l.end - l.next),
+                &self.held.as_ref().map_or(0, |l| l.slots.left()),
             )
             .finish()
     }
@@ -1074,6 +1070,70 @@ fn grown_lease(size: u32) -> u32 {
     size.saturating_mul(2).clamp(LEASE, LEASE_MAX)
 }
 
+/// The slots of one reservation in one stripe, held by a lease (a
+/// thread's or a [`Recorder`]'s): `from..next` are committed by the
+/// holder, in order, `next..end` are its to use. Both kinds of lease
+/// record through [`commit_next`](Self::commit_next), so both raise the
+/// stripe's `settled` hint when used up and end at their first cancelled
+/// slot, as [`Stripe::close`] relies on.
+#[derive(Clone, Copy)]
+struct LeasedSlots {
+    from: u32,
+    next: u32,
+    end: u32,
+}
+
+impl LeasedSlots {
+    /// The rest `next..end` of a reservation whose first slot, `next − 1`,
+    /// the reserving record committed.
+    fn after_first(next: u32, end: u32) -> Self {
+        Self {
+            from: next - 1,
+            next,
+            end,
+        }
+    }
+
+    /// Slots still to use.
+    fn left(&self) -> u32 {
+        self.end - self.next
+    }
+
+    /// The size of the holder's next reservation: grown if this one was
+    /// used up (every slot committed), else [`LEASE`].
+    fn next_reservation(&self) -> u32 {
+        if self.left() == 0 {
+            grown_lease(self.end - self.from)
+        } else {
+            LEASE
+        }
+    }
+
+    /// Commits `entry` into the next slot (there must be one) of
+    /// `stripe`, this lease's stripe; raises the stripe's `settled` hint
+    /// if that used the lease up. A cancelled slot ends the lease (the
+    /// changeset was closed) without counting as used up, and hands the
+    /// entry back.
+    #[inline(always)]
+    fn commit_next<C: Clone>(&mut self, stripe: &Stripe<C>, entry: C) -> Result<(), C> {
+        let index = self.next;
+        self.next += 1;
+        match stripe.commit(index, entry, false) {
+            Ok(()) => {
+                if self.next == self.end {
+                    stripe.settle(self.from, self.end);
+                }
+                Ok(())
+            }
+            Err(back) => {
+                self.from = self.end;
+                self.next = self.end;
+                Err(back)
+            }
+        }
+    }
+}
+
 /// A process-wide id per log, for matching a [`Recorder`]'s lease to its log. A
 /// std atomic on purpose: not part of the protocol (loom never sees it).
 fn next_log_id() -> u64 {
@@ -1099,18 +1159,14 @@ fn next_log_id() -> u64 {
 /// quarter of a one-thread record).
 #[cfg(not(raceless_loom))]
 mod lease {
-    use super::{grown_lease, Arc, CachePadded, Changeset, ChangesetId, LEASE};
+    use super::{Arc, CachePadded, Changeset, ChangesetId, LeasedSlots, LEASE};
     use std::cell::RefCell;
     use thread_local::ThreadLocal;
 
     pub(super) struct Lease<C> {
         set: Arc<Changeset<C>>,
         stripe: usize,
-        /// The first slot of the reservation (committed by the reserving
-        /// record): `from..next` are committed.
-        from: u32,
-        next: u32,
-        end: u32,
+        slots: LeasedSlots,
     }
 
     /// A log's leases, one per thread that recorded into it. Each cell is
@@ -1142,17 +1198,13 @@ mod lease {
                     lease.set = Arc::clone(set);
                 }
                 lease.stripe = stripe;
-                lease.from = next - 1;
-                lease.next = next;
-                lease.end = end;
+                lease.slots = LeasedSlots::after_first(next, end);
             }
             None => {
                 *held = Some(Lease {
                     set: Arc::clone(set),
                     stripe,
-                    from: next - 1,
-                    next,
-                    end,
+                    slots: LeasedSlots::after_first(next, end),
                 });
             }
         }
@@ -1190,26 +1242,15 @@ mod lease {
         let Some(lease) = held.as_mut() else {
             return Err((entry, LEASE));
         };
-        if lease.next >= lease.end {
-            return Err((entry, grown_lease(lease.end - lease.from)));
+        if lease.slots.left() == 0 {
+            return Err((entry, lease.slots.next_reservation()));
         }
-        let index = lease.next;
-        lease.next += 1;
-        let stripe = &lease.set.stripes[lease.stripe];
-        match stripe.commit(index, entry, false) {
-            Ok(()) => {
-                if lease.next == lease.end {
-                    stripe.settle(lease.from, lease.end);
-                }
-                Ok(lease.set.id)
-            }
-            Err(back) => {
-                // A cancelled slot ends the lease (the changeset was
-                // closed); it was not used up, so it does not grow.
-                lease.from = lease.end;
-                lease.next = lease.end;
-                Err((back, LEASE))
-            }
+        match lease
+            .slots
+            .commit_next(&lease.set.stripes[lease.stripe], entry)
+        {
+            Ok(()) => Ok(lease.set.id),
+            Err(back) => Err((back, LEASE)),
         }
     }
 }
@@ -1429,25 +1470,13 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
         let mut entry = entry;
         if let Some(lease) = &mut own.held {
             // (A lease handed to another log than its own is not used.)
-            if lease.next < lease.end && lease.log == self.log_id {
-                let index = lease.next;
-                lease.next += 1;
+            if lease.slots.left() > 0 && lease.log == self.log_id {
                 // The lease's stripe is `own.stripe` masked for its set.
                 let stripe = &lease.set.stripes[own.stripe & (lease.set.stripes.len() - 1)];
-                match stripe.commit(index, entry, false) {
-                    Ok(()) => {
-                        if lease.next == lease.end {
-                            stripe.settle(lease.from, lease.end);
-                        }
-                        return Ok(lease.set.id);
-                    }
-                    // Closed under us: the lease is over (not used up, so
-                    // it does not grow); retry below.
-                    Err(back) => {
-                        lease.from = lease.end;
-                        lease.next = lease.end;
-                        entry = back;
-                    }
+                match lease.slots.commit_next(stripe, entry) {
+                    Ok(()) => return Ok(lease.set.id),
+                    // Closed under us: the lease is over; retry below.
+                    Err(back) => entry = back,
                 }
             }
         }
@@ -1463,18 +1492,14 @@ impl<C: Clone + Send + Sync + 'static> ChangesetLog<C> {
     ) -> Result<ChangesetId, ChangesetError> {
         let held = &mut own.held;
         let want = match held {
-            Some(lease) if lease.next >= lease.end && lease.log == self.log_id => {
-                grown_lease(lease.end - lease.from)
-            }
+            Some(lease) if lease.log == self.log_id => lease.slots.next_reservation(),
             _ => LEASE,
         };
         self.reserve_and_commit(entry, own.stripe, want, |top, _at, next, end| {
             *held = (next < end).then(|| OwnLease {
                 log: self.log_id,
                 set: Arc::clone(top),
-                from: next - 1,
-                next,
-                end,
+                slots: LeasedSlots::after_first(next, end),
             });
         })
     }
