@@ -914,11 +914,7 @@ impl<C: Clone> Stripe<C> {
                 })
             };
         if prefix {
-            if n == pushed {
-                out.extend(values);
-            } else {
-                out.extend(values.into_iter().take(n));
-            }
+            out.extend(values.into_iter().take(n));
             return;
         }
         let mut values: Vec<Option<C>> = values.into_iter().map(Some).collect();
