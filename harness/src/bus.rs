@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock};
 
+use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
 use raceless::baseline::{MutexBus, ParkingLotMutex, StdMutex};
@@ -842,6 +843,9 @@ impl<B: Bus<TestEvent>> Workload for EmitMix<B> {
 /// same without the channel), it shows what a stalled consumer costs the
 /// emitters: one clone, one queue push that evicts, one lag count, one
 /// wake of an empty waker slot — never a wait.
+/// The capacity of `emit-stalled-channel`'s channel.
+const STALLED_CAPACITY: usize = 64;
+
 struct StalledChannel<B: OwnedBus<TestEvent>> {
     mix: EmitMix<B>,
     _stalled: raceless::bus::Receiver<TestEvent>,
@@ -850,8 +854,8 @@ struct StalledChannel<B: OwnedBus<TestEvent>> {
 impl<B: OwnedBus<TestEvent>> StalledChannel<B> {
     fn new(bus: B) -> Self {
         let stalled = bus
-            .subscribe_channel(0, 64)
-            .expect("64 is a valid capacity");
+            .subscribe_channel(0, STALLED_CAPACITY)
+            .expect("a valid capacity");
         Self {
             mix: EmitMix::new(bus, 1, 4, false),
             _stalled: stalled,
@@ -873,9 +877,21 @@ impl<B: OwnedBus<TestEvent>> Workload for StalledChannel<B> {
 /// is cache-padded: unpadded it shares a line with `list`, which every
 /// emit loads, and the row measured that false sharing instead of the
 /// counter.
+///
+/// With `queue`, also a push of the event into one bounded drop-oldest
+/// `ArrayQueue` that every emitter shares and nobody drains, counting each
+/// eviction (the floor of `emit-stalled-channel`: what any lock-free bus
+/// pays to deliver into one full channel).
 struct BareArcSwap {
     list: arc_swap::ArcSwap<Vec<Handler<TestEvent>>>,
     sequence: Option<CachePadded<AtomicU64>>,
+    queue: Option<SharedQueue>,
+}
+
+/// A full channel's queue and its lag count, on their own lines.
+struct SharedQueue {
+    queue: ArrayQueue<TestEvent>,
+    lagged: CachePadded<AtomicU64>,
 }
 
 impl BareArcSwap {
@@ -883,6 +899,18 @@ impl BareArcSwap {
         Self {
             list: arc_swap::ArcSwap::from_pointee(four_handlers()),
             sequence: sequenced.then(|| CachePadded::new(AtomicU64::new(0))),
+            queue: None,
+        }
+    }
+
+    /// The floor of emits into one full channel of `capacity` events.
+    fn with_full_channel(capacity: usize) -> Self {
+        Self {
+            queue: Some(SharedQueue {
+                queue: ArrayQueue::new(capacity),
+                lagged: CachePadded::new(AtomicU64::new(0)),
+            }),
+            ..Self::new(false)
         }
     }
 }
@@ -901,6 +929,12 @@ impl Workload for BareArcSwap {
                 match catch_unwind(AssertUnwindSafe(|| handler(&event))) {
                     Ok(Ok(())) => report.delivered += 1,
                     _ => report.failed += 1,
+                }
+            }
+            if let Some(full) = &self.queue {
+                if full.queue.force_push(event).is_some() {
+                    // Relaxed: a count, as the channel's.
+                    full.lagged.fetch_add(1, Ordering::Relaxed);
                 }
             }
             black_box(report);
@@ -1001,7 +1035,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "bus",
             name: "emit-stalled-channel",
-            description: "emit one kind with 4 handlers and one channel (capacity 64) nobody reads, no audit log: compare with emit-no-audit",
+            description: "emit one kind with 4 handlers and one channel (capacity 64) nobody reads, no audit log: compare with emit-no-audit; floor: bare ArcSwap load + 4 calls + one force_push into one shared full ArrayQueue (+ its lag count)",
             impls: vec![
                 (impl_name::LOCK_FREE, || {
                     Box::new(StalledChannel::new(EventBus::new(0)))
@@ -1013,6 +1047,9 @@ pub fn workloads() -> Vec<WorkloadDef> {
                     Box::new(StalledChannel::new(
                         MutexBus::<TestEvent, ParkingLotMutex>::new(0),
                     ))
+                }),
+                ("queue-floor", || {
+                    Box::new(BareArcSwap::with_full_channel(STALLED_CAPACITY))
                 }),
             ],
         },
