@@ -1289,9 +1289,12 @@ enum Decision<A, K> {
         token: u64,
         dead: Option<Cell<K>>,
     },
-    /// A live (starting or active) arc holds the pair; its state then.
+    /// A live (starting or active) arc holds the pair; its state then,
+    /// with its last-progress time still to be set: the start time plus
+    /// `delta_ms` (the time arithmetic is done after the lock).
     Taken {
         snapshot: ArcSnapshot<A, K>,
+        delta_ms: u64,
         unused: K,
     },
 }
@@ -1479,8 +1482,10 @@ where
                     Entry::Occupied(mut o) => {
                         let state = o.get().state();
                         if matches!(state.life, Life::Starting | Life::Active) {
+                            let cell = o.get();
                             return Decision::Taken {
-                                snapshot: o.get().snapshot_of(o.key(), &state),
+                                snapshot: cell.snapshot_with(o.key(), &state, cell.started_at),
+                                delta_ms: state.delta_ms,
                                 unused: kind,
                             };
                         }
@@ -1504,8 +1509,13 @@ where
             },
         );
         Ok(match decision {
-            Decision::Taken { snapshot, unused } => {
+            Decision::Taken {
+                mut snapshot,
+                delta_ms,
+                unused,
+            } => {
                 drop(unused);
+                snapshot.last_progress = snapshot.started_at + Duration::from_millis(delta_ms);
                 Err(snapshot)
             }
             Decision::Ours {
