@@ -931,13 +931,8 @@ fn workloads_run() {
         .into_iter()
         .chain(raceless_harness::arcs::async_workloads());
     for def in defs {
-        // lock-free, std-mutex, parking-lot, sharded-mutex, then any
-        // floor rows.
-        let names: Vec<_> = def.impls.iter().map(|(name, _)| *name).collect();
-        assert_eq!(
-            names[..4],
-            ["lock-free", "std-mutex", "parking-lot", "sharded-mutex"]
-        );
+        // lock-free, std-mutex, parking-lot, sharded-mutex
+        assert_eq!(def.impls.len(), 4);
         for (_, make) in &def.impls {
             let w = make();
             run_concurrently(2, |t| w.run(t, 2, 400));

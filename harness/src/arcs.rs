@@ -720,33 +720,6 @@ impl<R: ArcRegistry<Agent, TestKind>> Workload for HotPair<R> {
     }
 }
 
-/// Reference row of `hot-pair-start`: per op one `DashMap::entry` on the
-/// one pair, reading its state word when taken and inserting one when
-/// free, and the same removal every 64 ops of thread 0: the floor of any
-/// registry that claims a pair with one shard-locked map operation, as the
-/// lock-free engine does (nothing else: no snapshot, no clock, no events).
-#[derive(Default)]
-struct ShardLockFloor(dashmap::DashMap<(Agent, Agent), AtomicU64>);
-
-impl Workload for ShardLockFloor {
-    fn run(&self, thread: usize, _threads: usize, ops: u64) {
-        for i in 0..ops {
-            if thread == 0 && i % 64 == 63 {
-                black_box(self.0.remove(&(0, 1)));
-                continue;
-            }
-            match self.0.entry((0, 1)) {
-                dashmap::mapref::entry::Entry::Occupied(taken) => {
-                    black_box(taken.get().load(Ordering::Acquire));
-                }
-                dashmap::mapref::entry::Entry::Vacant(free) => {
-                    free.insert(AtomicU64::new(1));
-                }
-            }
-        }
-    }
-}
-
 fn make<W: Workload + 'static, R: ArcRegistry<Agent, TestKind> + 'static>(
     wrap: fn(R) -> W,
 ) -> Box<dyn Workload> {
@@ -775,7 +748,7 @@ pub fn workloads() -> Vec<WorkloadDef> {
         WorkloadDef {
             component: "arcs",
             name: "hot-pair-start",
-            description: "every thread starts the same pair (mostly AlreadyActive); one thread ends it every 64 ops; floor: one DashMap entry on the pair per op",
+            description: "every thread starts the same pair (mostly AlreadyActive); one thread ends it every 64 ops",
             impls: vec![
                 (impl_name::LOCK_FREE, || make(HotPair::<ArcEngine<Agent, TestKind>>)),
                 (impl_name::STD_MUTEX, || make(HotPair::<MutexArcEngine<Agent, TestKind>>)),
@@ -785,7 +758,6 @@ pub fn workloads() -> Vec<WorkloadDef> {
                 (impl_name::SHARDED_MUTEX, || {
                     make(HotPair::<ShardedArcEngine<Agent, TestKind>>)
                 }),
-                ("shard-lock-floor", || Box::<ShardLockFloor>::default()),
             ],
         },
     ]
