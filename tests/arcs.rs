@@ -927,15 +927,13 @@ fn reproduction_counts_zero_for_lock_free() {
 
 #[test]
 fn workloads_run() {
-    let defs = raceless_harness::arcs::workloads()
+    let defs: Vec<_> = raceless_harness::arcs::workloads()
         .into_iter()
-        .chain(raceless_harness::arcs::async_workloads());
-    for def in defs {
+        .chain(raceless_harness::arcs::async_workloads())
+        .collect();
+    for def in &defs {
         // lock-free, std-mutex, parking-lot, sharded-mutex
         assert_eq!(def.impls.len(), 4);
-        for (_, make) in &def.impls {
-            let w = make();
-            run_concurrently(2, |t| w.run(t, 2, 400));
-        }
     }
+    raceless_harness::workload::run_every_row(defs, 400);
 }

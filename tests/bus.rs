@@ -762,3 +762,8 @@ fn receiver_and_guard_are_send_static() {
     fn send_only<T: Send + 'static>() {}
     send_only::<Receiver<TestEvent>>();
 }
+
+#[test]
+fn workloads_run() {
+    raceless_harness::workload::run_every_row(raceless_harness::bus::workloads(), 400);
+}

@@ -675,10 +675,5 @@ fn workloads_run() {
     let defs = raceless_harness::changeset::workloads()
         .into_iter()
         .chain(raceless_harness::changeset::async_workloads());
-    for def in defs {
-        for (_, make) in &def.impls {
-            let w = make();
-            run_concurrently(2, |t| w.run(t, 2, 400));
-        }
-    }
+    raceless_harness::workload::run_every_row(defs, 400);
 }

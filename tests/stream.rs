@@ -1105,3 +1105,8 @@ mod writer {
         writer.shutdown();
     }
 }
+
+#[test]
+fn workloads_run() {
+    raceless_harness::workload::run_every_row(raceless_harness::stream::workloads(), 400);
+}

@@ -63,3 +63,24 @@ pub struct Reproduction {
     /// The same scenario against the lock-free type (expected: 0).
     pub lock_free: fn(threads: usize, rounds: usize) -> u64,
 }
+
+/// Runs every row of every workload in `defs` briefly (2 threads, `ops`
+/// operations each) on a fresh instance, and checks that the lock-free row
+/// comes first: the components' tests call it so that every benchmark row,
+/// floors included, builds and runs (the comparison run and the benches
+/// measure them but check nothing).
+pub fn run_every_row(defs: impl IntoIterator<Item = WorkloadDef>, ops: u64) {
+    for def in defs {
+        assert_eq!(
+            def.impls.first().map(|(name, _)| *name),
+            Some(impl_name::LOCK_FREE),
+            "{}/{}: the lock-free row comes first",
+            def.component,
+            def.name
+        );
+        for (_, make) in &def.impls {
+            let workload = make();
+            crate::threads::run_concurrently(2, |t| workload.run(t, 2, ops));
+        }
+    }
+}
