@@ -837,15 +837,16 @@ impl<B: Bus<TestEvent>> Workload for EmitMix<B> {
     }
 }
 
-/// [`EmitMix`] over one kind with 4 handlers, no audit log, plus one
-/// channel receiver of capacity 64 that nobody reads: every emit finds its
-/// queue full and drops its oldest event. Next to `emit-no-audit` (the
-/// same without the channel), it shows what a stalled consumer costs the
-/// emitters: one clone, one queue push that evicts, one lag count, one
-/// wake of an empty waker slot — never a wait.
 /// The capacity of `emit-stalled-channel`'s channel.
 const STALLED_CAPACITY: usize = 64;
 
+/// [`EmitMix`] over one kind with 4 handlers, no audit log, plus one
+/// channel receiver of [`STALLED_CAPACITY`] that nobody reads: every emit
+/// finds its queue full and drops its oldest event. Next to
+/// `emit-no-audit` (the same without the channel), it shows what a
+/// stalled consumer costs the emitters: one clone, one queue push that
+/// evicts, one lag count (no wake while the lag is unreported) — never a
+/// wait.
 struct StalledChannel<B: OwnedBus<TestEvent>> {
     mix: EmitMix<B>,
     _stalled: raceless::bus::Receiver<TestEvent>,
