@@ -1097,6 +1097,12 @@ fn next_token() -> u64 {
     .unwrap_or_else(|_| BLOCKS.fetch_add(1, StdOrdering::Relaxed) * BLOCK)
 }
 
+/// The wall time of an arc's last progress: its start plus the state's
+/// offset.
+fn last_progress(started_at: SystemTime, delta_ms: u64) -> SystemTime {
+    started_at + Duration::from_millis(delta_ms)
+}
+
 impl<K: Clone> Cell<K> {
     /// Whether this is the arc of `token` (any arc if `None`).
     fn is(&self, token: Option<u64>) -> bool {
@@ -1104,8 +1110,7 @@ impl<K: Clone> Cell<K> {
     }
 
     fn snapshot_of<A: Clone>(&self, agents: &(A, A), s: &State) -> ArcSnapshot<A, K> {
-        let last_progress = self.started_at + Duration::from_millis(s.delta_ms);
-        self.snapshot_with(agents, s, last_progress)
+        self.snapshot_with(agents, s, last_progress(self.started_at, s.delta_ms))
     }
 
     /// [`snapshot_of`](Self::snapshot_of) with the last-progress time
@@ -1515,7 +1520,7 @@ where
                 unused,
             } => {
                 drop(unused);
-                snapshot.last_progress = snapshot.started_at + Duration::from_millis(delta_ms);
+                snapshot.last_progress = last_progress(snapshot.started_at, delta_ms);
                 Err(snapshot)
             }
             Decision::Ours {
