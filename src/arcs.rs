@@ -55,6 +55,21 @@
 //!   does (with a start hook, `start` *is* claim + publish on the borrowed
 //!   engine). Dropping the claim unpublished — a cancelled future, an
 //!   aborted or panicking task — rolls it back and frees the pair.
+//! * **hot pairs** — a start that finds its pair taken (in the `entry`
+//!   call above) moves the arc's cell, if still held by value, into an
+//!   `Arc` held by the map's slot (copied under the write lock, where no
+//!   one else can write its word), and puts a handle on it into the
+//!   calling thread's own small table (16 entries, direct-mapped by the
+//!   pair's hash). From then on that thread's starts of the pair first
+//!   look there, with no lock, no atomic read-modify-write and no store to
+//!   a line another thread reads, and if the cell's state word is live
+//!   (`Starting`/`Active`), return [`Start::AlreadyActive`] from it; that
+//!   `Acquire` load of the word is the linearization point (a cell leaves
+//!   the live states only inside the `remove_if` that unlinks it, before a
+//!   newer arc of the pair can be inserted, and a cell is never reused, so
+//!   a live word is the pair's one live arc at that moment). A miss, or a
+//!   word that is no longer live, takes the `entry` path. The tables are
+//!   hints that nothing clears: readers trust only the word.
 //! * **concurrent starters during the hook** get
 //!   [`Start::AlreadyActive`] with the placeholder's snapshot, which is the
 //!   winner's arc (same agents, kind, start time; phase `Initiation`, no
@@ -94,6 +109,13 @@
 //!   atomic and linearizable; release/acquire adds that whoever sees a
 //!   state also sees what its writer did before — a reader that sees a
 //!   published arc sees the start hook's effects (e.g. its database row).
+//! * Hot pairs: a thread reads only entries it put in its own table
+//!   itself, after building the cell; the cell's word is read `Acquire`
+//!   as above, so a lock-free taken check that sees a published arc sees
+//!   the start hook's effects too. The flag that tells starts to look in
+//!   the tables is `Relaxed`: it only ever goes from `false` to `true`,
+//!   and a start that still reads `false` takes the locked path, which is
+//!   always right.
 //! * [`ArcEngine::len`] is the map's own count (it holds only live cells)
 //!   minus a counter of cells whose start hook is still running. That
 //!   counter moves only on the hook path, under the pair's shard lock, and
@@ -107,13 +129,17 @@
 //! The map holds one cell per pair with a published ([`len`](ArcEngine::len))
 //! or claimed ([`pending`](ArcEngine::pending)) arc; a cell leaves the map
 //! in the operation that ends it (end, completion, expiry, a failed hook,
-//! a dropped claim), so nothing is kept per ended arc. Every operation is
-//! one or two shard-locked map operations whose critical sections run no
-//! user code beyond the data's `Hash`/`Eq`/`Clone` and no I/O (`progress`
-//! is a compare-and-swap loop under a shard read lock); `active`, `len`
-//! and `process_all` visit the shards in turn. Nothing blocks beyond that;
-//! a synchronous start hook blocks only its caller, and `claim` exists so
-//! that an async one blocks nobody.
+//! a dropped claim), so the map keeps nothing per ended arc. (A thread's
+//! hot-pair table may keep an ended arc's cell, with its agents and kind,
+//! until that entry is overwritten or the engine is dropped: at most 16
+//! per thread that started a taken pair.) Every operation is one or two
+//! shard-locked map operations (or, for a start of a hot pair that is
+//! taken, none: a look into the thread's own table) whose critical
+//! sections run no user code beyond the data's `Hash`/`Eq`/`Clone` and no
+//! I/O (`progress` is a compare-and-swap loop under a shard read lock);
+//! `active`, `len` and `process_all` visit the shards in turn. Nothing
+//! blocks beyond that; a synchronous start hook blocks only its caller,
+//! and `claim` exists so that an async one blocks nobody.
 //!
 //! # Events
 //!
@@ -151,7 +177,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::clock::{system_clock, Clock, SharedClock};
 use crate::listener::{ListenerId, Listeners};
-use crate::sync::{AtomicU64, AtomicUsize, Entry, Ordering, ShardedMap};
+use crate::sync::{
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Entry, MapHasher, Ordering, ShardedMap, ThreadCache,
+};
 use crate::CallbackError;
 
 /// A kind of arc; it gives the arc's expected duration. An arc still active
@@ -983,6 +1011,14 @@ enum Life {
     Aborted = 3,
 }
 
+impl Life {
+    /// `Starting` or `Active`: the arc holds its pair.
+    #[inline]
+    fn is_live(self) -> bool {
+        matches!(self, Life::Starting | Life::Active)
+    }
+}
+
 /// The largest event count an arc's state word holds; progress beyond it
 /// is still recorded (phase, time, `Progressed` event) but
 /// [`ArcSnapshot::events_triggered`] stays there.
@@ -1074,6 +1110,125 @@ struct Cell<K> {
     word: AtomicU64,
 }
 
+/// A map slot: the arc's cell, by value, or, once a start found the pair
+/// taken, moved into an `Arc` shared with the threads' [`HotArcs`] tables
+/// (with a copy of the pair), so that their later starts of the pair can
+/// see it is taken without the shard lock. Either way it is the one cell
+/// of the arc.
+enum Slot<A, K> {
+    Inline(Cell<K>),
+    Shared(Arc<HotArc<A, K>>),
+}
+
+impl<A, K> std::ops::Deref for Slot<A, K> {
+    type Target = Cell<K>;
+    #[inline(always)]
+    fn deref(&self) -> &Cell<K> {
+        match self {
+            Slot::Inline(cell) => cell,
+            Slot::Shared(hot) => &hot.cell,
+        }
+    }
+}
+
+/// A cell shared between the map and the hot-pair cache.
+struct HotArc<A, K> {
+    agents: (A, A),
+    cell: Cell<K>,
+}
+
+/// A thread's entry for a hot pair: a handle on its [`HotArc`], behind a
+/// trait object that is `Send + Sync` by declaration, so that the engine
+/// type itself needs no `Send`/`Sync` bounds on `A` and `K` (the per-thread
+/// storage requires them of what it holds); only the methods that put an
+/// entry there, which have those bounds, build one. One virtual call per
+/// lookup.
+trait HotCell<A, K>: Send + Sync {
+    fn arc(&self) -> &HotArc<A, K>;
+}
+
+impl<A: Send + Sync, K: Send + Sync> HotCell<A, K> for Arc<HotArc<A, K>> {
+    #[inline]
+    fn arc(&self) -> &HotArc<A, K> {
+        self
+    }
+}
+
+type HotEntry<A, K> = Box<dyn HotCell<A, K>>;
+
+/// Entries of each thread's hot-pair table (direct-mapped by the pair's
+/// hash). Under loom, 2.
+const HOT_SLOTS: usize = if cfg!(raceless_loom) { 2 } else { 16 };
+
+/// The hot-pair cache: per thread, the shared cells of pairs this thread
+/// found taken, so that its later starts of them need no shard lock (see
+/// "hot pairs" in the module docs).
+struct HotArcs<A, K> {
+    /// Boxed: `ThreadLocal` keeps its bucket table inline (about 500
+    /// bytes), which would spread the engine's fields that every
+    /// operation reads over many more lines.
+    cache: Box<ThreadCache<HotEntry<A, K>>>,
+    hasher: MapHasher,
+    /// Set once, by the first cell moved into an `Arc`; until then a start
+    /// does not look in the cache. `Relaxed`: a hint that only ever goes
+    /// from `false` to `true`; a start that still reads `false` takes the
+    /// shard-locked path, which is always right.
+    in_use: AtomicBool,
+}
+
+impl<A, K> HotArcs<A, K>
+where
+    A: Eq + Hash + Clone + Send + Sync + 'static,
+    K: Clone + Send + Sync + 'static,
+{
+    fn new() -> Self {
+        Self {
+            cache: Box::new(ThreadCache::new(HOT_SLOTS)),
+            hasher: MapHasher::default(),
+            in_use: AtomicBool::new(false),
+        }
+    }
+
+    fn hash(&self, agents: &(A, A)) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(agents)
+    }
+
+    /// The lock-free half of a start: the snapshot of the live arc of
+    /// `agents` if this thread's table holds it. Its linearization point is
+    /// the `Acquire` load of the cell's state word that reads `Starting` or
+    /// `Active`: a cell leaves those states only inside the `remove_if`
+    /// that unlinks it, before any newer arc of the pair can be inserted,
+    /// and a cell is never reused, so at that load it is the pair's one
+    /// live arc. `None` on a miss or an ended cell.
+    #[inline]
+    fn taken(&self, agents: &(A, A)) -> Option<ArcSnapshot<A, K>> {
+        if !self.in_use.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.cache.with(self.hash(agents), |hot| {
+            let hot = hot.arc();
+            if hot.agents != *agents {
+                return None;
+            }
+            let state = hot.cell.state();
+            state
+                .life
+                .is_live()
+                .then(|| hot.cell.snapshot_of(&hot.agents, &state))
+        })
+    }
+
+    /// Puts `hot` into this thread's table (after the shard lock: it may
+    /// drop the entry it replaces, user data).
+    fn remember(&self, hot: Arc<HotArc<A, K>>) {
+        if !self.in_use.load(Ordering::Relaxed) {
+            self.in_use.store(true, Ordering::Relaxed);
+        }
+        self.cache.put(self.hash(&hot.agents), Box::new(hot));
+    }
+}
+
 /// A token no other start in this process draws: the thread's block (high
 /// 24 bits, a fresh one every 2^40 starts) and the thread's own count. A
 /// `std` atomic and thread-local even under loom: tokens only need to be
@@ -1133,6 +1288,21 @@ impl<K: Clone> Cell<K> {
 
     fn state(&self) -> State {
         State::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    /// A copy of this cell, for a caller holding the shard *write* lock
+    /// (moving a cell into the hot-pair cache): every writer of the word
+    /// holds a shard lock, so the word cannot change meanwhile, and
+    /// `Relaxed` is enough (the lock ordered every earlier write before
+    /// this load).
+    fn copied(&self) -> Self {
+        Self {
+            token: self.token,
+            kind: self.kind.clone(),
+            started_at: self.started_at,
+            started_mono: self.started_mono,
+            word: AtomicU64::new(self.word.load(Ordering::Relaxed)),
+        }
     }
 
     /// Milliseconds of monotonic time from the start to `now`.
@@ -1249,7 +1419,9 @@ impl State {
 /// assert_eq!(first.into_inner(), again.into_inner());
 /// ```
 pub struct ArcEngine<A, K> {
-    map: ShardedMap<(A, A), Cell<K>>,
+    map: ShardedMap<(A, A), Slot<A, K>>,
+    /// Pairs that starts found taken, for a lock-free taken-pair check.
+    hot: HotArcs<A, K>,
     /// Cells still `Starting` (their start hook is running), so that
     /// [`len`](Self::len) can be the map's own count minus these. Only a
     /// start with a hook touches it: the hook-less path keeps no shared
@@ -1292,7 +1464,7 @@ enum Decision<A, K> {
     Ours {
         snapshot: ArcSnapshot<A, K>,
         token: u64,
-        dead: Option<Cell<K>>,
+        dead: Option<Slot<A, K>>,
     },
     /// A live (starting or active) arc holds the pair; its state then,
     /// with its last-progress time still to be set: the start time plus
@@ -1301,6 +1473,11 @@ enum Decision<A, K> {
         snapshot: ArcSnapshot<A, K>,
         delta_ms: u64,
         unused: K,
+        /// The pair's cell, if shared, to put into the hot-pair cache.
+        hot: Option<Arc<HotArc<A, K>>>,
+        /// The by-value cell that the shared one replaced in the map
+        /// (dropped after the lock).
+        replaced: Option<Slot<A, K>>,
     },
 }
 
@@ -1337,6 +1514,7 @@ where
     fn with_builder(b: ArcEngineBuilder<A, K>) -> Self {
         Self {
             map: ShardedMap::new(),
+            hot: HotArcs::new(),
             starting: AtomicUsize::new(0),
             clock: b.clock,
             start_hook: b.start_hook,
@@ -1443,6 +1621,10 @@ where
         pending: bool,
     ) -> Result<Result<(ArcSnapshot<A, K>, u64), ArcSnapshot<A, K>>, ArcError> {
         let key = pair_key(&a, &b)?;
+        // A hot pair's arc is found without the shard lock.
+        if let Some(taken) = self.hot.taken(&key) {
+            return Ok(Err(taken));
+        }
         let initial = State {
             life: if pending {
                 Life::Starting
@@ -1481,17 +1663,31 @@ where
                     Entry::Vacant(v) => {
                         let (snapshot, cell) = fresh(v.key(), kind);
                         let token = cell.token;
-                        v.insert(cell);
+                        v.insert(Slot::Inline(cell));
                         (snapshot, token, None)
                     }
                     Entry::Occupied(mut o) => {
                         let state = o.get().state();
-                        if matches!(state.life, Life::Starting | Life::Active) {
+                        if state.life.is_live() {
                             let cell = o.get();
+                            let snapshot = cell.snapshot_with(o.key(), &state, cell.started_at);
+                            let (hot, replaced) = match o.get() {
+                                Slot::Shared(hot) => (Some(Arc::clone(hot)), None),
+                                Slot::Inline(cell) => {
+                                    let hot = Arc::new(HotArc {
+                                        agents: o.key().clone(),
+                                        cell: cell.copied(),
+                                    });
+                                    let inline = o.insert(Slot::Shared(Arc::clone(&hot)));
+                                    (Some(hot), Some(inline))
+                                }
+                            };
                             return Decision::Taken {
-                                snapshot: cell.snapshot_with(o.key(), &state, cell.started_at),
+                                snapshot,
                                 delta_ms: state.delta_ms,
                                 unused: kind,
+                                hot,
+                                replaced,
                             };
                         }
                         // Not reached: every move out of `Starting`/`Active`
@@ -1500,7 +1696,7 @@ where
                         // would simply be replaced.
                         let (snapshot, cell) = fresh(o.key(), kind);
                         let token = cell.token;
-                        (snapshot, token, Some(o.insert(cell)))
+                        (snapshot, token, Some(o.insert(Slot::Inline(cell))))
                     }
                 };
                 if pending {
@@ -1518,8 +1714,13 @@ where
                 mut snapshot,
                 delta_ms,
                 unused,
+                hot,
+                replaced,
             } => {
-                drop(unused);
+                drop((unused, replaced));
+                if let Some(hot) = hot {
+                    self.hot.remember(hot);
+                }
                 snapshot.last_progress = last_progress(snapshot.started_at, delta_ms);
                 Err(snapshot)
             }

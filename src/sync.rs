@@ -16,6 +16,7 @@
 //! | [`EpochCell`]    | `sdd::AtomicShared` (epoch-reclaimed, a mark in its tag bits) | a loom `RwLock<(Arc<T>, bool)>` |
 //! | [`SetOnce`]      | `std::sync::OnceLock`             | a `OnceLock` + loom `AtomicBool` flag |
 //! | [`AppendVec`]    | `boxcar::Vec` (bounded use)       | `SetOnce` cells + a loom index counter |
+//! | [`ThreadCache`]  | a table per thread (`thread_local::ThreadLocal`) | one table for all threads, behind a loom `Mutex` |
 //!
 //! The stand-ins implement exactly the documented contract of the real
 //! structures (each map operation and each cell operation is atomic and
@@ -1281,5 +1282,89 @@ pub(crate) fn thread_stamp(clock: &StampClock) -> ThreadStamp {
         index: if owned { number } else { AUDIT_OWNED_STRIPES },
         owned,
         stamp,
+    }
+}
+
+/// A small direct-mapped table of entries per thread (per owning
+/// structure): a thread looks up, by hash, entries it put there itself,
+/// with no atomic read-modify-write and no store to a line another thread
+/// reads. Entries are hints that the owner re-validates (on a state word
+/// the entry points to, which moves one way only); an entry stays until
+/// the thread's slot is overwritten or the cache is dropped, so it may pin
+/// a stale value that long.
+///
+/// Under `cfg(raceless_loom)` one table is shared by every thread behind a
+/// loom `Mutex` (`with` runs its closure under it) and entries are never
+/// cleared: any entry a thread can see in the real per-thread table (one it
+/// put there earlier) it can see in the stand-in too, so loom tries every
+/// stale entry the real cache could offer, and more.
+pub(crate) struct ThreadCache<T: Send> {
+    #[cfg(not(raceless_loom))]
+    tables: thread_local::ThreadLocal<ThreadTable<T>>,
+    #[cfg(raceless_loom)]
+    table: loom::sync::Mutex<Vec<Option<T>>>,
+    slots: usize,
+}
+
+/// One thread's table of a [`ThreadCache`], on its own cache line (each
+/// lookup writes the `RefCell`'s borrow count).
+#[cfg(not(raceless_loom))]
+type ThreadTable<T> = CachePadded<std::cell::RefCell<Box<[Option<T>]>>>;
+
+impl<T: Send> ThreadCache<T> {
+    /// Tables of `slots` entries (rounded up to a power of two).
+    pub(crate) fn new(slots: usize) -> Self {
+        let slots = slots.next_power_of_two();
+        Self {
+            #[cfg(not(raceless_loom))]
+            tables: thread_local::ThreadLocal::new(),
+            #[cfg(raceless_loom)]
+            table: loom::sync::Mutex::new((0..slots).map(|_| None).collect()),
+            slots,
+        }
+    }
+
+    #[allow(clippy::cast_possible_truncation)] // the low bits pick the slot
+    fn index(&self, hash: u64) -> usize {
+        hash as usize & (self.slots - 1)
+    }
+
+    /// `f` of the calling thread's entry for `hash`, if it has one (`None`
+    /// also within a reentrant call from `f` that finds the table borrowed
+    /// for writing, which `f` never does itself).
+    #[inline]
+    pub(crate) fn with<R>(&self, hash: u64, f: impl FnOnce(&T) -> Option<R>) -> Option<R> {
+        let index = self.index(hash);
+        #[cfg(not(raceless_loom))]
+        {
+            let table = self.tables.get()?.try_borrow().ok()?;
+            f(table[index].as_ref()?)
+        }
+        #[cfg(raceless_loom)]
+        {
+            f(self.table.lock().unwrap()[index].as_ref()?)
+        }
+    }
+
+    /// Makes `entry` the calling thread's entry for `hash`, replacing the
+    /// one there (dropped after the table's borrow ends: its drop may be
+    /// user code that calls back in); nothing while the table is borrowed.
+    pub(crate) fn put(&self, hash: u64, entry: T) {
+        let index = self.index(hash);
+        #[cfg(not(raceless_loom))]
+        let replaced = {
+            let table = self.tables.get_or(|| {
+                CachePadded::new(std::cell::RefCell::new(
+                    (0..self.slots).map(|_| None).collect(),
+                ))
+            });
+            let Ok(mut table) = table.try_borrow_mut() else {
+                return;
+            };
+            table[index].replace(entry)
+        };
+        #[cfg(raceless_loom)]
+        let replaced = self.table.lock().unwrap()[index].replace(entry);
+        drop(replaced);
     }
 }

@@ -179,6 +179,37 @@ fn progress_sets_time_and_phase<R: ArcRegistry<Agent, TestKind>>() {
     assert!(matches!(again, Start::AlreadyActive(ref a) if *a == arc));
 }
 
+/// Repeated starts of one pair (on the lock-free engine they move its arc
+/// into the hot-pair cache, and later ones read it from there) report the
+/// arc as it is now: each progress, and after an end and a restart, the
+/// new arc.
+fn repeated_starts_report_the_current_arc<R: ArcRegistry<Agent, TestKind>>() {
+    let clock = ManualClock::new();
+    let r = R::from_builder(builder(&clock));
+    let mut previous = None;
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(1));
+        let arc = r.start(1, 2, TestKind::Long).unwrap();
+        let mut arc = match arc {
+            Start::Started(arc) => arc,
+            Start::AlreadyActive(arc) => panic!("the pair was free, yet taken by {arc:?}"),
+        };
+        assert_ne!(Some(arc.started_at), previous);
+        for events in 1..=3 {
+            let again = r.start(2, 1, TestKind::Short).unwrap();
+            assert!(matches!(again, Start::AlreadyActive(ref a) if *a == arc));
+            clock.advance(Duration::from_secs(1));
+            arc = r.progress(&2, &1, ArcPhase::Climax).unwrap();
+            assert_eq!(arc.events_triggered, events);
+        }
+        let again = r.start(1, 2, TestKind::Short).unwrap();
+        assert!(matches!(again, Start::AlreadyActive(ref a) if *a == arc));
+        assert_eq!(r.end(&1, &2, EndReason::Manual).unwrap(), arc);
+        assert!(r.status(&1, &2).is_none());
+        previous = Some(arc.started_at);
+    }
+}
+
 fn failing_hook_frees_pair<R: ArcRegistry<Agent, TestKind>>() {
     let clock = ManualClock::new();
     let r = R::from_builder(builder(&clock));
@@ -782,6 +813,7 @@ macro_rules! suite {
             #[test] fn expiry_boundary() { super::expiry_boundary::<R>() }
             #[test] fn progress_counting() { super::progress_counting::<R>() }
             #[test] fn progress_sets_time_and_phase() { super::progress_sets_time_and_phase::<R>() }
+            #[test] fn repeated_starts_report_the_current_arc() { super::repeated_starts_report_the_current_arc::<R>() }
             #[test] fn failing_hook_frees_pair() { super::failing_hook_frees_pair::<R>() }
             #[test] fn start_during_successful_hook() { super::start_during_hook::<R>(false) }
             #[test] fn start_during_failing_hook() { super::start_during_hook::<R>(true) }

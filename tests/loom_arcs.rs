@@ -1,6 +1,8 @@
 //! loom models of the `arcs` races: two starts of one pair, start vs end,
 //! end vs restart, `len` during a restart, end vs expiry, a failing start
-//! hook vs another start, two progresses of one arc, progress vs end. Run with
+//! hook vs another start, two progresses of one arc, progress vs end, and
+//! the hot-pair cache: a lock-free taken-pair check vs an end and restart,
+//! a cell moving into the cache vs an end and restart. Run with
 //! `RUSTFLAGS="--cfg raceless_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test --release --test loom_arcs`.
 #![cfg(raceless_loom)]
 
@@ -151,6 +153,74 @@ fn end_vs_restart() {
             engine.end(&1, &2, EndReason::Manual),
             Err(ArcError::NotFound)
         ));
+    });
+}
+
+/// An engine whose pair (1, 2) has an arc that a second start found taken,
+/// which moved its cell into the hot-pair cache: later starts of the pair
+/// check it without the shard lock (under loom the threads share one
+/// cache, so every thread's start does). The clock is then advanced, so a new
+/// arc of the pair is told apart from the first by its start time.
+fn engine_with_a_hot_arc() -> (Arc<ArcEngine<u8, Kind>>, std::time::SystemTime) {
+    let clock = ManualClock::new();
+    let engine = ArcEngine::<u8, Kind>::builder()
+        .clock(clock.clone())
+        .build();
+    let first = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+    assert!(!engine.start(2, 1, Kind).unwrap().is_started());
+    clock.advance(Duration::from_secs(1));
+    (Arc::new(engine), first)
+}
+
+/// `end_vs_restart` on a hot pair: the restart's lock-free check either
+/// sees the old arc live (and then it was still live: the restart is
+/// `AlreadyActive` with it, and the pair is free after the end) or misses
+/// and starts a new arc that the end cannot touch.
+#[test]
+fn hot_end_vs_restart() {
+    loom::model(|| {
+        let (engine, first) = engine_with_a_hot_arc();
+        let ender = spawn_end(&engine);
+        let restart = engine.start(2, 1, Kind).unwrap();
+        assert!(ender.join().unwrap());
+        let restarted = restart.is_started();
+        if !restarted {
+            assert_eq!(restart.into_inner().started_at, first);
+        }
+        assert_eq!(engine.status(&1, &2).is_some(), restarted);
+        assert_eq!(engine.start(1, 2, Kind).unwrap().is_started(), !restarted);
+    });
+}
+
+/// A start that finds the pair taken and moves its cell into the cache,
+/// racing an end and a restart of the pair: the cell may reach the cache
+/// after its arc ended, but no start ever reports an ended arc: the ender's own restart is `Started`, or
+/// `AlreadyActive` with a newer arc, never with the one it ended.
+#[test]
+fn promotion_vs_end_and_restart() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let engine = Arc::new(
+            ArcEngine::<u8, Kind>::builder()
+                .clock(clock.clone())
+                .build(),
+        );
+        let first = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+        clock.advance(Duration::from_secs(1));
+        let ender = spawn_on(&engine, move |e| {
+            assert!(e.end(&1, &2, EndReason::Manual).is_ok());
+            let restart = e.start(1, 2, Kind).unwrap();
+            restart.is_started() || {
+                assert_ne!(restart.into_inner().started_at, first);
+                false
+            }
+        });
+        let promoted = engine.start(2, 1, Kind).unwrap().is_started();
+        let restarted = ender.join().unwrap();
+        // After the end, exactly one of the two starts won the pair.
+        assert_eq!(usize::from(restarted) + usize::from(promoted), 1);
+        assert!(engine.status(&1, &2).is_some());
+        assert!(!engine.start(2, 1, Kind).unwrap().is_started());
     });
 }
 
