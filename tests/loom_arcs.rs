@@ -156,20 +156,27 @@ fn end_vs_restart() {
     });
 }
 
-/// An engine whose pair (1, 2) has an arc that a second start found taken,
-/// which moved its cell into the hot-pair cache: later starts of the pair
-/// check it without the shard lock (under loom the threads share one
-/// cache, so every thread's start does). The clock is then advanced, so a new
-/// arc of the pair is told apart from the first by its start time.
-fn engine_with_a_hot_arc() -> (Arc<ArcEngine<u8, Kind>>, std::time::SystemTime) {
+/// A hook-less engine on a manual clock in which the pair (1, 2) has an
+/// active arc; the clock and that arc's start time.
+fn engine_on_a_clock() -> (Arc<ArcEngine<u8, Kind>>, ManualClock, std::time::SystemTime) {
     let clock = ManualClock::new();
     let engine = ArcEngine::<u8, Kind>::builder()
         .clock(clock.clone())
         .build();
-    let first = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+    let started = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+    (Arc::new(engine), clock, started)
+}
+
+/// An engine whose pair (1, 2) has an arc that a second start found taken,
+/// which moved its cell into the hot-pair cache: later starts of the pair
+/// check it without the shard lock (under loom the threads share one
+/// cache, so every thread's start does). The clock is then advanced, so a
+/// new arc of the pair is told apart from the first by its start time.
+fn engine_with_a_hot_arc() -> (Arc<ArcEngine<u8, Kind>>, std::time::SystemTime) {
+    let (engine, clock, first) = engine_on_a_clock();
     assert!(!engine.start(2, 1, Kind).unwrap().is_started());
     clock.advance(Duration::from_secs(1));
-    (Arc::new(engine), first)
+    (engine, first)
 }
 
 /// `end_vs_restart` on a hot pair: the restart's lock-free check either
@@ -194,18 +201,13 @@ fn hot_end_vs_restart() {
 
 /// A start that finds the pair taken and moves its cell into the cache,
 /// racing an end and a restart of the pair: the cell may reach the cache
-/// after its arc ended, but no start ever reports an ended arc: the ender's own restart is `Started`, or
-/// `AlreadyActive` with a newer arc, never with the one it ended.
+/// after its arc ended, but no start ever reports an ended arc: the
+/// ender's own restart is `Started`, or `AlreadyActive` with a newer arc,
+/// never with the one it ended.
 #[test]
 fn promotion_vs_end_and_restart() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let engine = Arc::new(
-            ArcEngine::<u8, Kind>::builder()
-                .clock(clock.clone())
-                .build(),
-        );
-        let first = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+        let (engine, clock, first) = engine_on_a_clock();
         clock.advance(Duration::from_secs(1));
         let ender = spawn_on(&engine, move |e| {
             assert!(e.end(&1, &2, EndReason::Manual).is_ok());
@@ -274,13 +276,7 @@ fn end_vs_expiry() {
 #[test]
 fn expiry_vs_end_and_restart() {
     loom::model(|| {
-        let clock = ManualClock::new();
-        let engine = Arc::new(
-            ArcEngine::<u8, Kind>::builder()
-                .clock(clock.clone())
-                .build(),
-        );
-        assert!(engine.start(1, 2, Kind).unwrap().is_started());
+        let (engine, clock, _) = engine_on_a_clock();
         clock.advance(Duration::from_secs(21));
         let sweeper = spawn_on(&engine, |e| e.process_all().expired);
         let ended = engine.end(&1, &2, EndReason::Manual).is_ok();
