@@ -97,15 +97,15 @@ fn start_vs_end() {
     });
 }
 
-/// A hook-less engine in which the pair (1, 2) has an active arc.
-fn engine_with_an_arc() -> Arc<ArcEngine<u8, Kind>> {
-    let engine = Arc::new(
-        ArcEngine::<u8, Kind>::builder()
-            .clock(ManualClock::new())
-            .build(),
-    );
-    engine.start(1, 2, Kind).unwrap();
-    engine
+/// A hook-less engine on a manual clock in which the pair (1, 2) has an
+/// active arc; the clock and that arc's start time.
+fn engine_on_a_clock() -> (Arc<ArcEngine<u8, Kind>>, ManualClock, std::time::SystemTime) {
+    let clock = ManualClock::new();
+    let engine = ArcEngine::<u8, Kind>::builder()
+        .clock(clock.clone())
+        .build();
+    let started = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
+    (Arc::new(engine), clock, started)
 }
 
 /// A loom thread running `f` on its own handle to `engine`.
@@ -132,7 +132,7 @@ fn spawn_end(engine: &Arc<ArcEngine<u8, Kind>>) -> loom::thread::JoinHandle<bool
 #[test]
 fn end_vs_restart() {
     loom::model(|| {
-        let engine = engine_with_an_arc();
+        let (engine, _, _) = engine_on_a_clock();
         let ender = spawn_end(&engine);
         let restarted = engine.start(2, 1, Kind).unwrap().is_started();
         assert!(ender.join().unwrap());
@@ -154,17 +154,6 @@ fn end_vs_restart() {
             Err(ArcError::NotFound)
         ));
     });
-}
-
-/// A hook-less engine on a manual clock in which the pair (1, 2) has an
-/// active arc; the clock and that arc's start time.
-fn engine_on_a_clock() -> (Arc<ArcEngine<u8, Kind>>, ManualClock, std::time::SystemTime) {
-    let clock = ManualClock::new();
-    let engine = ArcEngine::<u8, Kind>::builder()
-        .clock(clock.clone())
-        .build();
-    let started = engine.start(1, 2, Kind).unwrap().into_inner().started_at;
-    (Arc::new(engine), clock, started)
 }
 
 /// An engine whose pair (1, 2) has an arc that a second start found taken,
@@ -232,7 +221,7 @@ fn promotion_vs_end_and_restart() {
 #[test]
 fn len_counts_a_pair_at_most_once() {
     loom::model(|| {
-        let engine = engine_with_an_arc();
+        let (engine, _, _) = engine_on_a_clock();
         let ender = spawn_end(&engine);
         let restarter = spawn_on(&engine, |e| e.start(2, 1, Kind).unwrap().is_started());
         assert!(engine.len() <= 1);
@@ -343,7 +332,7 @@ fn failing_hook_vs_start() {
 #[test]
 fn two_progresses_lose_no_event() {
     loom::model(|| {
-        let engine = engine_with_an_arc();
+        let (engine, _, _) = engine_on_a_clock();
         let other = spawn_on(&engine, |e| {
             e.progress(&2, &1, ArcPhase::Escalation).unwrap()
         });
@@ -367,7 +356,7 @@ fn two_progresses_lose_no_event() {
 #[test]
 fn progress_vs_end() {
     loom::model(|| {
-        let engine = engine_with_an_arc();
+        let (engine, _, _) = engine_on_a_clock();
         let progress = spawn_on(&engine, |e| e.progress(&1, &2, ArcPhase::Climax));
         let ended = engine.end(&1, &2, EndReason::Manual).unwrap();
         match progress.join().unwrap() {
